@@ -1,0 +1,223 @@
+//! The long-search runner: lab scenarios or random fault schedules over many seeds, on every
+//! core, with a progress bar. Ends with `N passed, M failed` and exits non-zero on any failure,
+//! printing for each failure a command that replays exactly that seed.
+//!
+//! ```text
+//! cargo run --release -p raft-proto --example simulate -- --scenario figure8_unreliable --seeds 1000
+//! cargo run --release -p raft-proto --example simulate -- --random --seeds 100000 --nodes 5
+//! ```
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use raft_proto::sim::{random, scenarios, Failure, SimOptions};
+
+#[derive(Parser, Debug)]
+#[command(about = "Run the Raft core under the deterministic simulator over many seeds")]
+struct Args {
+    /// A lab scenario by name (see --list).
+    #[arg(long, conflicts_with = "random")]
+    scenario: Option<String>,
+    /// Random fault schedules instead of a scenario.
+    #[arg(long)]
+    random: bool,
+    /// Every lab scenario, one after the other.
+    #[arg(long, conflicts_with_all = ["random", "scenario"])]
+    all: bool,
+    /// How many seeds to run.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Cluster size for --random.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Minimum simulator events per random seed.
+    #[arg(long, default_value_t = 1000)]
+    events: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Inject a deliberate bug into every node, to see the judge catch it:
+    /// commit-earlier-term, vote-before-persist or forget-vote.
+    #[arg(long)]
+    inject_bug: Option<String>,
+    /// Print every failure in full (by default the first three are).
+    #[arg(long)]
+    verbose: bool,
+}
+
+fn options(nodes: usize, seed: u64, bug: Option<&str>) -> SimOptions {
+    let mut options = SimOptions::new(nodes, seed);
+    match bug {
+        Some("commit-earlier-term") => options.bugs.commit_earlier_term_by_counting = true,
+        Some("vote-before-persist") => options.bugs.grant_vote_before_persist = true,
+        Some("forget-vote") => options.bugs.forget_vote_on_step_down = true,
+        _ => {}
+    }
+    options
+}
+
+enum Job {
+    Scenario(&'static scenarios::Scenario),
+    Random { nodes: usize, events: u64 },
+}
+
+impl Job {
+    fn name(&self) -> String {
+        match self {
+            Self::Scenario(s) => s.name.to_string(),
+            Self::Random { .. } => "random".to_string(),
+        }
+    }
+
+    fn replay(&self, seed: u64) -> String {
+        let what = match self {
+            Self::Scenario(s) => format!("--scenario {}", s.name),
+            Self::Random { nodes, events } => format!("--random --nodes {nodes} --events {events}"),
+        };
+        format!(
+            "cargo run --release -p raft-proto --example simulate -- {what} --seeds 1 --first-seed {seed}"
+        )
+    }
+
+    /// Runs one seed; returns the events it processed.
+    fn run(&self, seed: u64, bug: Option<&str>) -> Result<u64, Failure> {
+        match self {
+            Self::Scenario(s) => {
+                let mut opts = options(s.nodes, seed, bug);
+                opts.unreliable = s.unreliable;
+                s.run_with(opts).map(|r| r.events)
+            }
+            Self::Random { nodes, events } => {
+                random::run(options(*nodes, seed, bug), *events).map(|r| r.events)
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.list {
+        for s in scenarios::ALL {
+            println!(
+                "{} ({} servers{})",
+                s.name,
+                s.nodes,
+                if s.unreliable { ", unreliable" } else { "" }
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Some(bug) = &args.inject_bug {
+        if !["commit-earlier-term", "vote-before-persist", "forget-vote"].contains(&bug.as_str()) {
+            eprintln!("unknown bug {bug:?}");
+            return ExitCode::from(2);
+        }
+    }
+    let jobs: Vec<Job> = if args.random {
+        vec![Job::Random {
+            nodes: args.nodes,
+            events: args.events,
+        }]
+    } else if args.all {
+        scenarios::ALL.iter().map(Job::Scenario).collect()
+    } else if let Some(name) = &args.scenario {
+        match scenarios::find(name) {
+            Some(s) => vec![Job::Scenario(s)],
+            None => {
+                eprintln!("unknown scenario {name:?}; --list shows them");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        eprintln!("say --scenario NAME, --all or --random (see --help)");
+        return ExitCode::from(2);
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut passed = 0u64;
+    let mut failed = 0u64;
+    for job in &jobs {
+        let (p, f) = run_job(job, &args, threads);
+        passed += p;
+        failed += f;
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64) {
+    let bar = ProgressBar::new(args.seeds);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>20} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_prefix(job.name());
+    let next = AtomicU64::new(0);
+    let events = AtomicU64::new(0);
+    let failures: Mutex<Vec<(u64, Failure)>> = Mutex::new(Vec::new());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= args.seeds {
+                    break;
+                }
+                let seed = args.first_seed + k;
+                match job.run(seed, args.inject_bug.as_deref()) {
+                    Ok(e) => {
+                        events.fetch_add(e, Ordering::Relaxed);
+                    }
+                    Err(f) => {
+                        let mut list = failures.lock().expect("no panics while holding the lock");
+                        list.push((seed, f));
+                        bar.set_message(format!("{} failed", list.len()));
+                    }
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut failures = failures
+        .into_inner()
+        .expect("no panics while holding the lock");
+    failures.sort_by_key(|(seed, _)| *seed);
+    let failed = failures.len() as u64;
+    let total_events = events.load(Ordering::Relaxed);
+    print!("{}: {} seeds in {elapsed:.1} s", job.name(), args.seeds);
+    if total_events > 0 {
+        print!(
+            ", {total_events} events, {:.0} events/s",
+            total_events as f64 / elapsed
+        );
+    }
+    println!();
+    for (i, (seed, failure)) in failures.iter().enumerate() {
+        if args.verbose || i < 3 {
+            println!("{failure}");
+        } else {
+            println!("seed {seed}: {}", failure.message);
+        }
+        println!("replay: {}", job.replay(*seed));
+    }
+    (args.seeds - failed, failed)
+}

@@ -1,0 +1,133 @@
+//! How a node is set up: its identity, its peers, its timing and its limits.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::types::{Instant, NodeId};
+
+/// The configuration of one node. Every member of a cluster must agree on `voters`.
+///
+/// Durations are in the same unit as the `now` values passed to
+/// [`Node::step`](crate::Node::step): the core never interprets them as wall time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This node's identity; must appear in `voters`.
+    pub id: NodeId,
+    /// Every voting member of the cluster, this node included. No duplicates.
+    pub voters: Vec<NodeId>,
+    /// The election timeout is drawn uniformly from `election_timeout_min..election_timeout_max`
+    /// each time the election timer is reset.
+    pub election_timeout_min: Instant,
+    /// See `election_timeout_min`. Must be larger.
+    pub election_timeout_max: Instant,
+    /// How often a leader sends a heartbeat round. Must be below `election_timeout_min`.
+    pub heartbeat_interval: Instant,
+    /// At most this many append requests are in flight (sent, not yet acknowledged) to one
+    /// follower that is keeping up. At least 1.
+    pub max_inflight_appends: usize,
+    /// At most this many entries go into one append request. At least 1.
+    pub max_entries_per_append: usize,
+    /// An append request carries no more payload bytes than this, except that it always
+    /// carries at least one entry when one is due.
+    pub max_bytes_per_append: usize,
+    /// Whether a new leader appends a no-op entry of its term, so that entries of earlier terms
+    /// commit without waiting for the next proposal. The lab scenarios run with it off.
+    pub leader_noop: bool,
+    /// Seeds the generator that draws election timeouts. Give each node its own seed (the core
+    /// mixes in `id` as well), and the same seed to replay a run exactly.
+    pub seed: u64,
+    /// Test-only: deliberately wrong behaviour, to prove that the simulator catches it.
+    #[cfg(feature = "bug-injection")]
+    pub bugs: InjectedBugs,
+}
+
+/// Deliberate protocol bugs, each of which breaks a safety property. Only for testing the
+/// simulator: the default is none.
+#[cfg(feature = "bug-injection")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InjectedBugs {
+    /// Commit an entry of an earlier term by counting replicas (the Figure 8 problem).
+    pub commit_earlier_term_by_counting: bool,
+    /// Send a granted vote before the vote is durable.
+    pub grant_vote_before_persist: bool,
+    /// Forget the vote when stepping down to follower within the same term, as a
+    /// `become_follower(term)` helper that always clears the vote does: on every append from
+    /// the current leader, a follower or candidate "steps down" and may then vote again.
+    pub forget_vote_on_step_down: bool,
+}
+
+impl Config {
+    /// A configuration with the timing of the MIT 6.824 labs, in milliseconds: elections after
+    /// 300–600 ms of silence, heartbeats every 100 ms (at most 10 rounds a second).
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+        Self {
+            id,
+            voters,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            heartbeat_interval: 100,
+            max_inflight_appends: 8,
+            max_entries_per_append: 256,
+            max_bytes_per_append: 1 << 20,
+            leader_noop: false,
+            seed: 0,
+            #[cfg(feature = "bug-injection")]
+            bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// Checks that the configuration can work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::NotAVoter);
+        }
+        for (i, a) in self.voters.iter().enumerate() {
+            if self.voters[i + 1..].contains(a) {
+                return Err(ConfigError::DuplicateVoter(*a));
+            }
+        }
+        if self.election_timeout_max <= self.election_timeout_min
+            || self.heartbeat_interval == 0
+            || self.heartbeat_interval >= self.election_timeout_min
+        {
+            return Err(ConfigError::BadTiming);
+        }
+        if self.max_inflight_appends == 0 || self.max_entries_per_append == 0 {
+            return Err(ConfigError::ZeroLimit);
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `id` is not among `voters`.
+    NotAVoter,
+    /// A voter is listed twice.
+    DuplicateVoter(NodeId),
+    /// The timeouts must satisfy `0 < heartbeat_interval < election_timeout_min < election_timeout_max`.
+    BadTiming,
+    /// `max_inflight_appends` and `max_entries_per_append` must be at least 1.
+    ZeroLimit,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAVoter => write!(f, "the node's id is not among the voters"),
+            Self::DuplicateVoter(id) => write!(f, "voter {id} is listed twice"),
+            Self::BadTiming => write!(
+                f,
+                "timeouts must satisfy 0 < heartbeat_interval < election_timeout_min < election_timeout_max"
+            ),
+            Self::ZeroLimit => write!(
+                f,
+                "max_inflight_appends and max_entries_per_append must be at least 1"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}

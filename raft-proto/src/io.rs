@@ -1,0 +1,128 @@
+//! What goes into [`Node::step`](crate::Node::step) and what comes out, with the contract an
+//! embedding must keep.
+//!
+//! # The contract
+//!
+//! Every call to `step` returns a batch of [`Action`]s. The embedding:
+//!
+//! 1. **MUST execute [`Action::Persist`] actions in the order they were emitted, each one
+//!    atomically** (all of it durable, or none of it, for example as one checksummed record),
+//!    and report each one with [`Event::Persisted`] only **after** it is durable. Reporting
+//!    `seq` says that every persist up to and including `seq` is durable, so one report may
+//!    cover several writes (group commit). After a crash, storage may hold any prefix of the
+//!    persists that were emitted (never a later one without an earlier one).
+//! 2. **MAY send [`Action::Send`] messages at once, in any order, in parallel with the
+//!    persists**, and MAY lose them. The core never emits a message that promises durable
+//!    state (a granted vote, an accepted append, a vote request carrying a new term) before the
+//!    persist it depends on has been reported durable: it holds such messages back and emits
+//!    them from the step that receives the matching [`Event::Persisted`]. Only a leader's append
+//!    requests leave before its own write is durable (Raft thesis §10.2.1); the leader counts
+//!    itself toward the commit quorum only for entries it has been told are durable.
+//! 3. **MUST hand [`Action::Apply`] entries to the state machine in the order emitted.** This
+//!    may overlap with persisting and sending: applied entries are committed, hence already
+//!    durable on a majority.
+//! 4. **MAY report [`Action::ProposalOutcome`] to the proposer at any time.** An accepted
+//!    proposal is committed when an entry with the same index *and term* is applied; if an entry
+//!    of another term is applied at that index, the proposal was lost (a new leader overwrote
+//!    it) and may be retried.
+//!
+//! A restarted node is rebuilt with [`Node::restore`](crate::Node::restore) from what storage
+//! holds; persist sequence numbers start again at 1 for every new node value, so an
+//! acknowledgement meant for a node that crashed must never be delivered to its successor.
+
+use alloc::vec::Vec;
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, Index, NodeId, Payload, Term};
+
+/// An input to [`Node::step`](crate::Node::step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Only time has passed. Step with this at (or after) [`Node::next_deadline`](crate::Node::next_deadline).
+    Tick,
+    /// A message from a peer, exactly as received. Anything is accepted: malformed, stale or
+    /// misaddressed messages are dropped and counted in [`NodeStats`](crate::NodeStats).
+    Message(Message),
+    /// The application asks to append these commands. Answered by one
+    /// [`Action::ProposalOutcome`]; all of them go into one log append.
+    Propose(Vec<Payload>),
+    /// Every [`Persist`] with a sequence number up to `seq` is durable.
+    Persisted {
+        /// The highest durable sequence number.
+        seq: u64,
+    },
+}
+
+/// An output of [`Node::step`](crate::Node::step): a side effect the embedding must carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Make this change to durable storage, then report [`Event::Persisted`].
+    Persist(Persist),
+    /// Send this message to `message.to`. It may be lost.
+    Send(Message),
+    /// These committed entries, starting at `first_index`, are ready for the state machine.
+    /// [`EntryKind::Noop`](crate::EntryKind::Noop) entries carry no command and are skipped.
+    Apply {
+        /// The index of `entries[0]`.
+        first_index: Index,
+        /// Consecutive committed entries.
+        entries: Vec<Entry>,
+    },
+    /// The answer to an [`Event::Propose`].
+    ProposalOutcome(ProposalOutcome),
+}
+
+/// One atomic change to durable storage, applied in this order: truncate the log, append the
+/// entries, then record the hard state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persist {
+    /// Increases by one with every persist a node emits, from 1.
+    pub seq: u64,
+    /// Remove every log entry at this index and after, first.
+    pub truncate_from: Option<Index>,
+    /// The index of `entries[0]`: always the log's last index + 1 after the truncation.
+    pub first_index: Index,
+    /// Entries to append (possibly none).
+    pub entries: Vec<Entry>,
+    /// The new term and vote, when they changed.
+    pub hard_state: Option<HardState>,
+}
+
+impl Persist {
+    /// Applies this change to a log held as a vector (entry `i` at position `i - 1`) and a hard
+    /// state: the reference semantics for storage implementations.
+    pub fn apply_to(&self, log: &mut Vec<Entry>, hard_state: &mut HardState) {
+        if let Some(from) = self.truncate_from {
+            log.truncate(usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX));
+        }
+        log.extend(self.entries.iter().cloned());
+        if let Some(hs) = self.hard_state {
+            *hard_state = hs;
+        }
+    }
+}
+
+/// The answer to a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProposalOutcome {
+    /// The commands were appended at `first_index..=last_index` in `term`. They are committed
+    /// when entries with these indexes and this term are applied.
+    Accepted {
+        /// Index of the first command.
+        first_index: Index,
+        /// Index of the last command.
+        last_index: Index,
+        /// The leader's term they were appended in.
+        term: Term,
+    },
+    /// This node is not the leader; nothing was appended.
+    NotLeader {
+        /// How many commands were refused.
+        count: usize,
+        /// The leader this node knows of, if any.
+        leader_hint: Option<NodeId>,
+    },
+}

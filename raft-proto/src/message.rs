@@ -1,0 +1,84 @@
+//! The messages Raft nodes exchange. Every message is one-way: a response is a message of its
+//! own, matched to its request by term and index, never by connection or order.
+
+use alloc::vec::Vec;
+
+use crate::types::{Entry, Index, NodeId, Term};
+
+/// A message between two members of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Message {
+    /// The sender.
+    pub from: NodeId,
+    /// The addressee.
+    pub to: NodeId,
+    /// The sender's current term.
+    pub term: Term,
+    /// What the message says.
+    pub body: MessageBody,
+}
+
+/// The content of a [`Message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum MessageBody {
+    /// A candidate asks for a vote (RequestVote).
+    VoteRequest {
+        /// Index of the candidate's last log entry.
+        last_log_index: Index,
+        /// Term of the candidate's last log entry.
+        last_log_term: Term,
+    },
+    /// The answer to a [`MessageBody::VoteRequest`] of the same term.
+    VoteResponse {
+        /// Whether the vote was granted.
+        granted: bool,
+    },
+    /// A leader replicates entries, or just asserts its leadership (AppendEntries).
+    AppendRequest {
+        /// Index of the entry just before `entries`.
+        prev_log_index: Index,
+        /// Term of the entry at `prev_log_index` (0 when it is 0).
+        prev_log_term: Term,
+        /// The entries from `prev_log_index + 1` on (empty for a heartbeat).
+        entries: Vec<Entry>,
+        /// The leader's commit index.
+        leader_commit: Index,
+    },
+    /// The answer to a [`MessageBody::AppendRequest`].
+    AppendResponse {
+        /// Whether the entries were accepted, and what the leader needs to go on.
+        outcome: AppendOutcome,
+    },
+}
+
+impl MessageBody {
+    /// Whether this is a request (as opposed to a response to one).
+    pub fn is_request(&self) -> bool {
+        matches!(self, Self::VoteRequest { .. } | Self::AppendRequest { .. })
+    }
+}
+
+/// What a follower answers to an append request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum AppendOutcome {
+    /// The follower's log now matches the leader's up to `match_index`, durably.
+    Accepted {
+        /// The last index known to match the leader's log.
+        match_index: Index,
+    },
+    /// The follower's log has no entry matching `(prev_log_index, prev_log_term)`.
+    Rejected {
+        /// The `prev_log_index` of the rejected request, to recognise stale rejections.
+        rejected_prev: Index,
+        /// Where the leader should look next: the follower's last index + 1 when its log is too
+        /// short, else the first index of `conflict_term` in the follower's log.
+        hint_index: Index,
+        /// The term of the follower's entry at `rejected_prev`, when it has one.
+        conflict_term: Option<Term>,
+    },
+}

@@ -1,0 +1,868 @@
+//! The Raft node: elections, heartbeats, replication, commitment and persistence ordering, as
+//! one deterministic state machine.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::config::{Config, ConfigError};
+use crate::io::{Action, Event, Persist, ProposalOutcome};
+use crate::log::Log;
+use crate::message::{AppendOutcome, Message, MessageBody};
+use crate::progress::{Mode, Progress};
+use crate::rng::Rng;
+use crate::types::{DurableState, Entry, HardState, Index, Instant, NodeId, Role, Term};
+
+/// One member of a Raft cluster, as a pure state machine.
+///
+/// Feed it [`Event`]s with [`step`](Self::step) (or [`step_into`](Self::step_into) to reuse an
+/// action buffer) and carry out the [`Action`]s it returns, keeping the contract of the
+/// [`io`](crate::io) module. Call `step(now, Event::Tick)` no later than
+/// [`next_deadline`](Self::next_deadline) so that elections and heartbeats happen on time.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    /// The other voters.
+    peers: Vec<NodeId>,
+    role: Role,
+    hard_state: HardState,
+    leader: Option<NodeId>,
+    log: Log,
+    commit_index: Index,
+    applied_index: Index,
+    rng: Rng,
+    now: Instant,
+    election_deadline: Instant,
+    heartbeat_deadline: Instant,
+    /// Voters that granted this candidate their vote in the current term (itself included).
+    votes: Vec<NodeId>,
+    /// Voters that answered this candidate's vote request, granting or not.
+    vote_answers: Vec<NodeId>,
+    /// One per peer, meaningful while leader.
+    progress: Vec<Progress>,
+    /// Storage changes made during the current step, emitted as one persist at its end.
+    write: PendingWrite,
+    next_seq: u64,
+    durable_seq: u64,
+    /// Persists emitted and not yet reported durable: `(seq, last index after it, truncation)`.
+    unacked_writes: VecDeque<(u64, Index, Option<Index>)>,
+    /// The log prefix up to here is durable and equal to the in-memory log.
+    stable_index: Index,
+    /// Messages waiting for the persist with the given sequence number to be durable.
+    held: VecDeque<(u64, Message)>,
+    /// Actions of the current step.
+    actions: Vec<Action>,
+    stats: NodeStats,
+}
+
+/// Counters of peer input the node dropped instead of acting on. Nothing a peer sends can make
+/// the node panic; what it cannot use is counted here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Messages addressed to another node.
+    pub misaddressed: u64,
+    /// Messages from a node that is not a voter (or from this node itself).
+    pub unknown_sender: u64,
+    /// Messages of an older term (requests are still answered, so the sender learns the term).
+    pub stale_term: u64,
+    /// Responses that arrived when no longer relevant (role changed, reordered, duplicated).
+    pub stale_response: u64,
+    /// Messages that contradict the protocol (an index the leader never sent, a second leader
+    /// in the same term, a rewrite of committed entries).
+    pub invalid: u64,
+}
+
+/// Why a node could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is unusable.
+    Config(ConfigError),
+    /// The durable state contradicts itself: a log term decreases, or exceeds the current term.
+    InconsistentState {
+        /// The first log index found wrong.
+        index: Index,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "invalid configuration: {e}"),
+            Self::InconsistentState { index } => write!(
+                f,
+                "durable state is inconsistent at log index {index}: terms must not decrease nor exceed the current term"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for StartError {}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+#[derive(Debug, Default)]
+struct PendingWrite {
+    hard_state: bool,
+    truncate_from: Option<Index>,
+    first_index: Index,
+    entries: Vec<Entry>,
+}
+
+impl PendingWrite {
+    fn is_empty(&self) -> bool {
+        !self.hard_state && self.truncate_from.is_none() && self.entries.is_empty()
+    }
+}
+
+impl Node {
+    /// A node with empty storage, as on first start.
+    pub fn new(config: Config, now: Instant) -> Result<Self, StartError> {
+        Self::restore(config, DurableState::default(), now)
+    }
+
+    /// A node rebuilt from what its storage holds after a crash or a shutdown. The state
+    /// machine starts empty: committed entries are applied again from index 1.
+    pub fn restore(
+        config: Config,
+        durable: DurableState,
+        now: Instant,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        let mut previous = 0;
+        for (i, entry) in durable.log.iter().enumerate() {
+            if entry.term < previous || entry.term > durable.hard_state.term {
+                return Err(StartError::InconsistentState {
+                    index: i as Index + 1,
+                });
+            }
+            previous = entry.term;
+        }
+        let peers: Vec<NodeId> = config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != config.id)
+            .collect();
+        let log = Log::from_entries(durable.log);
+        let rng = Rng::new(config.seed ^ config.id.wrapping_mul(0xA076_1D64_78BD_642F));
+        let mut node = Self {
+            peers,
+            role: Role::Follower,
+            hard_state: durable.hard_state,
+            leader: None,
+            stable_index: log.last_index(),
+            log,
+            commit_index: 0,
+            applied_index: 0,
+            rng,
+            now,
+            election_deadline: now,
+            heartbeat_deadline: now,
+            votes: Vec::new(),
+            vote_answers: Vec::new(),
+            progress: Vec::new(),
+            write: PendingWrite::default(),
+            next_seq: 1,
+            durable_seq: 0,
+            unacked_writes: VecDeque::new(),
+            held: VecDeque::new(),
+            actions: Vec::new(),
+            stats: NodeStats::default(),
+            config,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    /// Feeds one event at time `now` and returns the actions to carry out.
+    #[must_use = "the actions must be carried out"]
+    pub fn step(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.step_into(now, event, &mut out);
+        out
+    }
+
+    /// Like [`step`](Self::step), but appends the actions to `out`, so that a caller can reuse
+    /// one buffer across steps.
+    pub fn step_into(&mut self, now: Instant, event: Event, out: &mut Vec<Action>) {
+        self.now = self.now.max(now);
+        match event {
+            Event::Tick => {}
+            Event::Message(message) => self.on_message(message),
+            Event::Propose(commands) => self.on_propose(commands),
+            Event::Persisted { seq } => self.on_persisted(seq),
+        }
+        self.on_time();
+        if self.role == Role::Leader {
+            self.advance_commit();
+            self.replicate();
+        }
+        self.apply_committed();
+        self.flush_write(out);
+        out.append(&mut self.actions);
+    }
+
+    // --- Accessors -------------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.hard_state.term
+    }
+
+    /// The candidate voted for in the current term.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.hard_state.voted_for
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether this node is the leader of its current term.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    /// The leader of the current term, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The highest index known to be committed.
+    pub fn commit_index(&self) -> Index {
+        self.commit_index
+    }
+
+    /// The highest index handed to the state machine in an [`Action::Apply`].
+    pub fn applied_index(&self) -> Index {
+        self.applied_index
+    }
+
+    /// The index of the last log entry.
+    pub fn last_log_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    /// The term of the entry at `index`, if the log holds it (index 0 has term 0).
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// The entry at `index`, if the log holds it.
+    pub fn log_entry(&self, index: Index) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// Counters of dropped peer input.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// When the node next needs a [`Event::Tick`] (an election timeout, a heartbeat round, or a
+    /// candidate's retransmission of its vote requests).
+    pub fn next_deadline(&self) -> Instant {
+        match self.role {
+            Role::Leader => self.heartbeat_deadline,
+            Role::Candidate => self.election_deadline.min(self.heartbeat_deadline),
+            Role::Follower => self.election_deadline,
+        }
+    }
+
+    // --- Inputs ----------------------------------------------------------------------------
+
+    fn on_message(&mut self, message: Message) {
+        if message.to != self.config.id {
+            self.stats.misaddressed += 1;
+            return;
+        }
+        if !self.peers.contains(&message.from) {
+            self.stats.unknown_sender += 1;
+            return;
+        }
+        if message.term > self.hard_state.term {
+            let leader =
+                matches!(message.body, MessageBody::AppendRequest { .. }).then_some(message.from);
+            self.become_follower(message.term, leader);
+        } else if message.term < self.hard_state.term {
+            self.stats.stale_term += 1;
+            self.answer_stale_request(&message);
+            return;
+        }
+        let from = message.from;
+        match message.body {
+            MessageBody::VoteRequest {
+                last_log_index,
+                last_log_term,
+            } => self.on_vote_request(from, last_log_index, last_log_term),
+            MessageBody::VoteResponse { granted } => self.on_vote_response(from, granted),
+            MessageBody::AppendRequest {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                self.on_append_request(from, prev_log_index, prev_log_term, entries, leader_commit)
+            }
+            MessageBody::AppendResponse { outcome } => self.on_append_response(from, outcome),
+        }
+    }
+
+    /// A request from an older term is refused with the current term, so that its sender
+    /// learns it is out of date.
+    fn answer_stale_request(&mut self, message: &Message) {
+        let body = match message.body {
+            MessageBody::VoteRequest { .. } => MessageBody::VoteResponse { granted: false },
+            MessageBody::AppendRequest { prev_log_index, .. } => MessageBody::AppendResponse {
+                outcome: AppendOutcome::Rejected {
+                    rejected_prev: prev_log_index,
+                    hint_index: 0,
+                    conflict_term: None,
+                },
+            },
+            _ => return,
+        };
+        self.send_when_durable(message.from, body);
+    }
+
+    fn on_vote_request(&mut self, candidate: NodeId, last_log_index: Index, last_log_term: Term) {
+        let up_to_date =
+            (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index());
+        let free = match self.hard_state.voted_for {
+            None => true,
+            Some(v) => v == candidate,
+        };
+        let granted = self.role == Role::Follower && free && up_to_date;
+        if granted {
+            self.hard_state.voted_for = Some(candidate);
+            self.write.hard_state = true;
+            self.reset_election_timer();
+        }
+        let body = MessageBody::VoteResponse { granted };
+        if granted && self.bugs().grant_vote_before_persist {
+            self.send_now(candidate, body);
+        } else {
+            self.send_when_durable(candidate, body);
+        }
+    }
+
+    fn on_vote_response(&mut self, voter: NodeId, granted: bool) {
+        if self.role != Role::Candidate {
+            self.stats.stale_response += 1;
+            return;
+        }
+        if !self.vote_answers.contains(&voter) {
+            self.vote_answers.push(voter);
+        }
+        if granted && !self.votes.contains(&voter) {
+            self.votes.push(voter);
+            if self.votes.len() >= self.quorum() {
+                self.become_leader();
+            }
+        }
+    }
+
+    fn on_append_request(
+        &mut self,
+        leader: NodeId,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: Index,
+    ) {
+        if self.role == Role::Leader {
+            // Two leaders in one term cannot happen in a correct cluster.
+            self.stats.invalid += 1;
+            return;
+        }
+        // A valid leader of the current term: follow it (a candidate steps down, keeping its
+        // vote) and restart the election timer.
+        self.become_follower(self.hard_state.term, Some(leader));
+        self.reset_election_timer();
+
+        let reject = |node: &Self, hint_index: Index, conflict_term: Option<Term>| {
+            MessageBody::AppendResponse {
+                outcome: AppendOutcome::Rejected {
+                    rejected_prev: prev_log_index,
+                    hint_index: hint_index.max(node.commit_index + 1).max(1),
+                    conflict_term,
+                },
+            }
+        };
+        match self.log.term(prev_log_index) {
+            None => {
+                let body = reject(self, self.log.last_index() + 1, None);
+                return self.send_when_durable(leader, body);
+            }
+            Some(term) if term != prev_log_term => {
+                let first = self.log.first_index_of_term(term, prev_log_index);
+                let body = reject(self, first, Some(term));
+                return self.send_when_durable(leader, body);
+            }
+            Some(_) => {}
+        }
+
+        // The logs match up to prev_log_index. Append what is new; truncate only on a real
+        // conflict, never because a (reordered) request carries fewer entries than we hold.
+        let Some(match_index) = prev_log_index.checked_add(entries.len() as Index) else {
+            self.stats.invalid += 1;
+            return;
+        };
+        let mut index = prev_log_index;
+        for entry in entries {
+            index += 1;
+            match self.log.term(index) {
+                Some(term) if term == entry.term => continue,
+                Some(_) => {
+                    if index <= self.commit_index || entry.term > self.hard_state.term {
+                        self.stats.invalid += 1;
+                        return;
+                    }
+                    self.truncate_log(index);
+                }
+                None => {}
+            }
+            if entry.term > self.hard_state.term || entry.term < self.log.last_term() {
+                self.stats.invalid += 1;
+                return;
+            }
+            self.append_to_log(entry);
+        }
+        // Commit only what is known to match the leader's log.
+        self.commit_index = self.commit_index.max(leader_commit.min(match_index));
+        self.send_when_durable(
+            leader,
+            MessageBody::AppendResponse {
+                outcome: AppendOutcome::Accepted { match_index },
+            },
+        );
+    }
+
+    fn on_append_response(&mut self, follower: NodeId, outcome: AppendOutcome) {
+        if self.role != Role::Leader {
+            self.stats.stale_response += 1;
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(pos) = self.progress.iter().position(|p| p.id == follower) else {
+            return;
+        };
+        match outcome {
+            AppendOutcome::Accepted { match_index } => {
+                if match_index > last_index {
+                    self.stats.invalid += 1;
+                    return;
+                }
+                self.progress[pos].on_accepted(match_index);
+            }
+            AppendOutcome::Rejected {
+                rejected_prev,
+                hint_index,
+                conflict_term,
+            } => {
+                if !self.progress[pos].rejection_is_current(rejected_prev) {
+                    self.stats.stale_response += 1;
+                    return;
+                }
+                // Skip the whole conflicting term at once (fast backtracking): past the last
+                // entry of that term in our log if we have it, else to the follower's hint.
+                let next = match conflict_term.and_then(|t| self.log.last_index_of_term(t)) {
+                    Some(last_of_term) => last_of_term + 1,
+                    None => hint_index,
+                };
+                let progress = &mut self.progress[pos];
+                progress.probe_from(next.min(rejected_prev).min(last_index + 1));
+            }
+        }
+        self.replicate_to(pos);
+    }
+
+    fn on_propose(&mut self, commands: Vec<crate::types::Payload>) {
+        if commands.is_empty() {
+            return;
+        }
+        if self.role != Role::Leader {
+            self.actions
+                .push(Action::ProposalOutcome(ProposalOutcome::NotLeader {
+                    count: commands.len(),
+                    leader_hint: self.leader,
+                }));
+            return;
+        }
+        let term = self.hard_state.term;
+        let first_index = self.log.last_index() + 1;
+        for data in commands {
+            self.append_to_log(Entry::command(term, data));
+        }
+        self.actions
+            .push(Action::ProposalOutcome(ProposalOutcome::Accepted {
+                first_index,
+                last_index: self.log.last_index(),
+                term,
+            }));
+    }
+
+    fn on_persisted(&mut self, seq: u64) {
+        if seq >= self.next_seq || seq <= self.durable_seq {
+            // Not a persist of this node (or already reported): nothing to learn.
+            return;
+        }
+        self.durable_seq = seq;
+        let mut stable = None;
+        while let Some(&(s, last, _)) = self.unacked_writes.front() {
+            if s > seq {
+                break;
+            }
+            stable = Some(last);
+            self.unacked_writes.pop_front();
+        }
+        if let Some(mut stable) = stable {
+            for &(_, _, truncation) in &self.unacked_writes {
+                if let Some(from) = truncation {
+                    stable = stable.min(from - 1);
+                }
+            }
+            self.stable_index = stable;
+        }
+        while self.held.front().is_some_and(|(s, _)| *s <= seq) {
+            if let Some((_, message)) = self.held.pop_front() {
+                self.actions.push(Action::Send(message));
+            }
+        }
+    }
+
+    fn on_time(&mut self) {
+        match self.role {
+            Role::Leader => {
+                if self.now >= self.heartbeat_deadline {
+                    self.heartbeat_deadline = self.now + self.config.heartbeat_interval;
+                    self.heartbeat();
+                }
+            }
+            Role::Follower | Role::Candidate => {
+                if self.now >= self.election_deadline {
+                    self.become_candidate();
+                } else if self.role == Role::Candidate && self.now >= self.heartbeat_deadline {
+                    // Ask again the voters that have not answered: a lost request or answer
+                    // should not cost a whole election timeout.
+                    self.heartbeat_deadline = self.now + self.config.heartbeat_interval;
+                    self.request_votes();
+                }
+            }
+        }
+    }
+
+    // --- Roles -----------------------------------------------------------------------------
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.hard_state.term {
+            self.hard_state = HardState {
+                term,
+                voted_for: None,
+            };
+            self.write.hard_state = true;
+        } else if self.bugs().forget_vote_on_step_down {
+            self.hard_state.voted_for = None;
+            self.write.hard_state = true;
+        }
+        if self.role != Role::Follower {
+            self.reset_election_timer();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.vote_answers.clear();
+        self.progress.clear();
+    }
+
+    fn become_candidate(&mut self) {
+        self.role = Role::Candidate;
+        self.hard_state = HardState {
+            term: self.hard_state.term + 1,
+            voted_for: Some(self.config.id),
+        };
+        self.write.hard_state = true;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.push(self.config.id);
+        self.vote_answers.clear();
+        self.reset_election_timer();
+        if self.votes.len() >= self.quorum() {
+            self.become_leader();
+            return;
+        }
+        self.heartbeat_deadline = self.now + self.config.heartbeat_interval;
+        self.request_votes();
+    }
+
+    /// Sends a vote request to every voter that has not answered in this term.
+    fn request_votes(&mut self) {
+        let body = MessageBody::VoteRequest {
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        for i in 0..self.peers.len() {
+            let peer = self.peers[i];
+            if !self.vote_answers.contains(&peer) {
+                self.send_when_durable(peer, body.clone());
+            }
+        }
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.votes.clear();
+        if self.config.leader_noop {
+            self.append_to_log(Entry::noop(self.hard_state.term));
+        }
+        let last = self.log.last_index();
+        self.progress = self.peers.iter().map(|&p| Progress::new(p, last)).collect();
+        // Announce leadership at once; the probes double as the first heartbeat.
+        self.heartbeat_deadline = self.now + self.config.heartbeat_interval;
+        self.heartbeat();
+    }
+
+    // --- Leader duties ---------------------------------------------------------------------
+
+    /// A heartbeat round: each follower gets an append, which retries a lost probe or, when a
+    /// pipelined follower made no progress for a whole interval, restarts it from its match
+    /// point (its appends or their answers were lost).
+    fn heartbeat(&mut self) {
+        for pos in 0..self.progress.len() {
+            let progress = &mut self.progress[pos];
+            match progress.mode {
+                Mode::Probe => progress.probe_sent = false,
+                Mode::Replicate => {
+                    if !progress.inflight.is_empty() && !progress.progressed {
+                        let next = progress.match_index + 1;
+                        progress.probe_from(next);
+                    }
+                }
+            }
+            let progress = &mut self.progress[pos];
+            progress.progressed = false;
+            if progress.mode == Mode::Replicate {
+                // Prove liveness and carry the commit index; prev = match point, which the
+                // follower is known to hold, so this never causes a rejection.
+                let prev = progress.match_index;
+                self.send_append(pos, prev, Vec::new());
+            } else {
+                self.replicate_to(pos);
+            }
+        }
+    }
+
+    /// Sends whatever each follower is due.
+    fn replicate(&mut self) {
+        for pos in 0..self.progress.len() {
+            self.replicate_to(pos);
+        }
+    }
+
+    fn replicate_to(&mut self, pos: usize) {
+        let last = self.log.last_index();
+        loop {
+            let progress = &self.progress[pos];
+            let next = progress.next_index;
+            match progress.mode {
+                Mode::Probe if progress.probe_sent => return,
+                Mode::Replicate
+                    if next > last
+                        || progress.inflight.len() >= self.config.max_inflight_appends =>
+                {
+                    return
+                }
+                _ => {}
+            }
+            let entries = self.log.slice(
+                next,
+                self.config.max_entries_per_append,
+                self.config.max_bytes_per_append,
+            );
+            let sent_last = next - 1 + entries.len() as Index;
+            self.send_append(pos, next - 1, entries);
+            let progress = &mut self.progress[pos];
+            match progress.mode {
+                Mode::Probe => {
+                    progress.probe_sent = true;
+                    return;
+                }
+                Mode::Replicate => {
+                    progress.inflight.push_back(sent_last);
+                    progress.next_index = sent_last + 1;
+                }
+            }
+        }
+    }
+
+    fn send_append(&mut self, pos: usize, prev_log_index: Index, entries: Vec<Entry>) {
+        let Some(prev_log_term) = self.log.term(prev_log_index) else {
+            // Only reachable once compaction exists; the index is always in the log today.
+            return;
+        };
+        let to = self.progress[pos].id;
+        let body = MessageBody::AppendRequest {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: self.commit_index,
+        };
+        self.send_now(to, body);
+    }
+
+    /// Commits the highest index a quorum holds durably, if it is of the current term (Raft
+    /// §5.4.2: earlier-term entries commit only with a current-term entry after them).
+    fn advance_commit(&mut self) {
+        let mut matched: Vec<Index> = self.progress.iter().map(|p| p.match_index).collect();
+        matched.push(self.stable_index.min(self.log.last_index()));
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.quorum() - 1];
+        if candidate > self.commit_index
+            && (self.log.term(candidate) == Some(self.hard_state.term)
+                || self.bugs().commit_earlier_term_by_counting)
+        {
+            self.commit_index = candidate;
+        }
+    }
+
+    // --- Helpers ---------------------------------------------------------------------------
+
+    fn apply_committed(&mut self) {
+        let commit = self.commit_index.min(self.log.last_index());
+        if commit > self.applied_index {
+            let entries = self.log.range(self.applied_index + 1, commit);
+            self.actions.push(Action::Apply {
+                first_index: self.applied_index + 1,
+                entries,
+            });
+            self.applied_index = commit;
+        }
+    }
+
+    fn append_to_log(&mut self, entry: Entry) {
+        if self.write.entries.is_empty() {
+            self.write.first_index = self.log.last_index() + 1;
+        }
+        self.write.entries.push(entry.clone());
+        self.log.append(entry);
+    }
+
+    fn truncate_log(&mut self, from: Index) {
+        self.log.truncate_from(from);
+        let write = &mut self.write;
+        if !write.entries.is_empty() && from >= write.first_index {
+            write.entries.truncate((from - write.first_index) as usize);
+        } else {
+            write.entries.clear();
+            write.truncate_from = Some(write.truncate_from.map_or(from, |t| t.min(from)));
+        }
+        self.stable_index = self.stable_index.min(from - 1);
+    }
+
+    fn flush_write(&mut self, out: &mut Vec<Action>) {
+        if self.write.is_empty() {
+            return;
+        }
+        let write = core::mem::take(&mut self.write);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let first_index = if write.entries.is_empty() {
+            self.log.last_index() + 1
+        } else {
+            write.first_index
+        };
+        self.unacked_writes
+            .push_back((seq, self.log.last_index(), write.truncate_from));
+        out.push(Action::Persist(Persist {
+            seq,
+            truncate_from: write.truncate_from,
+            first_index,
+            entries: write.entries,
+            hard_state: write.hard_state.then_some(self.hard_state),
+        }));
+    }
+
+    /// Sends a message that promises nothing about durable state.
+    fn send_now(&mut self, to: NodeId, body: MessageBody) {
+        let message = self.message(to, body);
+        self.actions.push(Action::Send(message));
+    }
+
+    /// Sends a message once every storage change made so far (this step's included) is
+    /// durable.
+    fn send_when_durable(&mut self, to: NodeId, body: MessageBody) {
+        let message = self.message(to, body);
+        let needed = if self.write.is_empty() {
+            self.next_seq - 1
+        } else {
+            self.next_seq
+        };
+        if needed <= self.durable_seq {
+            self.actions.push(Action::Send(message));
+        } else {
+            self.held.push_back((needed, message));
+        }
+    }
+
+    fn message(&self, to: NodeId, body: MessageBody) -> Message {
+        Message {
+            from: self.config.id,
+            to,
+            term: self.hard_state.term,
+            body,
+        }
+    }
+
+    fn quorum(&self) -> usize {
+        (self.peers.len() + 1) / 2 + 1
+    }
+
+    fn reset_election_timer(&mut self) {
+        let timeout = self.rng.range(
+            self.config.election_timeout_min,
+            self.config.election_timeout_max,
+        );
+        self.election_deadline = self.now + timeout;
+    }
+
+    #[cfg(feature = "bug-injection")]
+    fn bugs(&self) -> crate::config::InjectedBugs {
+        self.config.bugs
+    }
+
+    #[cfg(not(feature = "bug-injection"))]
+    fn bugs(&self) -> NoBugs {
+        NoBugs {
+            commit_earlier_term_by_counting: false,
+            grant_vote_before_persist: false,
+            forget_vote_on_step_down: false,
+        }
+    }
+}
+
+/// Stands in for [`InjectedBugs`](crate::config::InjectedBugs) when bug injection is compiled
+/// out: every bug is off, as constants the optimiser folds away.
+#[cfg(not(feature = "bug-injection"))]
+#[derive(Clone, Copy)]
+struct NoBugs {
+    commit_earlier_term_by_counting: bool,
+    grant_vote_before_persist: bool,
+    forget_vote_on_step_down: bool,
+}

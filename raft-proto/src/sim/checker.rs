@@ -1,0 +1,163 @@
+//! The safety judge: every property of SCENARIOS.md, checked incrementally after every event.
+//!
+//! Logs are followed as chains of hashes: the hash at index *i* covers every entry up to *i*,
+//! so two logs with the same hash at *i* are identical up to *i*. This makes Log Matching,
+//! Leader Completeness, State Machine Safety and Durability checks cost O(1) per entry or per
+//! check instead of O(log length).
+
+use std::collections::{BTreeMap, HashMap};
+use std::string::String;
+use std::vec::Vec;
+
+use crate::types::{Entry, EntryKind, Index, NodeId, Term};
+
+/// The chain hash after `previous` extended by `entry`.
+pub(crate) fn chain(previous: u64, entry: &Entry) -> u64 {
+    // FNV-1a over the payload, then a strong 64-bit mix with the term, kind and previous link.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in entry.data.iter() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let kind = match entry.kind {
+        EntryKind::Command => 1,
+        EntryKind::Noop => 2,
+    };
+    mix(previous ^ mix(h ^ mix(entry.term.wrapping_add(kind << 60))))
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A log followed by its chain hashes (entry `i` at position `i - 1`) and terms.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogView {
+    hashes: Vec<u64>,
+    terms: Vec<Term>,
+}
+
+impl LogView {
+    pub(crate) fn len(&self) -> Index {
+        self.hashes.len() as Index
+    }
+
+    pub(crate) fn hash(&self, index: Index) -> Option<u64> {
+        let i = usize::try_from(index.checked_sub(1)?).ok()?;
+        self.hashes.get(i).copied()
+    }
+
+    pub(crate) fn term(&self, index: Index) -> Option<Term> {
+        if index == 0 {
+            return Some(0);
+        }
+        self.terms.get(usize::try_from(index - 1).ok()?).copied()
+    }
+
+    pub(crate) fn truncate_from(&mut self, index: Index) {
+        let keep = usize::try_from(index.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.hashes.truncate(keep);
+        self.terms.truncate(keep);
+    }
+
+    /// Appends `entry` and returns its chain hash.
+    pub(crate) fn push(&mut self, entry: &Entry) -> u64 {
+        let h = chain(self.hashes.last().copied().unwrap_or(0), entry);
+        self.hashes.push(h);
+        self.terms.push(entry.term);
+        h
+    }
+}
+
+/// What the judge remembers across the whole run.
+#[derive(Debug, Default)]
+pub(crate) struct Checker {
+    /// Election Safety: the leader of each term.
+    leaders: HashMap<Term, NodeId>,
+    /// Log Matching: the chain hash of every (index, term) pair ever written to a log.
+    entries: HashMap<(Index, Term), u64>,
+    /// Leader Completeness: per term, the highest index a leader of that term committed and
+    /// its chain hash.
+    commits: BTreeMap<Term, (Index, u64)>,
+    /// State Machine Safety: the chain hash of what was applied at each index, by anyone.
+    applied: Vec<u64>,
+}
+
+impl Checker {
+    /// A node is leader of `term`.
+    pub(crate) fn leader(&mut self, term: Term, id: NodeId) -> Result<(), String> {
+        match self.leaders.insert(term, id) {
+            Some(other) if other != id => Err(std::format!(
+                "Election Safety: nodes {other} and {id} are both leader of term {term}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A node just became leader of `term` with log `log`.
+    pub(crate) fn new_leader(&self, term: Term, id: NodeId, log: &LogView) -> Result<(), String> {
+        for (&commit_term, &(index, hash)) in self.commits.range(..term) {
+            if log.hash(index) != Some(hash) {
+                return Err(std::format!(
+                    "Leader Completeness: node {id}, leader of term {term}, lacks entry {index} \
+                     committed in term {commit_term}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An entry was written at `index` of some log with chain hash `hash`.
+    pub(crate) fn entry_written(
+        &mut self,
+        id: NodeId,
+        index: Index,
+        term: Term,
+        hash: u64,
+    ) -> Result<(), String> {
+        match self.entries.insert((index, term), hash) {
+            Some(other) if other != hash => Err(std::format!(
+                "Log Matching: node {id} holds an entry at index {index} of term {term} whose \
+                 log prefix differs from another log's entry of the same index and term"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A leader of `term` committed up to `index`, whose chain hash is `hash`.
+    pub(crate) fn committed(&mut self, term: Term, index: Index, hash: u64) {
+        let slot = self.commits.entry(term).or_insert((index, hash));
+        if index > slot.0 {
+            *slot = (index, hash);
+        }
+    }
+
+    /// A node applied the entry at `index` whose chain hash (in its log) is `hash`.
+    pub(crate) fn applied(&mut self, id: NodeId, index: Index, hash: u64) -> Result<(), String> {
+        let position = (index - 1) as usize;
+        match self.applied.get(position) {
+            Some(&h) if h == hash => Ok(()),
+            Some(_) => Err(std::format!(
+                "State Machine Safety: node {id} applied at index {index} an entry (or log \
+                 prefix) different from what another node applied there"
+            )),
+            None if position == self.applied.len() => {
+                self.applied.push(hash);
+                Ok(())
+            }
+            None => Err(std::format!(
+                "State Machine Safety: node {id} applied index {index} before index {}",
+                self.applied.len() + 1
+            )),
+        }
+    }
+
+    /// The highest index applied anywhere (hence acknowledged to a client), with its hash.
+    pub(crate) fn highest_applied(&self) -> Option<(Index, u64)> {
+        self.applied
+            .last()
+            .map(|&h| (self.applied.len() as Index, h))
+    }
+}

@@ -1,0 +1,1070 @@
+//! A deterministic, seeded, virtual-time cluster simulator: the judge of the core.
+//!
+//! [`Sim`] runs `n` [`Node`]s over a simulated network and simulated disks, all driven by one
+//! seeded generator, so that a run is a pure function of its seed and its schedule. It models
+//! what ../shared/SCENARIOS.md describes: connected and disconnected servers, two-group
+//! partitions, a reliable and an unreliable network (delay, loss of requests and of replies,
+//! reordering, duplication), long reordering of replies, crashes that lose the writes not yet
+//! reported durable (all, none or a prefix of them), restarts from durable state, and an
+//! applied log per server that survives restarts.
+//!
+//! After **every** event it checks Election Safety, Leader Append-Only, Log Matching, Leader
+//! Completeness, State Machine Safety, Durability (the highest entry applied anywhere is held
+//! durably by a majority) and that term, commit index and applied index never go back on a
+//! live node. The first violation stops the run and is reported as a [`Failure`] with the seed
+//! and the last events.
+//!
+//! Time is in microseconds; the nodes run with the lab's timing (elections after 300–600 ms,
+//! heartbeats every 100 ms).
+//!
+//! ```
+//! use raft_proto::sim::{Sim, SimOptions, MS};
+//!
+//! let mut sim = Sim::new(SimOptions::new(3, 42));
+//! let leader = sim.check_one_leader().unwrap();
+//! let index = sim.one(b"x".to_vec(), 3, false).unwrap();
+//! assert_eq!(index, 1);
+//! sim.disconnect(leader);
+//! sim.sleep(2000 * MS).unwrap();
+//! assert_ne!(sim.check_one_leader().unwrap(), leader);
+//! ```
+
+mod checker;
+pub mod random;
+pub mod scenarios;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::format;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use crate::config::Config;
+use crate::io::{Action, Event, Persist, ProposalOutcome};
+use crate::message::{Message, MessageBody};
+use crate::node::Node;
+use crate::rng::Rng;
+use crate::types::{DurableState, Entry, HardState, Index, NodeId, Payload, Role, Term};
+use checker::{Checker, LogView};
+
+/// One millisecond of virtual time.
+pub const MS: u64 = 1000;
+/// One second of virtual time.
+pub const SECOND: u64 = 1000 * MS;
+
+/// How a simulation is set up.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Number of servers, with ids 1..=nodes.
+    pub nodes: usize,
+    /// The seed every random choice derives from.
+    pub seed: u64,
+    /// Start with the unreliable network profile.
+    pub unreliable: bool,
+    /// Whether a crash may lose writes not yet reported durable (all, none or a prefix).
+    pub crash_loses_unsynced: bool,
+    /// [`Config::leader_noop`] for every node.
+    pub leader_noop: bool,
+    /// Whether a disk sometimes stalls: one sync in ten takes up to 50 ms instead of up to 2.
+    pub disk_stalls: bool,
+    /// The nodes' election timeout range and heartbeat interval, in microseconds.
+    pub timing: Timing,
+    /// Crash points: a node that sends messages while some of its writes are not yet durable
+    /// is, one time in this many, rebooted at once (losing some of those writes). 0 = never.
+    pub crash_point_odds: u64,
+    /// Deliberate bugs in every node (test-only).
+    #[cfg(feature = "bug-injection")]
+    pub bugs: crate::config::InjectedBugs,
+}
+
+impl SimOptions {
+    /// `nodes` servers on a reliable network, crashes losing unsynced writes, no leader no-op.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Self {
+            nodes,
+            seed,
+            unreliable: false,
+            crash_loses_unsynced: true,
+            leader_noop: false,
+            disk_stalls: false,
+            timing: Timing::LAB,
+            crash_point_odds: 0,
+            #[cfg(feature = "bug-injection")]
+            bugs: crate::config::InjectedBugs::default(),
+        }
+    }
+}
+
+/// The timing the nodes run with, in microseconds of virtual time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Lower bound of the election timeout.
+    pub election_timeout_min: u64,
+    /// Upper bound (exclusive) of the election timeout.
+    pub election_timeout_max: u64,
+    /// Heartbeat interval.
+    pub heartbeat_interval: u64,
+}
+
+impl Timing {
+    /// The lab's: elections after 300–600 ms, heartbeats every 100 ms.
+    pub const LAB: Self = Self {
+        election_timeout_min: 300 * MS,
+        election_timeout_max: 600 * MS,
+        heartbeat_interval: 100 * MS,
+    };
+    /// Tight: elections after 40–60 ms, heartbeats every 15 ms. Candidates often collide,
+    /// which the random search uses to provoke split votes.
+    pub const TIGHT: Self = Self {
+        election_timeout_min: 40 * MS,
+        election_timeout_max: 60 * MS,
+        heartbeat_interval: 15 * MS,
+    };
+}
+
+/// Why a simulation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// A safety property was violated.
+    Safety,
+    /// A scenario's expectation (a leader, an agreement, a bound) was not met in time.
+    Liveness,
+}
+
+/// A failed run: what went wrong, when, and the events just before.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed of the run.
+    pub seed: u64,
+    /// Safety or liveness.
+    pub kind: FailureKind,
+    /// What went wrong.
+    pub message: String,
+    /// Virtual time of the failure, in microseconds.
+    pub time: u64,
+    /// The last events before the failure, oldest first.
+    pub recent_events: Vec<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            FailureKind::Safety => "safety violation",
+            FailureKind::Liveness => "liveness failure",
+        };
+        writeln!(
+            f,
+            "seed {}: {kind} at {:.3} s: {}",
+            self.seed,
+            self.time as f64 / SECOND as f64,
+            self.message
+        )?;
+        writeln!(f, "last events:")?;
+        for e in &self.recent_events {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Message and byte counters, as the lab counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests (vote and append requests) sent, delivered or not.
+    pub requests_sent: u64,
+    /// Bytes of requests at send plus bytes of responses at delivery, in the postcard encoding.
+    pub bytes: u64,
+    /// Messages the network dropped (disconnection, partition, loss).
+    pub dropped: u64,
+    /// Events processed.
+    pub events: u64,
+}
+
+#[derive(Debug)]
+enum SimEvent {
+    Deliver {
+        to: usize,
+        to_incarnation: u64,
+        from_incarnation: u64,
+        bytes: u64,
+        message: Message,
+    },
+    Timer {
+        server: usize,
+        incarnation: u64,
+    },
+    Synced {
+        server: usize,
+        incarnation: u64,
+        seq: u64,
+    },
+    Reboot {
+        server: usize,
+        incarnation: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: u64,
+    order: u64,
+    event: SimEvent,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(other.at, other.order))
+    }
+}
+
+/// A server's disk: what is durable, and the writes still on their way.
+#[derive(Debug, Default)]
+struct Storage {
+    hard_state: HardState,
+    log: Vec<Entry>,
+    view: LogView,
+    unsynced: VecDeque<Persist>,
+    last_sync_at: u64,
+}
+
+impl Storage {
+    fn make_durable(&mut self, write: &Persist) {
+        write.apply_to(&mut self.log, &mut self.hard_state);
+        if let Some(from) = write.truncate_from {
+            self.view.truncate_from(from);
+        }
+        self.view.truncate_from(write.first_index);
+        for e in &write.entries {
+            self.view.push(e);
+        }
+    }
+
+    /// The bytes the persisted Raft state takes in our encoding (hard state and log).
+    fn encoded_size(&self) -> usize {
+        encoded_len(&self.hard_state) + encoded_len(&self.log)
+    }
+}
+
+#[derive(Debug)]
+struct Server {
+    id: NodeId,
+    node: Option<Node>,
+    incarnation: u64,
+    storage: Storage,
+    /// The in-memory log of the live node, followed through its persist actions.
+    view: LogView,
+    /// What the application applied, by index; survives restarts.
+    applied: Vec<Entry>,
+    /// Requests received by the current incarnation.
+    requests_received: u64,
+    timer_at: Option<u64>,
+    /// What the live node last showed: role, term, commit index, applied index.
+    last_role: Role,
+    last_term: Term,
+    last_commit: Index,
+    last_applied: Index,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Trace {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        term: Term,
+        what: &'static str,
+    },
+    Timer(NodeId),
+    Synced(NodeId, u64),
+    Became(NodeId, Role, Term),
+    Crash(NodeId, usize),
+    Start(NodeId),
+    Connect(NodeId),
+    Disconnect(NodeId),
+    Partition,
+    Propose(NodeId, Option<Index>),
+}
+
+/// The simulated cluster. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Sim {
+    options: SimOptions,
+    rng: Rng,
+    now: u64,
+    order: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    servers: Vec<Server>,
+    connected: Vec<bool>,
+    group: Vec<u8>,
+    reliable: bool,
+    long_reordering: bool,
+    checker: Checker,
+    counters: Counters,
+    trace: VecDeque<(u64, Trace)>,
+    failure: Option<Failure>,
+    actions: Vec<Action>,
+    last_outcome: Option<ProposalOutcome>,
+}
+
+const TRACE_LEN: usize = 40;
+
+impl Sim {
+    /// A cluster of `options.nodes` servers, all started and connected.
+    pub fn new(options: SimOptions) -> Self {
+        let n = options.nodes;
+        let mut sim = Self {
+            rng: Rng::new(options.seed ^ 0x5EED_5EED_5EED_5EED),
+            now: 0,
+            order: 0,
+            queue: BinaryHeap::new(),
+            servers: (0..n)
+                .map(|i| Server {
+                    id: i as NodeId + 1,
+                    node: None,
+                    incarnation: 0,
+                    storage: Storage::default(),
+                    view: LogView::default(),
+                    applied: Vec::new(),
+                    requests_received: 0,
+                    timer_at: None,
+                    last_role: Role::Follower,
+                    last_term: 0,
+                    last_commit: 0,
+                    last_applied: 0,
+                })
+                .collect(),
+            connected: std::vec![false; n],
+            group: std::vec![0; n],
+            reliable: !options.unreliable,
+            long_reordering: false,
+            checker: Checker::default(),
+            counters: Counters::default(),
+            trace: VecDeque::with_capacity(TRACE_LEN),
+            failure: None,
+            actions: Vec::new(),
+            last_outcome: None,
+            options,
+        };
+        for s in 0..n {
+            sim.start(s);
+            sim.connect(s);
+        }
+        sim
+    }
+
+    // --- Inspection --------------------------------------------------------------------------
+
+    /// Number of servers.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Whether the cluster has no servers.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// The seed of this run.
+    pub fn seed(&self) -> u64 {
+        self.options.seed
+    }
+
+    /// Current virtual time in microseconds.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// The live node of server `s` (0-based), if it is running.
+    pub fn node(&self, s: usize) -> Option<&Node> {
+        self.servers[s].node.as_ref()
+    }
+
+    /// Whether server `s` is connected.
+    pub fn is_connected(&self, s: usize) -> bool {
+        self.connected[s]
+    }
+
+    /// Whether server `s` is running.
+    pub fn is_alive(&self, s: usize) -> bool {
+        self.servers[s].node.is_some()
+    }
+
+    /// Message, byte and event counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Whether server `s` has writes not yet durable (a crash now may lose them).
+    pub fn has_unsynced_writes(&self, s: usize) -> bool {
+        !self.servers[s].storage.unsynced.is_empty()
+    }
+
+    /// Requests received by the current incarnation of server `s`.
+    pub fn requests_received(&self, s: usize) -> u64 {
+        self.servers[s].requests_received
+    }
+
+    /// The bytes server `s`'s durable Raft state (term, vote, log) takes when encoded.
+    pub fn persisted_size(&self, s: usize) -> usize {
+        self.servers[s].storage.encoded_size()
+    }
+
+    /// The safety violation that stopped the run, if any.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// A liveness failure at the current time, with the recent events.
+    pub fn fail(&self, message: impl Into<String>) -> Failure {
+        self.failure_now(FailureKind::Liveness, message.into())
+    }
+
+    /// How many servers applied `index`, and the command (the check that they agree is done
+    /// after every event).
+    pub fn n_committed(&self, index: Index) -> (usize, Option<Payload>) {
+        let mut count = 0;
+        let mut command = None;
+        for server in &self.servers {
+            if let Some(entry) = usize::try_from(index)
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| server.applied.get(i))
+            {
+                count += 1;
+                command = Some(entry.data.clone());
+            }
+        }
+        (count, command)
+    }
+
+    /// The highest index applied by server `s` (over all its incarnations).
+    pub fn applied_len(&self, s: usize) -> Index {
+        self.servers[s].applied.len() as Index
+    }
+
+    // --- Faults ------------------------------------------------------------------------------
+
+    /// Connects server `s`: it can reach, and be reached by, every connected server of its
+    /// group.
+    pub fn connect(&mut self, s: usize) {
+        self.connected[s] = true;
+        self.record(Trace::Connect(self.servers[s].id));
+    }
+
+    /// Disconnects server `s` from everyone.
+    pub fn disconnect(&mut self, s: usize) {
+        self.connected[s] = false;
+        self.record(Trace::Disconnect(self.servers[s].id));
+    }
+
+    /// Splits the connected servers in two groups: those in `side` and the others. Messages do
+    /// not cross between groups.
+    pub fn partition(&mut self, side: &[usize]) {
+        for s in 0..self.servers.len() {
+            self.group[s] = u8::from(side.contains(&s));
+        }
+        self.record(Trace::Partition);
+    }
+
+    /// Removes any partition.
+    pub fn heal_partition(&mut self) {
+        self.group.iter_mut().for_each(|g| *g = 0);
+        self.record(Trace::Partition);
+    }
+
+    /// Switches between the reliable and the unreliable network profile.
+    pub fn set_reliable(&mut self, reliable: bool) {
+        self.reliable = reliable;
+    }
+
+    /// Sets the odds of crash points (see [`SimOptions::crash_point_odds`]); 0 turns them off.
+    pub fn set_crash_point_odds(&mut self, odds: u64) {
+        self.options.crash_point_odds = odds;
+    }
+
+    /// Switches long reordering of replies on or off.
+    pub fn set_long_reordering(&mut self, on: bool) {
+        self.long_reordering = on;
+    }
+
+    /// Crashes server `s`: it is disconnected, its memory is lost, and its writes not yet
+    /// reported durable survive only as a random prefix (or entirely, if the options say so).
+    pub fn crash(&mut self, s: usize) {
+        self.disconnect(s);
+        let server = &mut self.servers[s];
+        if server.node.take().is_none() {
+            return;
+        }
+        server.incarnation += 1;
+        server.timer_at = None;
+        let pending = server.storage.unsynced.len();
+        let survivors = if self.options.crash_loses_unsynced {
+            self.rng.range(0, pending as u64 + 1) as usize
+        } else {
+            pending
+        };
+        let writes: Vec<Persist> = server.storage.unsynced.drain(..).collect();
+        for write in writes.iter().take(survivors) {
+            server.storage.make_durable(write);
+        }
+        let id = server.id;
+        self.record(Trace::Crash(id, pending - survivors));
+    }
+
+    /// Starts server `s` from its durable state (after a crash; a running server is crashed
+    /// first). It stays disconnected until [`connect`](Self::connect).
+    pub fn start(&mut self, s: usize) {
+        if self.servers[s].node.is_some() {
+            self.crash(s);
+        }
+        let config = self.node_config(s);
+        let server = &mut self.servers[s];
+        let durable = DurableState {
+            hard_state: server.storage.hard_state,
+            log: server.storage.log.clone(),
+        };
+        let node = match Node::restore(config, durable, self.now) {
+            Ok(node) => node,
+            Err(e) => {
+                let message = format!("server {} cannot restart: {e}", server.id);
+                self.set_failure(FailureKind::Safety, message);
+                return;
+            }
+        };
+        server.view = server.storage.view.clone();
+        server.last_role = Role::Follower;
+        server.last_term = node.term();
+        server.last_commit = 0;
+        server.last_applied = 0;
+        server.requests_received = 0;
+        server.node = Some(node);
+        let id = server.id;
+        self.record(Trace::Start(id));
+        self.schedule_timer(s);
+    }
+
+    /// Crashes and restarts server `s`, keeping its connectivity.
+    pub fn restart(&mut self, s: usize) {
+        let was_connected = self.connected[s];
+        self.crash(s);
+        self.start(s);
+        if was_connected {
+            self.connect(s);
+        }
+    }
+
+    // --- Time --------------------------------------------------------------------------------
+
+    /// Runs every event up to `now + duration`, stopping at the first safety violation.
+    pub fn sleep(&mut self, duration: u64) -> Result<(), Failure> {
+        self.run_until(self.now + duration)
+    }
+
+    /// Runs every event up to time `until`, stopping at the first safety violation.
+    pub fn run_until(&mut self, until: u64) -> Result<(), Failure> {
+        if let Some(f) = &self.failure {
+            return Err(f.clone());
+        }
+        while self.queue.peek().is_some_and(|Reverse(e)| e.at <= until) {
+            let Some(Reverse(scheduled)) = self.queue.pop() else {
+                break;
+            };
+            self.now = scheduled.at;
+            self.counters.events += 1;
+            self.process(scheduled.event);
+            if let Some(f) = &self.failure {
+                return Err(f.clone());
+            }
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    // --- Clients -----------------------------------------------------------------------------
+
+    /// Proposes `command` at server `s`; returns `(index, term)` if it is the leader.
+    pub fn propose(&mut self, s: usize, command: impl Into<Payload>) -> Option<(Index, Term)> {
+        self.servers[s].node.as_ref()?;
+        self.last_outcome = None;
+        self.step(s, Event::Propose(std::vec![command.into()]));
+        let accepted = match self.last_outcome.take() {
+            Some(ProposalOutcome::Accepted {
+                first_index, term, ..
+            }) => Some((first_index, term)),
+            _ => None,
+        };
+        self.record(Trace::Propose(self.servers[s].id, accepted.map(|a| a.0)));
+        accepted
+    }
+
+    // --- Internals ---------------------------------------------------------------------------
+
+    fn node_config(&self, s: usize) -> Config {
+        let server = &self.servers[s];
+        let voters = self.servers.iter().map(|x| x.id).collect();
+        let mut config = Config::new(server.id, voters);
+        let timing = self.options.timing;
+        config.election_timeout_min = timing.election_timeout_min;
+        config.election_timeout_max = timing.election_timeout_max;
+        config.heartbeat_interval = timing.heartbeat_interval;
+        config.leader_noop = self.options.leader_noop;
+        config.seed = self.options.seed ^ (server.incarnation << 32) ^ 0x00C0_FFEE;
+        #[cfg(feature = "bug-injection")]
+        {
+            config.bugs = self.options.bugs;
+        }
+        config
+    }
+
+    fn schedule(&mut self, at: u64, event: SimEvent) {
+        self.order += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            order: self.order,
+            event,
+        }));
+    }
+
+    fn schedule_timer(&mut self, s: usize) {
+        let server = &self.servers[s];
+        let Some(node) = &server.node else { return };
+        let deadline = node.next_deadline().max(self.now);
+        if server.timer_at.is_some_and(|t| t <= deadline) {
+            return;
+        }
+        let incarnation = server.incarnation;
+        self.servers[s].timer_at = Some(deadline);
+        self.schedule(
+            deadline,
+            SimEvent::Timer {
+                server: s,
+                incarnation,
+            },
+        );
+    }
+
+    fn can_talk(&self, a: usize, b: usize) -> bool {
+        self.connected[a] && self.connected[b] && self.group[a] == self.group[b]
+    }
+
+    fn process(&mut self, event: SimEvent) {
+        match event {
+            SimEvent::Deliver {
+                to,
+                to_incarnation,
+                from_incarnation,
+                bytes,
+                message,
+            } => {
+                let Some(from) = self.index_of(message.from) else {
+                    return;
+                };
+                let stale = self.servers[to].incarnation != to_incarnation
+                    || self.servers[from].incarnation != from_incarnation;
+                if stale || !self.can_talk(from, to) || self.servers[to].node.is_none() {
+                    self.counters.dropped += 1;
+                    return;
+                }
+                if message.body.is_request() {
+                    self.servers[to].requests_received += 1;
+                } else {
+                    self.counters.bytes += bytes;
+                }
+                self.record(Trace::Deliver {
+                    from: message.from,
+                    to: message.to,
+                    term: message.term,
+                    what: message_kind(&message.body),
+                });
+                self.step(to, Event::Message(message));
+            }
+            SimEvent::Timer {
+                server,
+                incarnation,
+            } => {
+                if self.servers[server].incarnation != incarnation
+                    || self.servers[server].timer_at != Some(self.now)
+                {
+                    return;
+                }
+                self.servers[server].timer_at = None;
+                self.record(Trace::Timer(self.servers[server].id));
+                self.step(server, Event::Tick);
+            }
+            SimEvent::Synced {
+                server,
+                incarnation,
+                seq,
+            } => {
+                let srv = &mut self.servers[server];
+                if srv.incarnation != incarnation {
+                    return;
+                }
+                while srv.storage.unsynced.front().is_some_and(|w| w.seq <= seq) {
+                    if let Some(write) = srv.storage.unsynced.pop_front() {
+                        srv.storage.make_durable(&write);
+                    }
+                }
+                let id = srv.id;
+                self.record(Trace::Synced(id, seq));
+                self.check_durability();
+                self.step(server, Event::Persisted { seq });
+            }
+            SimEvent::Reboot {
+                server,
+                incarnation,
+            } => {
+                if self.servers[server].incarnation == incarnation {
+                    self.restart(server);
+                    self.check_durability();
+                }
+            }
+        }
+    }
+
+    fn index_of(&self, id: NodeId) -> Option<usize> {
+        let i = usize::try_from(id.checked_sub(1)?).ok()?;
+        (i < self.servers.len()).then_some(i)
+    }
+
+    /// Steps server `s` and carries out its actions, checking every property on the way.
+    fn step(&mut self, s: usize, event: Event) {
+        let mut actions = std::mem::take(&mut self.actions);
+        let (was_leader, term_before) = {
+            let Some(node) = self.servers[s].node.as_mut() else {
+                self.actions = actions;
+                return;
+            };
+            let before = (node.is_leader(), node.term());
+            node.step_into(self.now, event, &mut actions);
+            before
+        };
+        let mut sent = false;
+        for action in actions.drain(..) {
+            match action {
+                Action::Persist(write) => self.on_persist(s, write, was_leader, term_before),
+                Action::Send(message) => {
+                    sent = true;
+                    self.send(s, message);
+                }
+                Action::Apply {
+                    first_index,
+                    entries,
+                } => self.on_apply(s, first_index, entries),
+                Action::ProposalOutcome(outcome) => self.last_outcome = Some(outcome),
+            }
+            if self.failure.is_some() {
+                break;
+            }
+        }
+        self.actions = actions;
+        if self.failure.is_none() {
+            self.check_node(s);
+        }
+        self.schedule_timer(s);
+        let odds = self.options.crash_point_odds;
+        if sent && odds > 0 && self.has_unsynced_writes(s) && self.rng.chance(1, odds) {
+            let incarnation = self.servers[s].incarnation;
+            let at = self.now + self.rng.range(1, 100);
+            self.schedule(
+                at,
+                SimEvent::Reboot {
+                    server: s,
+                    incarnation,
+                },
+            );
+        }
+    }
+
+    fn on_persist(&mut self, s: usize, write: Persist, was_leader: bool, term_before: Term) {
+        let server = &mut self.servers[s];
+        let id = server.id;
+        let still_leader_of_same_term = server
+            .node
+            .as_ref()
+            .is_some_and(|n| n.is_leader() && n.term() == term_before);
+        if was_leader && still_leader_of_same_term {
+            if let Some(from) = write.truncate_from.filter(|&f| f <= server.view.len()) {
+                let message = format!(
+                    "Leader Append-Only: leader {id} of term {term_before} removed its entries \
+                     from index {from}"
+                );
+                return self.set_failure(FailureKind::Safety, message);
+            }
+        }
+        if let Some(from) = write.truncate_from {
+            server.view.truncate_from(from);
+        }
+        if write.first_index != server.view.len() + 1 {
+            let message = format!(
+                "node {id} persisted entries at index {} after a log of {} entries",
+                write.first_index,
+                server.view.len()
+            );
+            return self.set_failure(FailureKind::Safety, message);
+        }
+        let mut result = Ok(());
+        for (k, entry) in write.entries.iter().enumerate() {
+            let hash = server.view.push(entry);
+            result = result.and_then(|()| {
+                self.checker
+                    .entry_written(id, write.first_index + k as Index, entry.term, hash)
+            });
+        }
+        if let Err(message) = result {
+            return self.set_failure(FailureKind::Safety, message);
+        }
+        let slowest = if self.options.disk_stalls && self.rng.chance(1, 10) {
+            50 * MS
+        } else {
+            2 * MS
+        };
+        let delay = self.rng.range(100, slowest);
+        let at = (self.now + delay).max(server.storage.last_sync_at);
+        server.storage.last_sync_at = at;
+        let (incarnation, seq) = (server.incarnation, write.seq);
+        server.storage.unsynced.push_back(write);
+        self.schedule(
+            at,
+            SimEvent::Synced {
+                server: s,
+                incarnation,
+                seq,
+            },
+        );
+    }
+
+    fn on_apply(&mut self, s: usize, first_index: Index, entries: Vec<Entry>) {
+        let server = &mut self.servers[s];
+        let id = server.id;
+        if first_index != server.last_applied + 1 {
+            let message = format!(
+                "node {id} applied index {first_index} after index {}",
+                server.last_applied
+            );
+            return self.set_failure(FailureKind::Safety, message);
+        }
+        for (k, entry) in entries.into_iter().enumerate() {
+            let index = first_index + k as Index;
+            let Some(hash) = server.view.hash(index) else {
+                let message = format!("node {id} applied index {index} beyond its log");
+                return self.set_failure(FailureKind::Safety, message);
+            };
+            if let Err(message) = self.checker.applied(id, index, hash) {
+                return self.set_failure(FailureKind::Safety, message);
+            }
+            let position = (index - 1) as usize;
+            match server.applied.get(position) {
+                Some(previous) if *previous != entry => {
+                    let message = format!(
+                        "State Machine Safety: node {id} applied a different command at index \
+                         {index} after restarting"
+                    );
+                    return self.set_failure(FailureKind::Safety, message);
+                }
+                Some(_) => {}
+                None => server.applied.push(entry),
+            }
+            server.last_applied = index;
+        }
+    }
+
+    fn send(&mut self, from: usize, message: Message) {
+        let is_request = message.body.is_request();
+        let bytes = encoded_len(&message) as u64;
+        if is_request {
+            self.counters.requests_sent += 1;
+            self.counters.bytes += bytes;
+        }
+        let Some(to) = self.index_of(message.to) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        if !self.can_talk(from, to) {
+            self.counters.dropped += 1;
+            return;
+        }
+        let mut delay = self.rng.range(50, 550);
+        if !self.reliable {
+            if self.rng.chance(1, 10) {
+                self.counters.dropped += 1;
+                return;
+            }
+            if is_request {
+                delay = self.rng.range(0, 27 * MS);
+            }
+        }
+        if self.long_reordering && !is_request && self.rng.chance(2, 3) {
+            let spread = self.rng.range(0, 2000 * MS + 1);
+            delay = 200 * MS + self.rng.range(0, spread + 1);
+        }
+        let copies = if !self.reliable && self.rng.chance(1, 20) {
+            2
+        } else {
+            1
+        };
+        for copy in 0..copies {
+            let at = self.now + delay + copy * self.rng.range(0, 10 * MS);
+            self.schedule(
+                at,
+                SimEvent::Deliver {
+                    to,
+                    to_incarnation: self.servers[to].incarnation,
+                    from_incarnation: self.servers[from].incarnation,
+                    bytes,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
+    /// The checks on one node after it stepped.
+    fn check_node(&mut self, s: usize) {
+        let server = &mut self.servers[s];
+        let Some(node) = &server.node else { return };
+        let id = server.id;
+        let (role, term, commit, applied) = (
+            node.role(),
+            node.term(),
+            node.commit_index(),
+            node.applied_index(),
+        );
+        if term < server.last_term || commit < server.last_commit || applied < server.last_applied {
+            let message = format!(
+                "monotonicity: node {id} went from term {} commit {} applied {} to term {term} \
+                 commit {commit} applied {applied}",
+                server.last_term, server.last_commit, server.last_applied
+            );
+            return self.set_failure(FailureKind::Safety, message);
+        }
+        if node.last_log_index() != server.view.len()
+            || node.log_term(node.last_log_index()) != server.view.term(server.view.len())
+        {
+            let message = format!(
+                "node {id}'s log (last index {}) differs from what its persist actions described \
+                 ({} entries)",
+                node.last_log_index(),
+                server.view.len()
+            );
+            return self.set_failure(FailureKind::Safety, message);
+        }
+        let became = role != server.last_role || term != server.last_term;
+        server.last_role = role;
+        server.last_term = term;
+        let commit_advanced = commit > server.last_commit;
+        server.last_commit = commit;
+        if became {
+            self.record(Trace::Became(id, role, term));
+        }
+        if role == Role::Leader {
+            let server = &self.servers[s];
+            let mut result = self.checker.leader(term, id);
+            if became {
+                result = result.and_then(|()| self.checker.new_leader(term, id, &server.view));
+            }
+            if let Err(message) = result {
+                return self.set_failure(FailureKind::Safety, message);
+            }
+            if commit_advanced {
+                if let Some(hash) = server.view.hash(commit) {
+                    self.checker.committed(term, commit, hash);
+                }
+            }
+        }
+        self.check_durability();
+    }
+
+    /// Durability: the highest entry applied anywhere (acknowledged) is durable on a majority.
+    fn check_durability(&mut self) {
+        let Some((index, hash)) = self.checker.highest_applied() else {
+            return;
+        };
+        let holders = self
+            .servers
+            .iter()
+            .filter(|s| s.storage.view.hash(index) == Some(hash))
+            .count();
+        if holders < self.servers.len() / 2 + 1 {
+            let message = format!(
+                "Durability: acknowledged entry {index} is durable on only {holders} of {} servers",
+                self.servers.len()
+            );
+            self.set_failure(FailureKind::Safety, message);
+        }
+    }
+
+    fn record(&mut self, trace: Trace) {
+        if self.trace.len() == TRACE_LEN {
+            self.trace.pop_front();
+        }
+        self.trace.push_back((self.now, trace));
+    }
+
+    fn set_failure(&mut self, kind: FailureKind, message: String) {
+        if self.failure.is_none() {
+            self.failure = Some(self.failure_now(kind, message));
+        }
+    }
+
+    fn failure_now(&self, kind: FailureKind, message: String) -> Failure {
+        Failure {
+            seed: self.options.seed,
+            kind,
+            message,
+            time: self.now,
+            recent_events: self
+                .trace
+                .iter()
+                .map(|(at, t)| format!("{:>10.3} ms  {}", *at as f64 / MS as f64, describe(t)))
+                .collect(),
+        }
+    }
+}
+
+fn message_kind(body: &MessageBody) -> &'static str {
+    match body {
+        MessageBody::VoteRequest { .. } => "VoteRequest",
+        MessageBody::VoteResponse { granted: true } => "VoteResponse(granted)",
+        MessageBody::VoteResponse { granted: false } => "VoteResponse(refused)",
+        MessageBody::AppendRequest { entries, .. } if entries.is_empty() => "AppendRequest(empty)",
+        MessageBody::AppendRequest { .. } => "AppendRequest",
+        MessageBody::AppendResponse { .. } => "AppendResponse",
+    }
+}
+
+fn describe(trace: &Trace) -> String {
+    match *trace {
+        Trace::Deliver {
+            from,
+            to,
+            term,
+            what,
+        } => format!("{from} -> {to}  {what} (term {term})"),
+        Trace::Timer(id) => format!("timer fires on {id}"),
+        Trace::Synced(id, seq) => format!("{id} persisted up to write {seq}"),
+        Trace::Became(id, role, term) => format!("{id} is {role:?} of term {term}"),
+        Trace::Crash(id, lost) => format!("{id} crashes, losing {lost} unsynced writes"),
+        Trace::Start(id) => format!("{id} starts from durable state"),
+        Trace::Connect(id) => format!("{id} connected"),
+        Trace::Disconnect(id) => format!("{id} disconnected"),
+        Trace::Partition => "partition changed".to_string(),
+        Trace::Propose(id, index) => format!("client proposes at {id}: {index:?}"),
+    }
+}
+
+/// The size of `value` in the postcard encoding, the one the transports use.
+fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
+    postcard::experimental::serialized_size(value).unwrap_or(0)
+}

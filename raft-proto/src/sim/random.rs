@@ -1,0 +1,126 @@
+//! The randomized fault search: a random schedule of crashes (losing unsynced writes),
+//! restarts, disconnections, two-group partitions, unreliable periods, long reordering and
+//! proposals, derived entirely from the seed, with every safety property checked after every
+//! event and a final liveness check once the cluster is healed.
+
+use std::format;
+
+use super::{Failure, Sim, SimOptions, Timing, MS, SECOND};
+use crate::rng::Rng;
+use crate::types::Index;
+
+/// What one random run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RandomReport {
+    /// Simulator events processed.
+    pub events: u64,
+    /// Virtual time the run took, in microseconds.
+    pub virtual_time: u64,
+    /// The log index the final agreement reached.
+    pub final_index: Index,
+    /// Faults injected (crashes, disconnections, partitions, network changes).
+    pub faults: u64,
+}
+
+/// Runs one random schedule of at least `min_events` simulator events against a cluster set
+/// up by `options` (`options.seed` determines everything).
+///
+/// The seed also picks the run's profile: the lab's timing or a tight one that provokes split
+/// votes, disks that sometimes stall (widening the window in which a crash loses writes), and
+/// crash points (reboots right after a node sent messages while its writes were pending).
+pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Failure> {
+    let n = options.nodes;
+    let mut rng = Rng::new(options.seed ^ 0xF417_F417);
+    if rng.chance(1, 2) {
+        options.timing = Timing::TIGHT;
+    }
+    options.disk_stalls = rng.chance(1, 2);
+    options.unreliable = rng.chance(1, 2);
+    if rng.chance(1, 2) {
+        options.crash_point_odds = 4;
+    }
+    let mut sim = Sim::new(options);
+    let mut faults = 0;
+    let mut next_command = 1u64;
+    while sim.counters().events < min_events {
+        let s = rng.range(0, n as u64) as usize;
+        match rng.range(0, 100) {
+            0..=39 => {
+                // Proposals at one or at every live server.
+                let everywhere = rng.chance(1, 4);
+                for t in 0..n {
+                    if (everywhere || t == s) && sim.is_alive(t) {
+                        let _ = sim.propose(t, super::scenarios::command(next_command));
+                        next_command += 1;
+                    }
+                }
+            }
+            40..=44 => {
+                sim.crash(s);
+                faults += 1;
+            }
+            45..=49 => {
+                // Reboot at the worst moment: a node whose latest writes are not durable yet
+                // crashes (losing some of them) and comes straight back.
+                let victim = (0..n).find(|&t| sim.has_unsynced_writes(t)).unwrap_or(s);
+                sim.restart(victim);
+                faults += 1;
+            }
+            50..=59 => {
+                if !sim.is_alive(s) {
+                    sim.start(s);
+                }
+                sim.connect(s);
+            }
+            60..=67 => {
+                sim.disconnect(s);
+                faults += 1;
+            }
+            68..=77 => sim.connect(s),
+            78..=82 => {
+                let side: std::vec::Vec<usize> = (0..n).filter(|_| rng.chance(1, 2)).collect();
+                sim.partition(&side);
+                faults += 1;
+            }
+            83..=87 => sim.heal_partition(),
+            88..=93 => {
+                sim.set_reliable(rng.chance(1, 2));
+                faults += 1;
+            }
+            94..=96 => {
+                sim.set_long_reordering(rng.chance(1, 3));
+                faults += 1;
+            }
+            _ => {}
+        }
+        let pause = if rng.chance(1, 10) {
+            rng.range(0, SECOND)
+        } else {
+            rng.range(0, 50 * MS)
+        };
+        sim.sleep(pause)?;
+    }
+    // Heal everything: a majority that can talk must agree again.
+    sim.set_crash_point_odds(0);
+    sim.set_reliable(true);
+    sim.set_long_reordering(false);
+    sim.heal_partition();
+    for s in 0..n {
+        if !sim.is_alive(s) {
+            sim.start(s);
+        }
+        sim.connect(s);
+    }
+    let final_index = sim
+        .one(super::scenarios::command(u64::MAX), n, true)
+        .map_err(|mut f| {
+            f.message = format!("after healing the cluster: {}", f.message);
+            f
+        })?;
+    Ok(RandomReport {
+        events: sim.counters().events,
+        virtual_time: sim.now(),
+        final_index,
+        faults,
+    })
+}
