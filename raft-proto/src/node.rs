@@ -551,7 +551,8 @@ impl Node {
         match self.role {
             Role::Leader => {
                 if self.now >= self.heartbeat_deadline {
-                    self.heartbeat_deadline = self.now + self.config.heartbeat_interval;
+                    self.heartbeat_deadline =
+                        self.now.saturating_add(self.config.heartbeat_interval);
                     self.heartbeat();
                 }
             }
@@ -561,7 +562,8 @@ impl Node {
                 } else if self.role == Role::Candidate && self.now >= self.heartbeat_deadline {
                     // Ask again the voters that have not answered: a lost request or answer
                     // should not cost a whole election timeout.
-                    self.heartbeat_deadline = self.now + self.config.heartbeat_interval;
+                    self.heartbeat_deadline =
+                        self.now.saturating_add(self.config.heartbeat_interval);
                     self.request_votes();
                 }
             }
@@ -592,9 +594,16 @@ impl Node {
     }
 
     fn become_candidate(&mut self) {
+        let Some(term) = self.hard_state.term.checked_add(1) else {
+            // Only a peer that lied about its term can bring us here; there is no term left
+            // to campaign in, so stay a follower rather than overflow.
+            self.stats.invalid += 1;
+            self.reset_election_timer();
+            return;
+        };
         self.role = Role::Candidate;
         self.hard_state = HardState {
-            term: self.hard_state.term + 1,
+            term,
             voted_for: Some(self.config.id),
         };
         self.write.hard_state = true;
@@ -607,7 +616,7 @@ impl Node {
             self.become_leader();
             return;
         }
-        self.heartbeat_deadline = self.now + self.config.heartbeat_interval;
+        self.heartbeat_deadline = self.now.saturating_add(self.config.heartbeat_interval);
         self.request_votes();
     }
 
@@ -635,7 +644,7 @@ impl Node {
         let last = self.log.last_index();
         self.progress = self.peers.iter().map(|&p| Progress::new(p, last)).collect();
         // Announce leadership at once; the probes double as the first heartbeat.
-        self.heartbeat_deadline = self.now + self.config.heartbeat_interval;
+        self.heartbeat_deadline = self.now.saturating_add(self.config.heartbeat_interval);
         self.heartbeat();
     }
 
@@ -831,7 +840,8 @@ impl Node {
     }
 
     fn quorum(&self) -> usize {
-        (self.peers.len() + 1) / 2 + 1
+        let voters = self.peers.len() + 1;
+        voters / 2 + 1
     }
 
     fn reset_election_timer(&mut self) {
@@ -839,7 +849,7 @@ impl Node {
             self.config.election_timeout_min,
             self.config.election_timeout_max,
         );
-        self.election_deadline = self.now + timeout;
+        self.election_deadline = self.now.saturating_add(timeout);
     }
 
     #[cfg(feature = "bug-injection")]

@@ -31,6 +31,7 @@ impl Rng {
     }
 
     /// `true` with probability `numerator / denominator`.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
         self.range(0, denominator) < numerator
     }

@@ -27,7 +27,8 @@ pub struct RandomReport {
 ///
 /// The seed also picks the run's profile: the lab's timing or a tight one that provokes split
 /// votes, disks that sometimes stall (widening the window in which a crash loses writes), and
-/// crash points (reboots right after a node sent messages while its writes were pending).
+/// crash points (reboots right after a node sent messages while its writes were pending), an
+/// unreliable start, and the leader's no-op entry on or off.
 pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Failure> {
     let n = options.nodes;
     let mut rng = Rng::new(options.seed ^ 0xF417_F417);
@@ -36,6 +37,7 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
     }
     options.disk_stalls = rng.chance(1, 2);
     options.unreliable = rng.chance(1, 2);
+    options.leader_noop = rng.chance(1, 2);
     if rng.chance(1, 2) {
         options.crash_point_odds = 4;
     }

@@ -1,0 +1,411 @@
+//! The core on its own: the persistence contract, the commit rule, fast backtracking, and
+//! robustness against any peer input.
+
+use raft_proto::{
+    Action, AppendOutcome, Config, DurableState, Entry, Event, HardState, Message, MessageBody,
+    Node, ProposalOutcome, Role, StartError,
+};
+
+fn config(id: u64) -> Config {
+    let mut c = Config::new(id, vec![1, 2, 3]);
+    c.seed = 7;
+    c
+}
+
+fn sends(actions: &[Action]) -> Vec<&Message> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn persist_seq(actions: &[Action]) -> Option<u64> {
+    actions.iter().find_map(|a| match a {
+        Action::Persist(p) => Some(p.seq),
+        _ => None,
+    })
+}
+
+fn msg(from: u64, to: u64, term: u64, body: MessageBody) -> Event {
+    Event::Message(Message {
+        from,
+        to,
+        term,
+        body,
+    })
+}
+
+/// Node 1 elected leader of term 1 with node 2's vote; every write acknowledged.
+fn leader() -> (Node, u64) {
+    let mut node = Node::new(config(1), 0).unwrap();
+    let now = node.next_deadline();
+    let actions = node.step(now, Event::Tick);
+    let seq = persist_seq(&actions).unwrap();
+    let _ = node.step(now, Event::Persisted { seq });
+    let _ = node.step(
+        now,
+        msg(2, 1, 1, MessageBody::VoteResponse { granted: true }),
+    );
+    assert!(node.is_leader());
+    // Both followers answer the first probe (their logs are empty), so replication pipelines.
+    for follower in [2, 3] {
+        let accepted = MessageBody::AppendResponse {
+            outcome: AppendOutcome::Accepted { match_index: 0 },
+        };
+        let _ = node.step(now, msg(follower, 1, 1, accepted));
+    }
+    (node, now)
+}
+
+#[test]
+fn a_candidate_asks_for_votes_only_once_its_term_is_durable() {
+    let mut node = Node::new(config(1), 0).unwrap();
+    let now = node.next_deadline();
+    let actions = node.step(now, Event::Tick);
+    assert_eq!(node.role(), Role::Candidate);
+    assert!(
+        sends(&actions).is_empty(),
+        "vote requests before the vote is durable"
+    );
+    let seq = persist_seq(&actions).expect("term and vote persisted");
+    let actions = node.step(now, Event::Persisted { seq });
+    let requests = sends(&actions);
+    assert_eq!(requests.len(), 2);
+    assert!(requests
+        .iter()
+        .all(|m| matches!(m.body, MessageBody::VoteRequest { .. }) && m.term == 1));
+}
+
+#[test]
+fn a_vote_is_granted_only_once_durable_and_only_once_per_term() {
+    let mut node = Node::new(config(1), 0).unwrap();
+    let request = |from| {
+        msg(
+            from,
+            1,
+            5,
+            MessageBody::VoteRequest {
+                last_log_index: 0,
+                last_log_term: 0,
+            },
+        )
+    };
+    let actions = node.step(1, request(2));
+    assert!(sends(&actions).is_empty());
+    let seq = persist_seq(&actions).unwrap();
+    let actions = node.step(1, Event::Persisted { seq });
+    assert!(matches!(
+        sends(&actions)[0].body,
+        MessageBody::VoteResponse { granted: true }
+    ));
+    // Another candidate of the same term is refused.
+    let actions = node.step(2, request(3));
+    assert!(matches!(
+        sends(&actions)[0].body,
+        MessageBody::VoteResponse { granted: false }
+    ));
+    assert_eq!(node.voted_for(), Some(2));
+}
+
+#[test]
+fn the_leader_replicates_before_its_own_write_is_durable_but_counts_itself_only_after() {
+    let (mut node, now) = leader();
+    let actions = node.step(now, Event::Propose(vec![b"a".to_vec().into()]));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::ProposalOutcome(ProposalOutcome::Accepted {
+            first_index: 1,
+            last_index: 1,
+            term: 1
+        })
+    )));
+    let seq = persist_seq(&actions).unwrap();
+    let appends = sends(&actions);
+    assert_eq!(
+        appends.len(),
+        2,
+        "appends leave before the leader's write is durable"
+    );
+    // One follower accepts: with the leader's own write pending, that is not a quorum.
+    let accepted = MessageBody::AppendResponse {
+        outcome: AppendOutcome::Accepted { match_index: 1 },
+    };
+    let _ = node.step(now, msg(2, 1, 1, accepted));
+    assert_eq!(node.commit_index(), 0);
+    let actions = node.step(now, Event::Persisted { seq });
+    assert_eq!(node.commit_index(), 1);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Apply { first_index: 1, entries } if entries.len() == 1)));
+}
+
+#[test]
+fn entries_of_an_earlier_term_are_not_committed_by_counting() {
+    // Node 1 restarts with an entry of term 1 and becomes leader of term 3.
+    let durable = DurableState {
+        hard_state: HardState {
+            term: 2,
+            voted_for: None,
+        },
+        log: vec![Entry::command(1, b"old".to_vec())],
+    };
+    let mut node = Node::restore(config(1), durable, 0).unwrap();
+    let now = node.next_deadline();
+    let seq = persist_seq(&node.step(now, Event::Tick)).unwrap();
+    let _ = node.step(now, Event::Persisted { seq });
+    let _ = node.step(
+        now,
+        msg(2, 1, 3, MessageBody::VoteResponse { granted: true }),
+    );
+    assert!(node.is_leader());
+    let accepted = MessageBody::AppendResponse {
+        outcome: AppendOutcome::Accepted { match_index: 1 },
+    };
+    let _ = node.step(now, msg(2, 1, 3, accepted));
+    assert_eq!(
+        node.commit_index(),
+        0,
+        "a term-1 entry committed by counting in term 3"
+    );
+    // A current-term entry after it commits both.
+    let seq = persist_seq(&node.step(now, Event::Propose(vec![b"new".to_vec().into()]))).unwrap();
+    let _ = node.step(now, Event::Persisted { seq });
+    let accepted = MessageBody::AppendResponse {
+        outcome: AppendOutcome::Accepted { match_index: 2 },
+    };
+    let _ = node.step(now, msg(2, 1, 3, accepted));
+    assert_eq!(node.commit_index(), 2);
+}
+
+#[test]
+fn a_reordered_shorter_append_does_not_truncate() {
+    let mut node = Node::new(config(2), 0).unwrap();
+    let entries: Vec<Entry> = (0..3).map(|i| Entry::command(1, vec![i])).collect();
+    let append = |entries: Vec<Entry>| {
+        msg(
+            1,
+            2,
+            1,
+            MessageBody::AppendRequest {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries,
+                leader_commit: 0,
+            },
+        )
+    };
+    let _ = node.step(1, append(entries.clone()));
+    assert_eq!(node.last_log_index(), 3);
+    let _ = node.step(2, append(entries[..1].to_vec()));
+    assert_eq!(node.last_log_index(), 3);
+}
+
+#[test]
+fn a_rejection_carries_the_conflicting_term_and_its_first_index() {
+    let durable = DurableState {
+        hard_state: HardState {
+            term: 3,
+            voted_for: None,
+        },
+        log: [1, 2, 2, 2, 3]
+            .iter()
+            .map(|&t| Entry::command(t, vec![]))
+            .collect(),
+    };
+    let mut node = Node::restore(config(2), durable, 0).unwrap();
+    let actions = node.step(
+        1,
+        msg(
+            1,
+            2,
+            4,
+            MessageBody::AppendRequest {
+                prev_log_index: 4,
+                prev_log_term: 4,
+                entries: vec![],
+                leader_commit: 0,
+            },
+        ),
+    );
+    let seq = persist_seq(&actions).unwrap();
+    let actions = node.step(1, Event::Persisted { seq });
+    match sends(&actions)[0].body {
+        MessageBody::AppendResponse {
+            outcome:
+                AppendOutcome::Rejected {
+                    rejected_prev,
+                    hint_index,
+                    conflict_term,
+                },
+        } => {
+            assert_eq!((rejected_prev, hint_index, conflict_term), (4, 2, Some(2)));
+        }
+        ref other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_follower_names_the_leader_when_refusing_a_proposal() {
+    let mut node = Node::new(config(2), 0).unwrap();
+    let heartbeat = MessageBody::AppendRequest {
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    };
+    let _ = node.step(1, msg(3, 2, 1, heartbeat));
+    let actions = node.step(2, Event::Propose(vec![b"x".to_vec().into()]));
+    assert!(
+        actions.contains(&Action::ProposalOutcome(ProposalOutcome::NotLeader {
+            count: 1,
+            leader_hint: Some(3),
+        }))
+    );
+}
+
+#[test]
+fn inconsistent_durable_state_is_refused() {
+    let durable = DurableState {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        log: vec![Entry::command(2, vec![])],
+    };
+    assert_eq!(
+        Node::restore(config(1), durable, 0).unwrap_err(),
+        StartError::InconsistentState { index: 1 }
+    );
+    assert!(Node::new(Config::new(9, vec![1, 2]), 0).is_err());
+}
+
+#[test]
+fn the_same_seed_and_events_give_the_same_actions() {
+    let run = || {
+        let (mut node, now) = leader();
+        let mut all = Vec::new();
+        for i in 0..20u64 {
+            all.extend(node.step(now + i * 150, Event::Tick));
+            all.extend(node.step(now + i * 150, Event::Propose(vec![vec![i as u8].into()])));
+        }
+        all
+    };
+    assert_eq!(run(), run());
+}
+
+/// A tiny generator for the garbage test (no dependency needed).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    fn pick(&mut self, choices: &[u64]) -> u64 {
+        choices[(self.next() % choices.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn no_peer_input_makes_the_node_panic_or_go_back() {
+    let odd = [0, 1, 2, 3, 4, 5, 7, 100, u64::MAX - 1, u64::MAX];
+    let ids = [0, 1, 2, 3, 4, u64::MAX];
+    for seed in 0..40 {
+        let mut rng = Lcg(seed);
+        let (mut node, mut now) = if seed % 2 == 0 {
+            leader()
+        } else {
+            (Node::new(config(1), 0).unwrap(), 0)
+        };
+        let mut last_term = node.term();
+        let mut last_commit = node.commit_index();
+        for _ in 0..2000 {
+            now += rng.next() % 50;
+            let body = match rng.next() % 5 {
+                0 => MessageBody::VoteRequest {
+                    last_log_index: rng.pick(&odd),
+                    last_log_term: rng.pick(&odd),
+                },
+                1 => MessageBody::VoteResponse {
+                    granted: rng.next() % 2 == 0,
+                },
+                2 => MessageBody::AppendRequest {
+                    prev_log_index: rng.pick(&odd),
+                    prev_log_term: rng.pick(&odd),
+                    entries: (0..rng.next() % 4)
+                        .map(|_| Entry::command(rng.pick(&odd), vec![1]))
+                        .collect(),
+                    leader_commit: rng.pick(&odd),
+                },
+                3 => MessageBody::AppendResponse {
+                    outcome: AppendOutcome::Accepted {
+                        match_index: rng.pick(&odd),
+                    },
+                },
+                _ => MessageBody::AppendResponse {
+                    outcome: AppendOutcome::Rejected {
+                        rejected_prev: rng.pick(&odd),
+                        hint_index: rng.pick(&odd),
+                        conflict_term: Some(rng.pick(&odd)).filter(|_| rng.next() % 2 == 0),
+                    },
+                },
+            };
+            let event = match rng.next() % 8 {
+                0 => Event::Tick,
+                1 => Event::Persisted {
+                    seq: rng.pick(&odd),
+                },
+                2 => Event::Propose(vec![vec![7].into()]),
+                _ => msg(rng.pick(&ids), rng.pick(&ids), rng.pick(&odd), body),
+            };
+            let _ = node.step(now, event);
+            assert!(node.term() >= last_term, "term went back");
+            assert!(node.commit_index() >= last_commit, "commit index went back");
+            assert!(node.commit_index() <= node.last_log_index().max(last_commit));
+            last_term = node.term();
+            last_commit = node.commit_index();
+        }
+        let stats = node.stats();
+        assert!(stats.misaddressed + stats.unknown_sender + stats.stale_term > 0);
+    }
+}
+
+#[test]
+fn messages_round_trip_through_postcard() {
+    let messages = [
+        MessageBody::VoteRequest {
+            last_log_index: 3,
+            last_log_term: 2,
+        },
+        MessageBody::VoteResponse { granted: true },
+        MessageBody::AppendRequest {
+            prev_log_index: u64::MAX,
+            prev_log_term: 1,
+            entries: vec![Entry::command(2, b"abc".to_vec()), Entry::noop(2)],
+            leader_commit: 9,
+        },
+        MessageBody::AppendResponse {
+            outcome: AppendOutcome::Rejected {
+                rejected_prev: 4,
+                hint_index: 2,
+                conflict_term: Some(2),
+            },
+        },
+    ];
+    for body in messages {
+        let message = Message {
+            from: 1,
+            to: 2,
+            term: 7,
+            body,
+        };
+        let bytes = postcard::to_allocvec(&message).unwrap();
+        let back: Message = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, message);
+    }
+}
