@@ -52,6 +52,8 @@ pub struct Node {
     held: VecDeque<(u64, Message)>,
     /// Actions of the current step.
     actions: Vec<Action>,
+    /// Scratch space for the commit computation, reused to keep the step allocation-free.
+    match_scratch: Vec<Index>,
     stats: NodeStats,
 }
 
@@ -173,6 +175,7 @@ impl Node {
             unacked_writes: VecDeque::new(),
             held: VecDeque::new(),
             actions: Vec::new(),
+            match_scratch: Vec::new(),
             stats: NodeStats::default(),
             config,
         };
@@ -739,10 +742,13 @@ impl Node {
     /// Commits the highest index a quorum holds durably, if it is of the current term (Raft
     /// §5.4.2: earlier-term entries commit only with a current-term entry after them).
     fn advance_commit(&mut self) {
-        let mut matched: Vec<Index> = self.progress.iter().map(|p| p.match_index).collect();
+        let quorum = self.quorum();
+        let matched = &mut self.match_scratch;
+        matched.clear();
+        matched.extend(self.progress.iter().map(|p| p.match_index));
         matched.push(self.stable_index.min(self.log.last_index()));
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.quorum() - 1];
+        let candidate = matched[quorum - 1];
         if candidate > self.commit_index
             && (self.log.term(candidate) == Some(self.hard_state.term)
                 || self.bugs().commit_earlier_term_by_counting)
