@@ -47,7 +47,7 @@ struct Args {
     #[arg(long)]
     list: bool,
     /// Inject a deliberate bug into every node, to see the judge catch it:
-    /// commit-earlier-term, vote-before-persist or forget-vote.
+    /// commit-earlier-term, vote-before-persist, forget-vote or append-before-persist.
     #[arg(long)]
     inject_bug: Option<String>,
     /// Print every failure in full (by default the first three are).
@@ -55,12 +55,21 @@ struct Args {
     verbose: bool,
 }
 
+/// The bugs `--inject-bug` knows.
+const BUGS: [&str; 4] = [
+    "commit-earlier-term",
+    "vote-before-persist",
+    "forget-vote",
+    "append-before-persist",
+];
+
 fn options(nodes: usize, seed: u64, bug: Option<&str>) -> SimOptions {
     let mut options = SimOptions::new(nodes, seed);
     match bug {
         Some("commit-earlier-term") => options.bugs.commit_earlier_term_by_counting = true,
         Some("vote-before-persist") => options.bugs.grant_vote_before_persist = true,
         Some("forget-vote") => options.bugs.forget_vote_on_step_down = true,
+        Some("append-before-persist") => options.bugs.accept_append_before_persist = true,
         _ => {}
     }
     options
@@ -118,7 +127,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(bug) = &args.inject_bug {
-        if !["commit-earlier-term", "vote-before-persist", "forget-vote"].contains(&bug.as_str()) {
+        if !BUGS.contains(&bug.as_str()) {
             eprintln!("unknown bug {bug:?}");
             return ExitCode::from(2);
         }

@@ -50,6 +50,8 @@ pub struct InjectedBugs {
     pub commit_earlier_term_by_counting: bool,
     /// Send a granted vote before the vote is durable.
     pub grant_vote_before_persist: bool,
+    /// Accept appended entries before they are durable.
+    pub accept_append_before_persist: bool,
     /// Forget the vote when stepping down to follower within the same term, as a
     /// `become_follower(term)` helper that always clears the vote does: on every append from
     /// the current leader, a follower or candidate "steps down" and may then vote again.

@@ -449,12 +449,14 @@ impl Node {
         }
         // Commit only what is known to match the leader's log.
         self.commit_index = self.commit_index.max(leader_commit.min(match_index));
-        self.send_when_durable(
-            leader,
-            MessageBody::AppendResponse {
-                outcome: AppendOutcome::Accepted { match_index },
-            },
-        );
+        let body = MessageBody::AppendResponse {
+            outcome: AppendOutcome::Accepted { match_index },
+        };
+        if self.bugs().accept_append_before_persist {
+            self.send_now(leader, body);
+        } else {
+            self.send_when_durable(leader, body);
+        }
     }
 
     fn on_append_response(&mut self, follower: NodeId, outcome: AppendOutcome) {
@@ -868,6 +870,7 @@ impl Node {
         NoBugs {
             commit_earlier_term_by_counting: false,
             grant_vote_before_persist: false,
+            accept_append_before_persist: false,
             forget_vote_on_step_down: false,
         }
     }
@@ -880,5 +883,6 @@ impl Node {
 struct NoBugs {
     commit_earlier_term_by_counting: bool,
     grant_vote_before_persist: bool,
+    accept_append_before_persist: bool,
     forget_vote_on_step_down: bool,
 }

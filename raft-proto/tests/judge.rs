@@ -1,4 +1,4 @@
-//! Proof that the judge can fail: three classic Raft bugs, injected on purpose, must each be
+//! Proof that the judge can fail: four classic Raft bugs, injected on purpose, must each be
 //! reported as a safety violation by the lab scenarios or the random search within a stated
 //! number of seeds. A judge that cannot fail proves nothing.
 
@@ -65,4 +65,13 @@ fn forgetting_the_vote_on_step_down_is_caught() {
         ..InjectedBugs::default()
     };
     random_search_catches(bugs, 1000);
+}
+
+#[test]
+fn accepting_entries_before_they_are_durable_is_caught() {
+    let bugs = InjectedBugs {
+        accept_append_before_persist: true,
+        ..InjectedBugs::default()
+    };
+    random_search_catches(bugs, 3000);
 }

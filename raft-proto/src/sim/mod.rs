@@ -6,7 +6,9 @@
 //! partitions, a reliable and an unreliable network (delay, loss of requests and of replies,
 //! reordering, duplication), long reordering of replies, crashes that lose the writes not yet
 //! reported durable (all, none or a prefix of them), restarts from durable state, and an
-//! applied log per server that survives restarts.
+//! applied log per server that survives restarts. Messages to a crashed instance are lost with
+//! it (no reply reaches its successor); messages it sent before crashing were already on the
+//! wire and still arrive where the network connects the two.
 //!
 //! After **every** event it checks Election Safety, Leader Append-Only, Log Matching, Leader
 //! Completeness, State Machine Safety, Durability (the highest entry applied anywhere is held
@@ -187,7 +189,6 @@ enum SimEvent {
     Deliver {
         to: usize,
         to_incarnation: u64,
-        from_incarnation: u64,
         bytes: u64,
         message: Message,
     },
@@ -664,15 +665,16 @@ impl Sim {
             SimEvent::Deliver {
                 to,
                 to_incarnation,
-                from_incarnation,
                 bytes,
                 message,
             } => {
                 let Some(from) = self.index_of(message.from) else {
                     return;
                 };
-                let stale = self.servers[to].incarnation != to_incarnation
-                    || self.servers[from].incarnation != from_incarnation;
+                // A message to an instance that has since crashed is lost with it. A message
+                // from a crashed instance was already on the wire: it still arrives if the
+                // network connects the two (a rebooted sender is reconnected at once).
+                let stale = self.servers[to].incarnation != to_incarnation;
                 if stale || !self.can_talk(from, to) || self.servers[to].node.is_none() {
                     self.counters.dropped += 1;
                     return;
@@ -862,6 +864,13 @@ impl Sim {
                 let message = format!("node {id} applied index {index} beyond its log");
                 return self.set_failure(FailureKind::Safety, message);
             };
+            let previous = server.view.hash(index - 1).unwrap_or(0);
+            if checker::chain(previous, &entry) != hash {
+                let message = format!(
+                    "node {id} applied at index {index} an entry that is not the one its log holds"
+                );
+                return self.set_failure(FailureKind::Safety, message);
+            }
             if let Err(message) = self.checker.applied(id, index, hash) {
                 return self.set_failure(FailureKind::Safety, message);
             }
@@ -922,7 +931,6 @@ impl Sim {
                 SimEvent::Deliver {
                     to,
                     to_incarnation: self.servers[to].incarnation,
-                    from_incarnation: self.servers[from].incarnation,
                     bytes,
                     message: message.clone(),
                 },
@@ -949,8 +957,11 @@ impl Sim {
             );
             return self.set_failure(FailureKind::Safety, message);
         }
+        let probes = [node.last_log_index(), commit, server.view.len()];
         if node.last_log_index() != server.view.len()
-            || node.log_term(node.last_log_index()) != server.view.term(server.view.len())
+            || probes
+                .iter()
+                .any(|&i| node.log_term(i) != server.view.term(i))
         {
             let message = format!(
                 "node {id}'s log (last index {}) differs from what its persist actions described \
