@@ -247,7 +247,6 @@ impl Storage {
         if let Some(from) = write.truncate_from {
             self.view.truncate_from(from);
         }
-        self.view.truncate_from(write.first_index);
         for e in &write.entries {
             self.view.push(e);
         }
