@@ -63,8 +63,7 @@ const BUGS: [&str; 4] = [
     "append-before-persist",
 ];
 
-fn options(nodes: usize, seed: u64, bug: Option<&str>) -> SimOptions {
-    let mut options = SimOptions::new(nodes, seed);
+fn with_bug(mut options: SimOptions, bug: Option<&str>) -> SimOptions {
     match bug {
         Some("commit-earlier-term") => options.bugs.commit_earlier_term_by_counting = true,
         Some("vote-before-persist") => options.bugs.grant_vote_before_persist = true,
@@ -101,13 +100,11 @@ impl Job {
     /// Runs one seed; returns the events it processed.
     fn run(&self, seed: u64, bug: Option<&str>) -> Result<u64, Failure> {
         match self {
-            Self::Scenario(s) => {
-                let mut opts = options(s.nodes, seed, bug);
-                opts.unreliable = s.unreliable;
-                s.run_with(opts).map(|r| r.events)
-            }
+            Self::Scenario(s) => s
+                .run_with(with_bug(s.options(seed), bug))
+                .map(|r| r.counters.events),
             Self::Random { nodes, events } => {
-                random::run(options(*nodes, seed, bug), *events).map(|r| r.events)
+                random::run(with_bug(SimOptions::new(*nodes, seed), bug), *events).map(|r| r.events)
             }
         }
     }

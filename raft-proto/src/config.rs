@@ -30,6 +30,13 @@ pub struct Config {
     /// An append request carries no more payload bytes than this, except that it always
     /// carries at least one entry when one is due.
     pub max_bytes_per_append: usize,
+    /// A snapshot is sent to a lagging follower in chunks of at most this many bytes, with at
+    /// most `max_inflight_appends` chunks unacknowledged. At least 1.
+    pub max_snapshot_chunk: usize,
+    /// When the application takes a snapshot, a leader keeps up to this many entries before it
+    /// in memory for followers that are only slightly behind, so that they catch up with
+    /// entries rather than a whole snapshot. Storage drops them regardless.
+    pub snapshot_catchup_entries: u64,
     /// Whether a new leader appends a no-op entry of its term, so that entries of earlier terms
     /// commit without waiting for the next proposal. The lab scenarios run with it off.
     pub leader_noop: bool,
@@ -71,6 +78,8 @@ impl Config {
             max_inflight_appends: 8,
             max_entries_per_append: 256,
             max_bytes_per_append: 1 << 20,
+            max_snapshot_chunk: 1 << 20,
+            snapshot_catchup_entries: 64,
             leader_noop: false,
             seed: 0,
             #[cfg(feature = "bug-injection")]
@@ -94,7 +103,10 @@ impl Config {
         {
             return Err(ConfigError::BadTiming);
         }
-        if self.max_inflight_appends == 0 || self.max_entries_per_append == 0 {
+        if self.max_inflight_appends == 0
+            || self.max_entries_per_append == 0
+            || self.max_snapshot_chunk == 0
+        {
             return Err(ConfigError::ZeroLimit);
         }
         Ok(())
@@ -111,7 +123,8 @@ pub enum ConfigError {
     DuplicateVoter(NodeId),
     /// The timeouts must satisfy `0 < heartbeat_interval < election_timeout_min < election_timeout_max`.
     BadTiming,
-    /// `max_inflight_appends` and `max_entries_per_append` must be at least 1.
+    /// `max_inflight_appends`, `max_entries_per_append` and `max_snapshot_chunk` must be at
+    /// least 1.
     ZeroLimit,
 }
 
@@ -126,7 +139,7 @@ impl fmt::Display for ConfigError {
             ),
             Self::ZeroLimit => write!(
                 f,
-                "max_inflight_appends and max_entries_per_append must be at least 1"
+                "max_inflight_appends, max_entries_per_append and max_snapshot_chunk must be at least 1"
             ),
         }
     }

@@ -18,22 +18,32 @@
 //!    them from the step that receives the matching [`Event::Persisted`]. Only a leader's append
 //!    requests leave before its own write is durable (Raft thesis §10.2.1); the leader counts
 //!    itself toward the commit quorum only for entries it has been told are durable.
-//! 3. **MUST hand [`Action::Apply`] entries to the state machine in the order emitted.** This
-//!    may overlap with persisting and sending: applied entries are committed, hence already
-//!    durable on a majority.
+//! 3. **MUST hand [`Action::Apply`] entries and [`Action::RestoreSnapshot`] snapshots to the
+//!    state machine in the order emitted.** This may overlap with persisting and sending:
+//!    applied entries are committed, hence already durable on a majority.
 //! 4. **MAY report [`Action::ProposalOutcome`] to the proposer at any time.** An accepted
 //!    proposal is committed when an entry with the same index *and term* is applied; if an entry
 //!    of another term is applied at that index, the proposal was lost (a new leader overwrote
 //!    it) and may be retried.
 //!
 //! A restarted node is rebuilt with [`Node::restore`](crate::Node::restore) from what storage
-//! holds; persist sequence numbers start again at 1 for every new node value, so an
-//! acknowledgement meant for a node that crashed must never be delivered to its successor.
+//! holds (snapshot, then log tail), and the state machine from that snapshot; persist sequence
+//! numbers start again at 1 for every new node value, so an acknowledgement meant for a node
+//! that crashed must never be delivered to its successor.
+//!
+//! # Snapshots
+//!
+//! The application may at any time hand the core a snapshot of its state covering every
+//! entry up to an index it has applied ([`Event::SnapshotTaken`]). The core then drops its log
+//! up to there and emits a [`Persist`] carrying the snapshot: storage replaces its snapshot and
+//! drops the entries it covers, so the persisted Raft state stays small. A follower too far
+//! behind receives the leader's snapshot in chunks and installs it (a [`Persist`] with the
+//! snapshot, then an [`Action::RestoreSnapshot`] for the state machine).
 
 use alloc::vec::Vec;
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, Index, NodeId, Payload, Term};
+use crate::types::{DurableState, Entry, HardState, Index, NodeId, Payload, Snapshot, Term};
 
 /// An input to [`Node::step`](crate::Node::step).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +61,15 @@ pub enum Event {
     Persisted {
         /// The highest durable sequence number.
         seq: u64,
+    },
+    /// The application took a snapshot of its state after applying every entry up to
+    /// `last_index`. Ignored when `last_index` is not above the current snapshot or beyond the
+    /// applied index.
+    SnapshotTaken {
+        /// The last applied entry the snapshot covers.
+        last_index: Index,
+        /// The application's serialized state.
+        data: Payload,
     },
 }
 
@@ -72,17 +91,23 @@ pub enum Action {
     },
     /// The answer to an [`Event::Propose`].
     ProposalOutcome(ProposalOutcome),
+    /// Replace the state machine's state with this snapshot (received from the leader); the
+    /// next [`Action::Apply`] continues at `snapshot.meta.last_index + 1`.
+    RestoreSnapshot(Snapshot),
 }
 
-/// One atomic change to durable storage, applied in this order: truncate the log, append the
-/// entries, then record the hard state.
+/// One atomic change to durable storage, applied in this order: truncate the log, install
+/// the snapshot, append the entries, then record the hard state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Persist {
     /// Increases by one with every persist a node emits, from 1.
     pub seq: u64,
     /// Remove every log entry at this index and after, first.
     pub truncate_from: Option<Index>,
-    /// The index of `entries[0]`: always the log's last index + 1 after the truncation.
+    /// Replace the stored snapshot with this one, and drop the log entries it covers.
+    pub snapshot: Option<Snapshot>,
+    /// The index of `entries[0]`: always the last index held + 1 after the truncation and the
+    /// snapshot.
     pub first_index: Index,
     /// Entries to append (possibly none).
     pub entries: Vec<Entry>,
@@ -91,15 +116,24 @@ pub struct Persist {
 }
 
 impl Persist {
-    /// Applies this change to a log held as a vector (entry `i` at position `i - 1`) and a hard
-    /// state: the reference semantics for storage implementations.
-    pub fn apply_to(&self, log: &mut Vec<Entry>, hard_state: &mut HardState) {
+    /// Applies this change to a [`DurableState`]: the reference semantics for storage
+    /// implementations.
+    pub fn apply_to(&self, state: &mut DurableState) {
         if let Some(from) = self.truncate_from {
-            log.truncate(usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX));
+            let keep = from.saturating_sub(state.log_base() + 1);
+            state
+                .log
+                .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
         }
-        log.extend(self.entries.iter().cloned());
+        if let Some(snapshot) = &self.snapshot {
+            let covered = snapshot.meta.last_index.saturating_sub(state.log_base());
+            let covered = usize::try_from(covered).unwrap_or(usize::MAX);
+            state.log.drain(..covered.min(state.log.len()));
+            state.snapshot = Some(snapshot.clone());
+        }
+        state.log.extend(self.entries.iter().cloned());
         if let Some(hs) = self.hard_state {
-            *hard_state = hs;
+            state.hard_state = hs;
         }
     }
 }

@@ -77,5 +77,6 @@ pub use io::{Action, Event, Persist, ProposalOutcome};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, NodeStats, StartError};
 pub use types::{
-    DurableState, Entry, EntryKind, HardState, Index, Instant, NodeId, Payload, Role, Term,
+    DurableState, Entry, EntryKind, HardState, Index, Instant, NodeId, Payload, Role, Snapshot,
+    SnapshotMeta, Term,
 };

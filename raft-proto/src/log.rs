@@ -14,12 +14,42 @@ pub(crate) struct Log {
 
 impl Log {
     /// A log holding `entries` from index 1 on.
+    #[cfg(test)]
     pub(crate) fn from_entries(entries: Vec<Entry>) -> Self {
+        Self::with_base(0, 0, entries)
+    }
+
+    /// A log whose entries follow a snapshot ending at `(base_index, base_term)`.
+    pub(crate) fn with_base(base_index: Index, base_term: Term, entries: Vec<Entry>) -> Self {
         Self {
-            base_index: 0,
-            base_term: 0,
+            base_index,
+            base_term,
             entries,
         }
+    }
+
+    /// The index of the last entry covered by the snapshot (0 without one).
+    pub(crate) fn base_index(&self) -> Index {
+        self.base_index
+    }
+
+    /// Makes `(index, term)` the new base: entries up to `index` are dropped. When the log holds
+    /// that very entry, the entries after it are kept (they match); otherwise the whole log is
+    /// discarded. Returns whether the suffix was kept.
+    pub(crate) fn compact_to(&mut self, index: Index, term: Term) -> bool {
+        if index <= self.base_index {
+            return true;
+        }
+        let keep = self.term(index) == Some(term);
+        if keep {
+            let drop = self.position(index) + 1;
+            self.entries.drain(..drop);
+        } else {
+            self.entries.clear();
+        }
+        self.base_index = index;
+        self.base_term = term;
+        keep
     }
 
     pub(crate) fn last_index(&self) -> Index {
@@ -151,6 +181,24 @@ mod tests {
         assert!(log.slice(5, 10, 100).is_empty());
         assert!(log.slice(0, 10, 100).is_empty());
         assert_eq!(log.range(2, 9).len(), 3);
+    }
+
+    #[test]
+    fn compaction_keeps_a_matching_suffix_only() {
+        let mut log = log_of_terms(&[1, 1, 2, 3]);
+        assert!(log.compact_to(2, 1));
+        assert_eq!((log.base_index(), log.last_index()), (2, 4));
+        assert_eq!(log.term(2), Some(1));
+        assert_eq!(log.term(1), None);
+        assert_eq!(log.first_index_of_term(2, 3), 3);
+        assert!(!log.compact_to(4, 9));
+        assert_eq!(
+            (log.base_index(), log.last_index(), log.last_term()),
+            (4, 4, 9)
+        );
+        assert!(log.slice(4, 10, 100).is_empty());
+        assert!(log.compact_to(3, 1), "an older base changes nothing");
+        assert_eq!(log.base_index(), 4);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use crate::types::{Entry, Index, NodeId, Term};
+use crate::types::{Entry, Index, NodeId, Payload, SnapshotMeta, Term};
 
 /// A message between two members of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,17 +47,42 @@ pub enum MessageBody {
         /// The leader's commit index.
         leader_commit: Index,
     },
-    /// The answer to a [`MessageBody::AppendRequest`].
+    /// The answer to a [`MessageBody::AppendRequest`] (or to a completed snapshot transfer).
     AppendResponse {
         /// Whether the entries were accepted, and what the leader needs to go on.
         outcome: AppendOutcome,
+    },
+    /// One chunk of a snapshot a leader sends to a follower whose next entries it no longer
+    /// has (InstallSnapshot). Chunks are sent in order; the follower assembles them and
+    /// installs the snapshot atomically once it has the last one.
+    SnapshotChunk {
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+        /// Where this chunk starts in the snapshot's bytes.
+        offset: u64,
+        /// The chunk's bytes.
+        data: Payload,
+        /// Whether this chunk ends the snapshot.
+        done: bool,
+    },
+    /// A follower's acknowledgement of snapshot chunks: it holds the first `received` bytes of
+    /// the snapshot ending at `last_index`. (The end of a transfer is acknowledged with an
+    /// [`AppendOutcome::Accepted`] once the snapshot is durable.)
+    SnapshotAck {
+        /// The snapshot's last index.
+        last_index: Index,
+        /// How many leading bytes of the snapshot the follower holds.
+        received: u64,
     },
 }
 
 impl MessageBody {
     /// Whether this is a request (as opposed to a response to one).
     pub fn is_request(&self) -> bool {
-        matches!(self, Self::VoteRequest { .. } | Self::AppendRequest { .. })
+        matches!(
+            self,
+            Self::VoteRequest { .. } | Self::AppendRequest { .. } | Self::SnapshotChunk { .. }
+        )
     }
 }
 

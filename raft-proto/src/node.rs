@@ -11,7 +11,10 @@ use crate::log::Log;
 use crate::message::{AppendOutcome, Message, MessageBody};
 use crate::progress::{Mode, Progress};
 use crate::rng::Rng;
-use crate::types::{DurableState, Entry, HardState, Index, Instant, NodeId, Role, Term};
+use crate::types::{
+    DurableState, Entry, HardState, Index, Instant, NodeId, Payload, Role, Snapshot, SnapshotMeta,
+    Term,
+};
 
 /// One member of a Raft cluster, as a pure state machine.
 ///
@@ -48,9 +51,15 @@ pub struct Node {
     unacked_writes: VecDeque<(u64, Index, Option<Index>)>,
     /// The log prefix up to here is durable and equal to the in-memory log.
     stable_index: Index,
+    /// The latest snapshot (taken here or installed from a leader), sent to lagging followers.
+    snapshot: Option<Snapshot>,
+    /// A snapshot being received from the leader, chunk by chunk.
+    incoming: Option<IncomingSnapshot>,
     /// Messages waiting for the persist with the given sequence number to be durable.
     held: VecDeque<(u64, Message)>,
-    /// Actions of the current step.
+    /// Persist actions of the current step; they lead the step's output.
+    persists: Vec<Action>,
+    /// The other actions of the current step.
     actions: Vec<Action>,
     /// Scratch space for the commit computation, reused to keep the step allocation-free.
     match_scratch: Vec<Index>,
@@ -112,14 +121,26 @@ impl From<ConfigError> for StartError {
 struct PendingWrite {
     hard_state: bool,
     truncate_from: Option<Index>,
+    snapshot: Option<Snapshot>,
     first_index: Index,
     entries: Vec<Entry>,
 }
 
 impl PendingWrite {
     fn is_empty(&self) -> bool {
-        !self.hard_state && self.truncate_from.is_none() && self.entries.is_empty()
+        !self.hard_state
+            && self.truncate_from.is_none()
+            && self.snapshot.is_none()
+            && self.entries.is_empty()
     }
+}
+
+#[derive(Debug)]
+struct IncomingSnapshot {
+    leader: NodeId,
+    term: Term,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
 }
 
 impl Node {
@@ -129,18 +150,29 @@ impl Node {
     }
 
     /// A node rebuilt from what its storage holds after a crash or a shutdown. The state
-    /// machine starts empty: committed entries are applied again from index 1.
+    /// machine restarts from `durable.snapshot` (or empty without one); committed entries after
+    /// it are applied again.
     pub fn restore(
         config: Config,
         durable: DurableState,
         now: Instant,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        let mut previous = 0;
+        let base = durable
+            .snapshot
+            .as_ref()
+            .map(|s| s.meta)
+            .unwrap_or_default();
+        let mut previous = base.last_term;
+        if previous > durable.hard_state.term {
+            return Err(StartError::InconsistentState {
+                index: base.last_index,
+            });
+        }
         for (i, entry) in durable.log.iter().enumerate() {
             if entry.term < previous || entry.term > durable.hard_state.term {
                 return Err(StartError::InconsistentState {
-                    index: i as Index + 1,
+                    index: base.last_index + i as Index + 1,
                 });
             }
             previous = entry.term;
@@ -151,7 +183,7 @@ impl Node {
             .copied()
             .filter(|&v| v != config.id)
             .collect();
-        let log = Log::from_entries(durable.log);
+        let log = Log::with_base(base.last_index, base.last_term, durable.log);
         let rng = Rng::new(config.seed ^ config.id.wrapping_mul(0xA076_1D64_78BD_642F));
         let mut node = Self {
             peers,
@@ -160,8 +192,8 @@ impl Node {
             leader: None,
             stable_index: log.last_index(),
             log,
-            commit_index: 0,
-            applied_index: 0,
+            commit_index: base.last_index,
+            applied_index: base.last_index,
             rng,
             now,
             election_deadline: now,
@@ -174,6 +206,9 @@ impl Node {
             durable_seq: 0,
             unacked_writes: VecDeque::new(),
             held: VecDeque::new(),
+            snapshot: durable.snapshot,
+            incoming: None,
+            persists: Vec::new(),
             actions: Vec::new(),
             match_scratch: Vec::new(),
             stats: NodeStats::default(),
@@ -200,6 +235,7 @@ impl Node {
             Event::Message(message) => self.on_message(message),
             Event::Propose(commands) => self.on_propose(commands),
             Event::Persisted { seq } => self.on_persisted(seq),
+            Event::SnapshotTaken { last_index, data } => self.on_snapshot_taken(last_index, data),
         }
         self.on_time();
         if self.role == Role::Leader {
@@ -207,7 +243,8 @@ impl Node {
             self.replicate();
         }
         self.apply_committed();
-        self.flush_write(out);
+        self.flush_write();
+        out.append(&mut self.persists);
         out.append(&mut self.actions);
     }
 
@@ -258,12 +295,24 @@ impl Node {
         self.applied_index
     }
 
+    /// The last index covered by the latest snapshot (0 without one).
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.last_index)
+    }
+
+    /// The first log index held in memory (after the latest snapshot, or a few entries before
+    /// it on a leader, for followers catching up).
+    pub fn first_log_index(&self) -> Index {
+        self.log.base_index() + 1
+    }
+
     /// The index of the last log entry.
     pub fn last_log_index(&self) -> Index {
         self.log.last_index()
     }
 
-    /// The term of the entry at `index`, if the log holds it (index 0 has term 0).
+    /// The term of the entry at `index`, if the log holds it or it is the snapshot's last
+    /// entry (index 0 has term 0).
     pub fn log_term(&self, index: Index) -> Option<Term> {
         self.log.term(index)
     }
@@ -324,6 +373,16 @@ impl Node {
                 self.on_append_request(from, prev_log_index, prev_log_term, entries, leader_commit)
             }
             MessageBody::AppendResponse { outcome } => self.on_append_response(from, outcome),
+            MessageBody::SnapshotChunk {
+                meta,
+                offset,
+                data,
+                done,
+            } => self.on_snapshot_chunk(from, meta, offset, data, done),
+            MessageBody::SnapshotAck {
+                last_index,
+                received,
+            } => self.on_snapshot_ack(from, last_index, received),
         }
     }
 
@@ -338,6 +397,10 @@ impl Node {
                     hint_index: 0,
                     conflict_term: None,
                 },
+            },
+            MessageBody::SnapshotChunk { meta, .. } => MessageBody::SnapshotAck {
+                last_index: meta.last_index,
+                received: 0,
             },
             _ => return,
         };
@@ -399,6 +462,16 @@ impl Node {
         self.become_follower(self.hard_state.term, Some(leader));
         self.reset_election_timer();
 
+        let (prev_log_index, prev_log_term, entries) =
+            match self.skip_snapshotted(prev_log_index, prev_log_term, entries) {
+                Ok(rest) => rest,
+                Err(match_index) => {
+                    let body = MessageBody::AppendResponse {
+                        outcome: AppendOutcome::Accepted { match_index },
+                    };
+                    return self.send_when_durable(leader, body);
+                }
+            };
         let reject = |node: &Self, hint_index: Index, conflict_term: Option<Term>| {
             MessageBody::AppendResponse {
                 outcome: AppendOutcome::Rejected {
@@ -481,8 +554,22 @@ impl Node {
                 hint_index,
                 conflict_term,
             } => {
-                if !self.progress[pos].rejection_is_current(rejected_prev) {
+                let base = self.log.base_index();
+                let progress = &mut self.progress[pos];
+                if !progress.rejection_is_current(rejected_prev) {
                     self.stats.stale_response += 1;
+                    return;
+                }
+                if progress.mode == Mode::Replicate
+                    && conflict_term.is_none()
+                    && hint_index > progress.match_index
+                {
+                    // Not a conflict: the follower's log ends before this append (an earlier
+                    // one was reordered or lost). Keep pipelining, resending from where its
+                    // log ends, or from our snapshot on: entries compacted here are most
+                    // likely still in flight, and the heartbeat notices a real loss.
+                    progress.rewind_to(hint_index.max(base + 1));
+                    self.replicate_to(pos);
                     return;
                 }
                 // Skip the whole conflicting term at once (fast backtracking): past the last
@@ -498,7 +585,158 @@ impl Node {
         self.replicate_to(pos);
     }
 
-    fn on_propose(&mut self, commands: Vec<crate::types::Payload>) {
+    /// Drops the entries of an append request that our snapshot already covers (they are
+    /// committed, so they match). `Err(match_index)` when nothing is left to look at.
+    fn skip_snapshotted(
+        &self,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        mut entries: Vec<Entry>,
+    ) -> Result<(Index, Term, Vec<Entry>), Index> {
+        let base = self.log.base_index();
+        if prev_log_index >= base {
+            return Ok((prev_log_index, prev_log_term, entries));
+        }
+        let skip = base - prev_log_index;
+        if (entries.len() as Index) < skip {
+            return Err(prev_log_index + entries.len() as Index);
+        }
+        let at_base = entries.drain(..skip as usize).next_back();
+        let term = at_base.map_or(prev_log_term, |e| e.term);
+        Ok((base, term, entries))
+    }
+
+    fn on_snapshot_chunk(
+        &mut self,
+        leader: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Payload,
+        done: bool,
+    ) {
+        if self.role == Role::Leader {
+            self.stats.invalid += 1;
+            return;
+        }
+        self.become_follower(self.hard_state.term, Some(leader));
+        self.reset_election_timer();
+        if meta.last_index <= self.commit_index {
+            // Everything it covers is committed here already: nothing to install.
+            self.incoming = None;
+            let body = MessageBody::AppendResponse {
+                outcome: AppendOutcome::Accepted {
+                    match_index: meta.last_index,
+                },
+            };
+            return self.send_when_durable(leader, body);
+        }
+        let term = self.hard_state.term;
+        let same = self
+            .incoming
+            .as_ref()
+            .is_some_and(|i| i.leader == leader && i.term == term && i.meta == meta);
+        if offset == 0 && !same {
+            self.incoming = Some(IncomingSnapshot {
+                leader,
+                term,
+                meta,
+                data: Vec::new(),
+            });
+        }
+        let received = match self.incoming.as_mut() {
+            Some(incoming) if incoming.meta == meta && incoming.data.len() as u64 == offset => {
+                incoming.data.extend_from_slice(&data);
+                if done {
+                    let data = Payload::from(core::mem::take(&mut incoming.data));
+                    self.incoming = None;
+                    self.install_snapshot(Snapshot { meta, data });
+                    let body = MessageBody::AppendResponse {
+                        outcome: AppendOutcome::Accepted {
+                            match_index: meta.last_index,
+                        },
+                    };
+                    return self.send_when_durable(leader, body);
+                }
+                incoming.data.len() as u64
+            }
+            // A gap, a duplicate or a chunk of another snapshot: say where we are.
+            Some(incoming) if incoming.meta == meta => incoming.data.len() as u64,
+            _ => 0,
+        };
+        let body = MessageBody::SnapshotAck {
+            last_index: meta.last_index,
+            received,
+        };
+        self.send_when_durable(leader, body);
+    }
+
+    /// Installs a snapshot received from the leader: the log keeps the entries after it if they
+    /// match, the state machine is replaced, and storage gets both in one atomic persist.
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.meta;
+        if !self.write.is_empty() {
+            self.flush_write();
+        }
+        let old_base = self.log.base_index();
+        if !self.log.compact_to(meta.last_index, meta.last_term) {
+            self.write.truncate_from = Some(old_base + 1);
+            self.stable_index = self.stable_index.min(old_base);
+        }
+        self.commit_index = self.commit_index.max(meta.last_index);
+        if meta.last_index > self.applied_index {
+            self.applied_index = meta.last_index;
+            self.actions.push(Action::RestoreSnapshot(snapshot.clone()));
+        }
+        self.write.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(snapshot);
+    }
+
+    fn on_snapshot_ack(&mut self, follower: NodeId, last_index: Index, received: u64) {
+        if self.role != Role::Leader {
+            self.stats.stale_response += 1;
+            return;
+        }
+        let Some(pos) = self.progress.iter().position(|p| p.id == follower) else {
+            return;
+        };
+        if self.progress[pos].on_snapshot_ack(last_index, received) {
+            self.replicate_to(pos);
+        } else {
+            self.stats.stale_response += 1;
+        }
+    }
+
+    fn on_snapshot_taken(&mut self, last_index: Index, data: Payload) {
+        if last_index <= self.snapshot_index() || last_index > self.applied_index {
+            return;
+        }
+        let Some(last_term) = self.log.term(last_index) else {
+            return;
+        };
+        if !self.write.is_empty() {
+            self.flush_write();
+        }
+        // A leader keeps a few entries before the snapshot for followers slightly behind.
+        let slowest = self.progress.iter().map(|p| p.match_index).min();
+        let keep_from = slowest.map_or(last_index, |m| {
+            m.max(last_index.saturating_sub(self.config.snapshot_catchup_entries))
+        });
+        let compact_to = last_index.min(keep_from);
+        if let Some(term) = self.log.term(compact_to) {
+            self.log.compact_to(compact_to, term);
+        }
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index,
+                last_term,
+            },
+            data,
+        };
+        self.write.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(snapshot);
+    }
+
+    fn on_propose(&mut self, commands: Vec<Payload>) {
         if commands.is_empty() {
             return;
         }
@@ -655,31 +893,42 @@ impl Node {
 
     // --- Leader duties ---------------------------------------------------------------------
 
-    /// A heartbeat round: each follower gets an append, which retries a lost probe or, when a
-    /// pipelined follower made no progress for a whole interval, restarts it from its match
-    /// point (its appends or their answers were lost).
+    /// A heartbeat round: each follower gets an append (or, while it receives a snapshot, the
+    /// next chunks). What was sent before the previous round and is still unanswered, with no
+    /// progress since, is presumed lost and sent again: a probe is repeated, a pipelined
+    /// follower restarts from its match point, a snapshot transfer from its last acknowledged
+    /// byte.
     fn heartbeat(&mut self) {
         for pos in 0..self.progress.len() {
             let progress = &mut self.progress[pos];
+            let lost = progress.waiting && progress.awaiting_answer() && !progress.progressed;
             match progress.mode {
                 Mode::Probe => progress.probe_sent = false,
-                Mode::Replicate => {
-                    if !progress.inflight.is_empty() && !progress.progressed {
-                        let next = progress.match_index + 1;
-                        progress.probe_from(next);
+                Mode::Replicate if lost => {
+                    let next = progress.match_index + 1;
+                    progress.probe_from(next);
+                }
+                Mode::Replicate => {}
+                Mode::Snapshot => {
+                    if let Some(t) = progress.transfer.as_mut().filter(|_| lost) {
+                        t.sent = t.acked;
+                        t.done_sent = false;
                     }
                 }
             }
             let progress = &mut self.progress[pos];
             progress.progressed = false;
             if progress.mode == Mode::Replicate {
-                // Prove liveness and carry the commit index; prev = match point, which the
-                // follower is known to hold, so this never causes a rejection.
-                let prev = progress.match_index;
+                // Prove liveness and carry the commit index; prev = match point (or our
+                // snapshot, which the follower needs if it lacks it), so a follower that keeps
+                // up never rejects it.
+                let prev = progress.match_index.max(self.log.base_index());
                 self.send_append(pos, prev, Vec::new());
             } else {
                 self.replicate_to(pos);
             }
+            let progress = &mut self.progress[pos];
+            progress.waiting = progress.awaiting_answer();
         }
     }
 
@@ -692,11 +941,24 @@ impl Node {
 
     fn replicate_to(&mut self, pos: usize) {
         let last = self.log.last_index();
+        if self.progress[pos].mode != Mode::Snapshot
+            && self.progress[pos].next_index <= self.log.base_index()
+        {
+            // The entries it needs are compacted away.
+            match self.snapshot.clone() {
+                Some(snapshot) => self.progress[pos].send_snapshot(snapshot),
+                None => return,
+            }
+        }
+        if self.progress[pos].mode == Mode::Snapshot {
+            return self.send_snapshot_chunks(pos);
+        }
         loop {
             let progress = &self.progress[pos];
             let next = progress.next_index;
             match progress.mode {
                 Mode::Probe if progress.probe_sent => return,
+                Mode::Snapshot => return,
                 Mode::Replicate
                     if next > last
                         || progress.inflight.len() >= self.config.max_inflight_appends =>
@@ -722,7 +984,36 @@ impl Node {
                     progress.inflight.push_back(sent_last);
                     progress.next_index = sent_last + 1;
                 }
+                Mode::Snapshot => return,
             }
+        }
+    }
+
+    /// Sends the next chunks of the snapshot transfer to follower `pos`, keeping at most
+    /// `max_inflight_appends` chunks unacknowledged.
+    fn send_snapshot_chunks(&mut self, pos: usize) {
+        let chunk = self.config.max_snapshot_chunk as u64;
+        let window = chunk.saturating_mul(self.config.max_inflight_appends as u64);
+        let to = self.progress[pos].id;
+        loop {
+            let Some(t) = self.progress[pos].transfer.as_mut() else {
+                return;
+            };
+            let len = t.snapshot.data.len() as u64;
+            if t.done_sent || t.sent - t.acked >= window {
+                return;
+            }
+            let end = (t.sent + chunk).min(len);
+            let done = end == len;
+            let body = MessageBody::SnapshotChunk {
+                meta: t.snapshot.meta,
+                offset: t.sent,
+                data: Payload::from(&t.snapshot.data[t.sent as usize..end as usize]),
+                done,
+            };
+            t.sent = end;
+            t.done_sent = done;
+            self.send_now(to, body);
         }
     }
 
@@ -793,7 +1084,7 @@ impl Node {
         self.stable_index = self.stable_index.min(from - 1);
     }
 
-    fn flush_write(&mut self, out: &mut Vec<Action>) {
+    fn flush_write(&mut self) {
         if self.write.is_empty() {
             return;
         }
@@ -807,9 +1098,10 @@ impl Node {
         };
         self.unacked_writes
             .push_back((seq, self.log.last_index(), write.truncate_from));
-        out.push(Action::Persist(Persist {
+        self.persists.push(Action::Persist(Persist {
             seq,
             truncate_from: write.truncate_from,
+            snapshot: write.snapshot,
             first_index,
             entries: write.entries,
             hard_state: write.hard_state.then_some(self.hard_state),

@@ -2,7 +2,7 @@
 
 use alloc::collections::VecDeque;
 
-use crate::types::{Index, NodeId};
+use crate::types::{Index, NodeId, Snapshot};
 
 /// How the leader currently talks to a follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,21 @@ pub(crate) enum Mode {
     /// The follower is known to match up to `match_index`: appends are pipelined, at most
     /// `max_inflight_appends` in flight.
     Replicate,
+    /// The follower needs entries the leader has compacted away: it is sent a snapshot in
+    /// chunks.
+    Snapshot,
+}
+
+/// A snapshot on its way to a follower.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotTransfer {
+    pub(crate) snapshot: Snapshot,
+    /// Bytes the follower acknowledged holding.
+    pub(crate) acked: u64,
+    /// Bytes sent so far (from `acked` on, they may be in flight or lost).
+    pub(crate) sent: u64,
+    /// Whether the final chunk has been sent since the last rewind.
+    pub(crate) done_sent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -27,8 +42,14 @@ pub(crate) struct Progress {
     pub(crate) inflight: VecDeque<Index>,
     /// A probe was sent and not yet answered (Probe mode).
     pub(crate) probe_sent: bool,
-    /// The follower's `match_index` advanced since the last heartbeat round.
+    /// The follower's `match_index` (or its snapshot transfer) advanced since the last
+    /// heartbeat round.
     pub(crate) progressed: bool,
+    /// The snapshot being sent (Snapshot mode).
+    pub(crate) transfer: Option<SnapshotTransfer>,
+    /// Something sent was awaiting an answer at the last heartbeat round: if it still is at
+    /// the next one, with no progress in between, it is presumed lost.
+    pub(crate) waiting: bool,
 }
 
 impl Progress {
@@ -41,6 +62,8 @@ impl Progress {
             inflight: VecDeque::new(),
             probe_sent: false,
             progressed: false,
+            transfer: None,
+            waiting: false,
         }
     }
 
@@ -54,14 +77,69 @@ impl Progress {
             self.inflight.pop_front();
         }
         match self.mode {
-            Mode::Probe => {
-                self.mode = Mode::Replicate;
-                self.next_index = self.match_index + 1;
-                self.inflight.clear();
-                self.probe_sent = false;
+            Mode::Probe => self.start_replicating(),
+            Mode::Snapshot => {
+                let installed = self
+                    .transfer
+                    .as_ref()
+                    .is_none_or(|t| index >= t.snapshot.meta.last_index);
+                if installed {
+                    self.start_replicating();
+                }
             }
             Mode::Replicate => self.next_index = self.next_index.max(self.match_index + 1),
         }
+    }
+
+    fn start_replicating(&mut self) {
+        self.mode = Mode::Replicate;
+        self.next_index = self.match_index + 1;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.transfer = None;
+    }
+
+    /// Starts sending `snapshot`.
+    pub(crate) fn send_snapshot(&mut self, snapshot: Snapshot) {
+        self.mode = Mode::Snapshot;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.transfer = Some(SnapshotTransfer {
+            snapshot,
+            acked: 0,
+            sent: 0,
+            done_sent: false,
+        });
+    }
+
+    /// The follower holds the first `received` bytes of the snapshot ending at `last_index`.
+    pub(crate) fn on_snapshot_ack(&mut self, last_index: Index, received: u64) -> bool {
+        let Some(t) = self.transfer.as_mut() else {
+            return false;
+        };
+        if t.snapshot.meta.last_index != last_index || received > t.snapshot.data.len() as u64 {
+            return false;
+        }
+        if received > t.acked {
+            t.acked = received;
+            t.sent = t.sent.max(received);
+            self.progressed = true;
+        } else if received < t.acked {
+            // The follower lost what it had (it restarted), or this is a stale answer: resend
+            // from where it says it is. Stale answers cost a resend, never correctness.
+            t.acked = received;
+            t.sent = received;
+            t.done_sent = false;
+        }
+        true
+    }
+
+    /// Resends from `next_index` on, still pipelining: appends in flight from there on are
+    /// superseded.
+    pub(crate) fn rewind_to(&mut self, next_index: Index) {
+        self.next_index = next_index.max(self.match_index + 1).min(self.next_index);
+        let next = self.next_index;
+        self.inflight.retain(|&last| last < next);
     }
 
     /// Falls back to probing from `next_index`.
@@ -70,6 +148,19 @@ impl Progress {
         self.next_index = next_index.max(self.match_index + 1);
         self.inflight.clear();
         self.probe_sent = false;
+        self.transfer = None;
+    }
+
+    /// Whether something sent awaits an answer.
+    pub(crate) fn awaiting_answer(&self) -> bool {
+        match self.mode {
+            Mode::Probe => self.probe_sent,
+            Mode::Replicate => !self.inflight.is_empty(),
+            Mode::Snapshot => self
+                .transfer
+                .as_ref()
+                .is_some_and(|t| t.sent > t.acked || t.done_sent),
+        }
     }
 
     /// Whether a rejection of an append whose previous index was `rejected_prev` refers to the
@@ -78,6 +169,7 @@ impl Progress {
         match self.mode {
             Mode::Replicate => rejected_prev > self.match_index,
             Mode::Probe => self.next_index.checked_sub(1) == Some(rejected_prev),
+            Mode::Snapshot => false,
         }
     }
 }

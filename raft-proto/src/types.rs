@@ -78,6 +78,28 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
 }
 
+/// What a snapshot covers: every entry up to and including `last_index`, the last of which has
+/// term `last_term`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SnapshotMeta {
+    /// The index of the last entry the snapshot covers.
+    pub last_index: Index,
+    /// The term of that entry.
+    pub last_term: Term,
+}
+
+/// The application's state after applying every entry up to `meta.last_index`, as bytes the
+/// application produced; the core stores and ships it without looking inside.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Snapshot {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The application's serialized state.
+    pub data: Payload,
+}
+
 /// Everything a node needs to restart: what its storage holds after applying, in order, every
 /// [`Persist`](crate::Persist) action it acknowledged (and possibly some it did not).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,8 +107,22 @@ pub struct HardState {
 pub struct DurableState {
     /// The last persisted term and vote.
     pub hard_state: HardState,
-    /// The persisted log, starting at index 1.
+    /// The latest snapshot, if any; the state machine restarts from it.
+    pub snapshot: Option<Snapshot>,
+    /// The persisted log entries after the snapshot (from index 1 when there is none).
     pub log: Vec<Entry>,
+}
+
+impl DurableState {
+    /// The index the log starts after: the snapshot's last index, or 0.
+    pub fn log_base(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.last_index)
+    }
+
+    /// The index of the last entry held, in the log or (when the log is empty) the snapshot.
+    pub fn last_index(&self) -> Index {
+        self.log_base() + self.log.len() as Index
+    }
 }
 
 /// The role a node currently plays.

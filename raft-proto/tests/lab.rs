@@ -1,4 +1,5 @@
-//! The MIT 6.824 Raft lab scenarios (2A election, 2B agreement, 2C persistence), each run over
+//! The MIT 6.824 Raft lab scenarios (2A election, 2B agreement, 2C persistence, 2D
+//! snapshots), each run over
 //! several seeds in the deterministic simulator, with every safety property checked after
 //! every event. `cargo run --release -p raft-proto --example simulate -- --scenario NAME
 //! --seeds N` runs many more.
@@ -64,4 +65,40 @@ lab_tests!(
     figure8_unreliable,
     reliable_churn,
     unreliable_churn,
+    // 2D
+    snapshot_basic,
+    snapshot_install,
+    snapshot_install_unreliable,
+    snapshot_install_crash,
+    snapshot_install_uncrash,
+    snapshot_all_crash,
+    snapshot_init,
 );
+
+/// In the install scenarios the victim really catches up through InstallSnapshot, and in
+/// SnapshotBasic the persisted Raft state stays under the lab's bound (checked every round by
+/// the scenario itself; here the peak over the whole run).
+#[test]
+fn the_snapshot_scenarios_install_snapshots_and_keep_state_small() {
+    for name in [
+        "snapshot_install",
+        "snapshot_install_unreliable",
+        "snapshot_install_crash",
+        "snapshot_install_uncrash",
+    ] {
+        let scenario = scenarios::find(name).expect("scenario exists");
+        for seed in 0..20 {
+            let report = scenario.run(seed).expect("passes");
+            assert!(
+                report.counters.snapshots_installed > 0,
+                "{name} seed {seed}: no snapshot was installed"
+            );
+        }
+    }
+    let basic = scenarios::find("snapshot_basic").expect("scenario exists");
+    for seed in 0..20 {
+        let report = basic.run(seed).expect("passes");
+        assert!(report.peak_persisted_size > 0);
+        assert!(report.peak_persisted_size < scenarios::MAX_LOG_SIZE);
+    }
+}

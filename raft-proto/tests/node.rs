@@ -150,6 +150,7 @@ fn entries_of_an_earlier_term_are_not_committed_by_counting() {
             term: 2,
             voted_for: None,
         },
+        snapshot: None,
         log: vec![Entry::command(1, b"old".to_vec())],
     };
     let mut node = Node::restore(config(1), durable, 0).unwrap();
@@ -210,6 +211,7 @@ fn a_rejection_carries_the_conflicting_term_and_its_first_index() {
             term: 3,
             voted_for: None,
         },
+        snapshot: None,
         log: [1, 2, 2, 2, 3]
             .iter()
             .map(|&t| Entry::command(t, vec![]))
@@ -273,6 +275,7 @@ fn inconsistent_durable_state_is_refused() {
             term: 1,
             voted_for: None,
         },
+        snapshot: None,
         log: vec![Entry::command(2, vec![])],
     };
     assert_eq!(

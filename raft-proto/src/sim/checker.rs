@@ -32,42 +32,77 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A log followed by its chain hashes (entry `i` at position `i - 1`) and terms.
+/// A log followed by its chain hashes and terms: entry `i` (for `i > base`) at position
+/// `i - base - 1`; entries up to `base` are covered by a snapshot whose last chain hash is
+/// `base_hash`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LogView {
+    base: Index,
+    base_term: Term,
+    base_hash: u64,
     hashes: Vec<u64>,
     terms: Vec<Term>,
 }
 
 impl LogView {
+    /// The last index held.
     pub(crate) fn len(&self) -> Index {
-        self.hashes.len() as Index
+        self.base + self.hashes.len() as Index
     }
 
+    /// The last index covered by a snapshot.
+    pub(crate) fn base(&self) -> Index {
+        self.base
+    }
+
+    /// The chain hash at `index`, if the view holds it (the base included).
     pub(crate) fn hash(&self, index: Index) -> Option<u64> {
-        let i = usize::try_from(index.checked_sub(1)?).ok()?;
+        if index == self.base {
+            return Some(self.base_hash);
+        }
+        let i = usize::try_from(index.checked_sub(self.base + 1)?).ok()?;
         self.hashes.get(i).copied()
     }
 
     pub(crate) fn term(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.base {
+            return Some(self.base_term);
         }
-        self.terms.get(usize::try_from(index - 1).ok()?).copied()
+        let i = usize::try_from(index.checked_sub(self.base + 1)?).ok()?;
+        self.terms.get(i).copied()
     }
 
     pub(crate) fn truncate_from(&mut self, index: Index) {
-        let keep = usize::try_from(index.saturating_sub(1)).unwrap_or(usize::MAX);
+        let keep = usize::try_from(index.saturating_sub(self.base + 1)).unwrap_or(usize::MAX);
         self.hashes.truncate(keep);
         self.terms.truncate(keep);
     }
 
     /// Appends `entry` and returns its chain hash.
     pub(crate) fn push(&mut self, entry: &Entry) -> u64 {
-        let h = chain(self.hashes.last().copied().unwrap_or(0), entry);
+        let h = chain(self.hashes.last().copied().unwrap_or(self.base_hash), entry);
         self.hashes.push(h);
         self.terms.push(entry.term);
         h
+    }
+
+    /// A snapshot now covers everything up to `index` (of term `term`, chain hash `hash`): the
+    /// entries after it stay if the view holds that very entry, else the view is emptied.
+    pub(crate) fn compact(&mut self, index: Index, term: Term, hash: u64) {
+        if index <= self.base {
+            return;
+        }
+        if self.term(index) == Some(term) && self.hash(index) == Some(hash) {
+            let drop = (index - self.base) as usize;
+            self.hashes.drain(..drop);
+            self.terms.drain(..drop);
+        } else {
+            self.hashes.clear();
+            self.terms.clear();
+        }
+        self.base = index;
+        self.base_term = term;
+        self.base_hash = hash;
     }
 }
 
@@ -99,7 +134,9 @@ impl Checker {
     /// A node just became leader of `term` with log `log`.
     pub(crate) fn new_leader(&self, term: Term, id: NodeId, log: &LogView) -> Result<(), String> {
         for (&commit_term, &(index, hash)) in self.commits.range(..term) {
-            if log.hash(index) != Some(hash) {
+            // Entries under the leader's snapshot were checked when the snapshot was taken or
+            // installed (it must match what was applied).
+            if index >= log.base() && log.hash(index) != Some(hash) {
                 return Err(std::format!(
                     "Leader Completeness: node {id}, leader of term {term}, lacks entry {index} \
                      committed in term {commit_term}"
@@ -152,6 +189,14 @@ impl Checker {
                 self.applied.len() + 1
             )),
         }
+    }
+
+    /// The chain hash of what was applied at `index`, if anything was.
+    pub(crate) fn applied_hash(&self, index: Index) -> Option<u64> {
+        if index == 0 {
+            return Some(0);
+        }
+        self.applied.get(usize::try_from(index - 1).ok()?).copied()
     }
 
     /// The highest index applied anywhere (hence acknowledged to a client), with its hash.

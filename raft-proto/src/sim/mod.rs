@@ -47,7 +47,7 @@ use crate::io::{Action, Event, Persist, ProposalOutcome};
 use crate::message::{Message, MessageBody};
 use crate::node::Node;
 use crate::rng::Rng;
-use crate::types::{DurableState, Entry, HardState, Index, NodeId, Payload, Role, Term};
+use crate::types::{DurableState, Entry, EntryKind, Index, NodeId, Payload, Role, Snapshot, Term};
 use checker::{Checker, LogView};
 
 /// One millisecond of virtual time.
@@ -72,6 +72,14 @@ pub struct SimOptions {
     pub disk_stalls: bool,
     /// The nodes' election timeout range and heartbeat interval, in microseconds.
     pub timing: Timing,
+    /// Whether each server's application takes a snapshot after applying every index `i` with
+    /// `(i + 1) % interval == 0` (the lab's rule, with interval 10).
+    pub snapshot_interval: Option<u64>,
+    /// [`Config::max_snapshot_chunk`] for every node.
+    pub snapshot_chunk: usize,
+    /// [`Config::snapshot_catchup_entries`] for every node (5 by default: few enough that a
+    /// follower out for a lab round needs a snapshot, as the 2D scenarios intend).
+    pub snapshot_catchup_entries: u64,
     /// Crash points: a node that sends messages while some of its writes are not yet durable
     /// is, one time in this many, rebooted at once (losing some of those writes). 0 = never.
     pub crash_point_odds: u64,
@@ -92,6 +100,9 @@ impl SimOptions {
             disk_stalls: false,
             timing: Timing::LAB,
             crash_point_odds: 0,
+            snapshot_interval: None,
+            snapshot_chunk: 1024,
+            snapshot_catchup_entries: 5,
             #[cfg(feature = "bug-injection")]
             bugs: crate::config::InjectedBugs::default(),
         }
@@ -182,6 +193,10 @@ pub struct Counters {
     pub dropped: u64,
     /// Events processed.
     pub events: u64,
+    /// Snapshot chunks sent.
+    pub snapshot_chunks: u64,
+    /// Snapshots installed from a leader (state machines restored by the core's order).
+    pub snapshots_installed: u64,
 }
 
 #[derive(Debug)]
@@ -234,27 +249,79 @@ impl Ord for Scheduled {
 /// A server's disk: what is durable, and the writes still on their way.
 #[derive(Debug, Default)]
 struct Storage {
-    hard_state: HardState,
-    log: Vec<Entry>,
+    durable: DurableState,
     view: LogView,
     unsynced: VecDeque<Persist>,
     last_sync_at: u64,
 }
 
 impl Storage {
-    fn make_durable(&mut self, write: &Persist) {
-        write.apply_to(&mut self.log, &mut self.hard_state);
-        if let Some(from) = write.truncate_from {
-            self.view.truncate_from(from);
-        }
-        for e in &write.entries {
-            self.view.push(e);
-        }
-    }
-
-    /// The bytes the persisted Raft state takes in our encoding (hard state and log).
+    /// The bytes the persisted Raft state takes in our encoding (hard state and log; the
+    /// snapshot is stored apart, as in the lab).
     fn encoded_size(&self) -> usize {
-        encoded_len(&self.hard_state) + encoded_len(&self.log)
+        encoded_len(&self.durable.hard_state) + encoded_len(&self.durable.log)
+    }
+}
+
+/// Follows `write` on a log view (truncation, snapshot, appends), checking Log Matching for
+/// every entry written and that a snapshot covers exactly the applied history.
+fn mirror(
+    view: &mut LogView,
+    write: &Persist,
+    checker: &mut Checker,
+    id: NodeId,
+) -> Result<(), String> {
+    if let Some(from) = write.truncate_from {
+        view.truncate_from(from);
+    }
+    if let Some(snapshot) = &write.snapshot {
+        let meta = snapshot.meta;
+        let Some(hash) = checker.applied_hash(meta.last_index) else {
+            return Err(format!(
+                "node {id} stored a snapshot up to index {}, which was never applied",
+                meta.last_index
+            ));
+        };
+        if view.term(meta.last_index) == Some(meta.last_term)
+            && view.hash(meta.last_index) != Some(hash)
+        {
+            return Err(format!(
+                "State Machine Safety: node {id}'s log up to {} differs from the applied history \
+                 its snapshot covers",
+                meta.last_index
+            ));
+        }
+        view.compact(meta.last_index, meta.last_term, hash);
+    }
+    if write.first_index != view.len() + 1 {
+        return Err(format!(
+            "node {id} persisted entries at index {} after a log ending at {}",
+            write.first_index,
+            view.len()
+        ));
+    }
+    for (k, entry) in write.entries.iter().enumerate() {
+        let hash = view.push(entry);
+        checker.entry_written(id, write.first_index + k as Index, entry.term, hash)?;
+    }
+    Ok(())
+}
+
+/// The application model: the lab's, which keeps every command it applied, plus the chain
+/// hash of the whole applied history so that a restored snapshot can be checked exactly.
+#[derive(Debug, Clone, Default)]
+struct App {
+    last_index: Index,
+    digest: u64,
+    commands: Vec<Payload>,
+    /// A snapshot taken while applying, to hand to the node after the step.
+    due_snapshot: Option<(Index, Payload)>,
+}
+
+impl App {
+    fn snapshot_bytes(&self) -> Payload {
+        let state = (self.last_index, self.digest, &self.commands);
+        Payload::from(postcard::to_allocvec(&state).unwrap_or_default())
     }
 }
 
@@ -268,6 +335,8 @@ struct Server {
     view: LogView,
     /// What the application applied, by index; survives restarts.
     applied: Vec<Entry>,
+    /// The live instance's state machine.
+    app: App,
     /// Requests received by the current incarnation.
     requests_received: u64,
     timer_at: Option<u64>,
@@ -316,6 +385,10 @@ pub struct Sim {
     failure: Option<Failure>,
     actions: Vec<Action>,
     last_outcome: Option<ProposalOutcome>,
+    /// The first entry applied at each index, by anyone (State Machine Safety makes it the
+    /// only one).
+    history: Vec<Entry>,
+    peak_persisted_size: usize,
 }
 
 const TRACE_LEN: usize = 40;
@@ -337,6 +410,7 @@ impl Sim {
                     storage: Storage::default(),
                     view: LogView::default(),
                     applied: Vec::new(),
+                    app: App::default(),
                     requests_received: 0,
                     timer_at: None,
                     last_role: Role::Follower,
@@ -355,6 +429,8 @@ impl Sim {
             failure: None,
             actions: Vec::new(),
             last_outcome: None,
+            history: Vec::new(),
+            peak_persisted_size: 0,
             options,
         };
         for s in 0..n {
@@ -414,6 +490,12 @@ impl Sim {
     /// Requests received by the current incarnation of server `s`.
     pub fn requests_received(&self, s: usize) -> u64 {
         self.servers[s].requests_received
+    }
+
+    /// The largest durable Raft state (term, vote, log) any server had so far, in bytes,
+    /// measured after every durable write when the application snapshots (0 otherwise).
+    pub fn peak_persisted_size(&self) -> usize {
+        self.peak_persisted_size
     }
 
     /// The bytes server `s`'s durable Raft state (term, vote, log) takes when encoded.
@@ -516,10 +598,10 @@ impl Sim {
             pending
         };
         let writes: Vec<Persist> = server.storage.unsynced.drain(..).collect();
-        for write in writes.iter().take(survivors) {
-            server.storage.make_durable(write);
-        }
         let id = server.id;
+        for write in writes.iter().take(survivors) {
+            self.make_durable(s, write);
+        }
         self.record(Trace::Crash(id, pending - survivors));
     }
 
@@ -530,11 +612,15 @@ impl Sim {
             self.crash(s);
         }
         let config = self.node_config(s);
+        let durable = self.servers[s].storage.durable.clone();
+        self.servers[s].app = App::default();
+        self.servers[s].last_applied = 0;
+        if let Some(snapshot) = &durable.snapshot {
+            if let Err(message) = self.restore_app(s, snapshot) {
+                return self.set_failure(FailureKind::Safety, message);
+            }
+        }
         let server = &mut self.servers[s];
-        let durable = DurableState {
-            hard_state: server.storage.hard_state,
-            log: server.storage.log.clone(),
-        };
         let node = match Node::restore(config, durable, self.now) {
             Ok(node) => node,
             Err(e) => {
@@ -546,8 +632,7 @@ impl Sim {
         server.view = server.storage.view.clone();
         server.last_role = Role::Follower;
         server.last_term = node.term();
-        server.last_commit = 0;
-        server.last_applied = 0;
+        server.last_commit = node.commit_index();
         server.requests_received = 0;
         server.node = Some(node);
         let id = server.id;
@@ -620,6 +705,8 @@ impl Sim {
         config.election_timeout_max = timing.election_timeout_max;
         config.heartbeat_interval = timing.heartbeat_interval;
         config.leader_noop = self.options.leader_noop;
+        config.max_snapshot_chunk = self.options.snapshot_chunk;
+        config.snapshot_catchup_entries = self.options.snapshot_catchup_entries;
         config.seed = self.options.seed ^ (server.incarnation << 32) ^ 0x00C0_FFEE;
         #[cfg(feature = "bug-injection")]
         {
@@ -709,16 +796,17 @@ impl Sim {
                 incarnation,
                 seq,
             } => {
-                let srv = &mut self.servers[server];
-                if srv.incarnation != incarnation {
+                if self.servers[server].incarnation != incarnation {
                     return;
                 }
-                while srv.storage.unsynced.front().is_some_and(|w| w.seq <= seq) {
-                    if let Some(write) = srv.storage.unsynced.pop_front() {
-                        srv.storage.make_durable(&write);
+                while let Some(write) = self.servers[server].storage.unsynced.pop_front() {
+                    if write.seq > seq {
+                        self.servers[server].storage.unsynced.push_front(write);
+                        break;
                     }
+                    self.make_durable(server, &write);
                 }
-                let id = srv.id;
+                let id = self.servers[server].id;
                 self.record(Trace::Synced(id, seq));
                 self.check_durability();
                 self.step(server, Event::Persisted { seq });
@@ -765,12 +853,32 @@ impl Sim {
                     entries,
                 } => self.on_apply(s, first_index, entries),
                 Action::ProposalOutcome(outcome) => self.last_outcome = Some(outcome),
+                Action::RestoreSnapshot(snapshot) => {
+                    if snapshot.meta.last_index <= self.servers[s].last_applied {
+                        let message = format!(
+                            "node {} moved its applied index back from {} to {}",
+                            self.servers[s].id,
+                            self.servers[s].last_applied,
+                            snapshot.meta.last_index
+                        );
+                        self.set_failure(FailureKind::Safety, message);
+                    } else if let Err(message) = self.restore_app(s, &snapshot) {
+                        self.set_failure(FailureKind::Safety, message);
+                    } else {
+                        self.counters.snapshots_installed += 1;
+                    }
+                }
             }
             if self.failure.is_some() {
                 break;
             }
         }
         self.actions = actions;
+        if let Some((last_index, data)) = self.servers[s].app.due_snapshot.take() {
+            if self.failure.is_none() {
+                self.step(s, Event::SnapshotTaken { last_index, data });
+            }
+        }
         if self.failure.is_none() {
             self.check_node(s);
         }
@@ -805,26 +913,7 @@ impl Sim {
                 return self.set_failure(FailureKind::Safety, message);
             }
         }
-        if let Some(from) = write.truncate_from {
-            server.view.truncate_from(from);
-        }
-        if write.first_index != server.view.len() + 1 {
-            let message = format!(
-                "node {id} persisted entries at index {} after a log of {} entries",
-                write.first_index,
-                server.view.len()
-            );
-            return self.set_failure(FailureKind::Safety, message);
-        }
-        let mut result = Ok(());
-        for (k, entry) in write.entries.iter().enumerate() {
-            let hash = server.view.push(entry);
-            result = result.and_then(|()| {
-                self.checker
-                    .entry_written(id, write.first_index + k as Index, entry.term, hash)
-            });
-        }
-        if let Err(message) = result {
+        if let Err(message) = mirror(&mut server.view, &write, &mut self.checker, id) {
             return self.set_failure(FailureKind::Safety, message);
         }
         let slowest = if self.options.disk_stalls && self.rng.chance(1, 10) {
@@ -873,6 +962,26 @@ impl Sim {
             if let Err(message) = self.checker.applied(id, index, hash) {
                 return self.set_failure(FailureKind::Safety, message);
             }
+            if self.history.len() as Index + 1 == index {
+                self.history.push(entry.clone());
+            }
+            let app = &mut server.app;
+            app.digest = checker::chain(app.digest, &entry);
+            app.last_index = index;
+            if entry.kind == EntryKind::Command {
+                app.commands.push(entry.data.clone());
+            }
+            if app.digest != hash {
+                let message = format!(
+                    "node {id}'s state machine after index {index} differs from the applied history"
+                );
+                return self.set_failure(FailureKind::Safety, message);
+            }
+            if let Some(interval) = self.options.snapshot_interval {
+                if (index + 1).is_multiple_of(interval) {
+                    app.due_snapshot = Some((index, app.snapshot_bytes()));
+                }
+            }
             let position = (index - 1) as usize;
             match server.applied.get(position) {
                 Some(previous) if *previous != entry => {
@@ -895,6 +1004,9 @@ impl Sim {
         if is_request {
             self.counters.requests_sent += 1;
             self.counters.bytes += bytes;
+        }
+        if matches!(message.body, MessageBody::SnapshotChunk { .. }) {
+            self.counters.snapshot_chunks += 1;
         }
         let Some(to) = self.index_of(message.to) else {
             self.counters.dropped += 1;
@@ -958,6 +1070,7 @@ impl Sim {
         }
         let probes = [node.last_log_index(), commit, server.view.len()];
         if node.last_log_index() != server.view.len()
+            || node.snapshot_index() != server.view.base()
             || probes
                 .iter()
                 .any(|&i| node.log_term(i) != server.view.term(i))
@@ -1004,7 +1117,10 @@ impl Sim {
         let holders = self
             .servers
             .iter()
-            .filter(|s| s.storage.view.hash(index) == Some(hash))
+            .filter(|s| {
+                let view = &s.storage.view;
+                view.base() >= index || view.hash(index) == Some(hash)
+            })
             .count();
         if holders < self.servers.len() / 2 + 1 {
             let message = format!(
@@ -1013,6 +1129,66 @@ impl Sim {
             );
             self.set_failure(FailureKind::Safety, message);
         }
+    }
+
+    /// Applies `write` to server `s`'s durable storage.
+    fn make_durable(&mut self, s: usize, write: &Persist) {
+        let server = &mut self.servers[s];
+        write.apply_to(&mut server.storage.durable);
+        if let Err(message) = mirror(
+            &mut server.storage.view,
+            write,
+            &mut self.checker,
+            server.id,
+        ) {
+            return self.set_failure(FailureKind::Safety, message);
+        }
+        if self.options.snapshot_interval.is_some() {
+            let size = server.storage.encoded_size();
+            self.peak_persisted_size = self.peak_persisted_size.max(size);
+        }
+    }
+
+    /// Loads server `s`'s state machine from `snapshot`, checking that it reproduces exactly
+    /// the applied history up to its last index.
+    fn restore_app(&mut self, s: usize, snapshot: &Snapshot) -> Result<(), String> {
+        let id = self.servers[s].id;
+        let last = snapshot.meta.last_index;
+        let (index, digest, commands): (Index, u64, Vec<Payload>) =
+            postcard::from_bytes(&snapshot.data)
+                .map_err(|e| format!("node {id} got a snapshot it cannot decode: {e}"))?;
+        let expected: Vec<&Payload> = self
+            .history
+            .iter()
+            .take(last as usize)
+            .filter(|e| e.kind == EntryKind::Command)
+            .map(|e| &e.data)
+            .collect();
+        if index != last
+            || Some(digest) != self.checker.applied_hash(last)
+            || self.history.len() < last as usize
+            || commands.len() != expected.len()
+            || commands.iter().zip(&expected).any(|(a, b)| a != *b)
+        {
+            return Err(format!(
+                "node {id} restored a snapshot up to {last} that does not reproduce the applied state"
+            ));
+        }
+        let server = &mut self.servers[s];
+        server.app = App {
+            last_index: last,
+            digest,
+            commands,
+            due_snapshot: None,
+        };
+        server.last_applied = last;
+        // What the snapshot brought counts as applied by this server, as in the lab.
+        while (server.applied.len() as Index) < last {
+            server
+                .applied
+                .push(self.history[server.applied.len()].clone());
+        }
+        Ok(())
     }
 
     fn record(&mut self, trace: Trace) {
@@ -1051,6 +1227,8 @@ fn message_kind(body: &MessageBody) -> &'static str {
         MessageBody::AppendRequest { entries, .. } if entries.is_empty() => "AppendRequest(empty)",
         MessageBody::AppendRequest { .. } => "AppendRequest",
         MessageBody::AppendResponse { .. } => "AppendResponse",
+        MessageBody::SnapshotChunk { .. } => "SnapshotChunk",
+        MessageBody::SnapshotAck { .. } => "SnapshotAck",
     }
 }
 

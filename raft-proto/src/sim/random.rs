@@ -20,6 +20,8 @@ pub struct RandomReport {
     pub final_index: Index,
     /// Faults injected (crashes, disconnections, partitions, network changes).
     pub faults: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
 }
 
 /// Runs one random schedule of at least `min_events` simulator events against a cluster set
@@ -28,7 +30,9 @@ pub struct RandomReport {
 /// The seed also picks the run's profile: the lab's timing or a tight one that provokes split
 /// votes, disks that sometimes stall (widening the window in which a crash loses writes), and
 /// crash points (reboots right after a node sent messages while its writes were pending), an
-/// unreliable start, and the leader's no-op entry on or off.
+/// unreliable start, the leader's no-op entry on or off, and snapshots (every 2 to 29 applied
+/// entries, sent in chunks of 7, 64 or 1024 bytes, with 0, 5 or 64 catch-up entries kept) or
+/// none.
 pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Failure> {
     let n = options.nodes;
     let mut rng = Rng::new(options.seed ^ 0xF417_F417);
@@ -38,6 +42,11 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
     options.disk_stalls = rng.chance(1, 2);
     options.unreliable = rng.chance(1, 2);
     options.leader_noop = rng.chance(1, 2);
+    if rng.chance(2, 3) {
+        options.snapshot_interval = Some(rng.range(2, 30));
+        options.snapshot_chunk = [7, 64, 1024][rng.range(0, 3) as usize];
+        options.snapshot_catchup_entries = [0, 5, 64][rng.range(0, 3) as usize];
+    }
     if rng.chance(1, 2) {
         options.crash_point_odds = 4;
     }
@@ -124,5 +133,6 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
         virtual_time: sim.now(),
         final_index,
         faults,
+        snapshots_installed: sim.counters().snapshots_installed,
     })
 }

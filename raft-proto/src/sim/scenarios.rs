@@ -1,4 +1,4 @@
-//! The MIT 6.824 Raft lab scenarios (2A, 2B, 2C) with the lab's steps and bounds, restated
+//! The MIT 6.824 Raft lab scenarios (2A, 2B, 2C, 2D) with the lab's steps and bounds, restated
 //! for the simulator, and the lab tester's checks (`check_one_leader`, `one`, `wait`, ...).
 //!
 //! Each scenario is a function of a [`Sim`] built by [`Scenario::sim`]; run one with
@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::format;
+use std::string::String;
 use std::vec::Vec;
 
 use super::{Failure, Sim, SimOptions, MS, SECOND};
@@ -27,6 +28,8 @@ pub struct Scenario {
     pub nodes: usize,
     /// Whether the network starts unreliable.
     pub unreliable: bool,
+    /// Whether the application snapshots every 10 applied entries (the 2D scenarios).
+    pub snapshots: bool,
     script: fn(&mut Sim, &mut Rng) -> Result<(), Failure>,
 }
 
@@ -43,6 +46,9 @@ impl Scenario {
     pub fn options(&self, seed: u64) -> SimOptions {
         let mut options = SimOptions::new(self.nodes, seed);
         options.unreliable = self.unreliable;
+        if self.snapshots {
+            options.snapshot_interval = Some(SNAPSHOT_INTERVAL);
+        }
         options
     }
 
@@ -66,9 +72,9 @@ impl Scenario {
             )));
         }
         Ok(ScenarioReport {
-            events: sim.counters().events,
             virtual_time: sim.now(),
-            requests: sim.counters().requests_sent,
+            counters: sim.counters(),
+            peak_persisted_size: sim.peak_persisted_size(),
         })
     }
 }
@@ -76,46 +82,66 @@ impl Scenario {
 /// What a passing scenario run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScenarioReport {
-    /// Simulator events processed.
-    pub events: u64,
     /// Virtual time taken, in microseconds.
     pub virtual_time: u64,
-    /// Requests sent.
-    pub requests: u64,
+    /// The run's counters (events, messages, bytes, snapshot transfers).
+    pub counters: super::Counters,
+    /// The largest persisted Raft state (hard state and log) any server ever had, in bytes
+    /// (measured only when the application snapshots; 0 otherwise).
+    pub peak_persisted_size: usize,
 }
 
 macro_rules! scenarios {
-    ($($name:ident: $nodes:expr, $unreliable:expr;)*) => {
+    ($($name:ident: $nodes:expr, $unreliable:expr, $snapshots:expr;)*) => {
         /// Every lab scenario, in the lab's order.
         pub const ALL: &[Scenario] = &[
-            $(Scenario { name: stringify!($name), nodes: $nodes, unreliable: $unreliable, script: $name },)*
+            $(Scenario {
+                name: stringify!($name),
+                nodes: $nodes,
+                unreliable: $unreliable,
+                snapshots: $snapshots,
+                script: $name,
+            },)*
         ];
     };
 }
 
 scenarios! {
-    initial_election: 3, false;
-    re_election: 3, false;
-    many_elections: 7, false;
-    basic_agree: 3, false;
-    rpc_bytes: 3, false;
-    follower_failure: 3, false;
-    leader_failure: 3, false;
-    fail_agree: 3, false;
-    fail_no_agree: 5, false;
-    concurrent_starts: 3, false;
-    rejoin: 3, false;
-    backup: 5, false;
-    count: 3, false;
-    persist1: 3, false;
-    persist2: 5, false;
-    persist3: 3, false;
-    figure8: 5, false;
-    unreliable_agree: 5, true;
-    figure8_unreliable: 5, true;
-    reliable_churn: 5, false;
-    unreliable_churn: 5, true;
+    initial_election: 3, false, false;
+    re_election: 3, false, false;
+    many_elections: 7, false, false;
+    basic_agree: 3, false, false;
+    rpc_bytes: 3, false, false;
+    follower_failure: 3, false, false;
+    leader_failure: 3, false, false;
+    fail_agree: 3, false, false;
+    fail_no_agree: 5, false, false;
+    concurrent_starts: 3, false, false;
+    rejoin: 3, false, false;
+    backup: 5, false, false;
+    count: 3, false, false;
+    persist1: 3, false, false;
+    persist2: 5, false, false;
+    persist3: 3, false, false;
+    figure8: 5, false, false;
+    unreliable_agree: 5, true, false;
+    figure8_unreliable: 5, true, false;
+    reliable_churn: 5, false, false;
+    unreliable_churn: 5, true, false;
+    snapshot_basic: 3, false, true;
+    snapshot_install: 3, false, true;
+    snapshot_install_unreliable: 3, true, true;
+    snapshot_install_crash: 3, false, true;
+    snapshot_install_uncrash: 3, true, true;
+    snapshot_all_crash: 3, false, true;
+    snapshot_init: 3, false, true;
 }
+
+/// The lab's snapshot interval: the service snapshots after every 10th applied entry.
+pub const SNAPSHOT_INTERVAL: u64 = 10;
+
+/// The lab's bound on the persisted Raft state (term, vote, log) in the 2D scenarios.
+pub const MAX_LOG_SIZE: usize = 2000;
 
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -1022,5 +1048,152 @@ fn churn(sim: &mut Sim, rng: &mut Rng, unreliable: bool) -> Result<(), Failure> 
             return Err(sim.fail(format!("didn't find a value ({v}) a client saw committed")));
         }
     }
+    Ok(())
+}
+
+// --- 2D: snapshots ----------------------------------------------------------------------------
+
+impl Sim {
+    /// The largest persisted Raft state (hard state and log, without the snapshot) of any
+    /// server, in bytes of our encoding.
+    pub fn max_persisted_size(&self) -> usize {
+        (0..self.len())
+            .map(|s| self.persisted_size(s))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The lab's `snapcommon`: 30 rounds of proposals, with a victim disconnected or crashed for
+/// a round when asked, the persisted Raft state staying under [`MAX_LOG_SIZE`].
+fn snap_common(sim: &mut Sim, rng: &mut Rng, disconnect: bool, crash: bool) -> Result<(), Failure> {
+    let n = sim.len();
+    sim.one(command(rng.next_u64() >> 1), n, true)?;
+    let mut leader1 = sim.check_one_leader()?;
+    for i in 0..30 {
+        let (sender, victim) = if i % 3 == 1 {
+            ((leader1 + 1) % n, leader1)
+        } else {
+            (leader1, (leader1 + 1) % n)
+        };
+        if disconnect {
+            sim.disconnect(victim);
+            sim.one(command(rng.next_u64() >> 1), n - 1, true)?;
+        }
+        if crash {
+            sim.crash(victim);
+            sim.one(command(rng.next_u64() >> 1), n - 1, true)?;
+        }
+        // Perhaps send enough to get a snapshot.
+        let count = SNAPSHOT_INTERVAL / 2 + rng.range(0, SNAPSHOT_INTERVAL);
+        for _ in 0..count {
+            let _ = sim.propose(sender, command(rng.next_u64() >> 1));
+        }
+        // Let the appliers catch up with the proposals.
+        if !disconnect && !crash {
+            // Make sure every follower caught up, so that no InstallSnapshot is needed for
+            // snapshot_basic.
+            sim.one(command(rng.next_u64() >> 1), n, true)?;
+        } else {
+            sim.one(command(rng.next_u64() >> 1), n - 1, true)?;
+        }
+        let size = sim.max_persisted_size();
+        if size >= MAX_LOG_SIZE {
+            let state: Vec<String> = (0..n)
+                .map(|s| {
+                    sim.node(s).map_or(String::from("down"), |node| {
+                        format!(
+                            "{}: snapshot {} last {} applied {}",
+                            s + 1,
+                            node.snapshot_index(),
+                            node.last_log_index(),
+                            node.applied_index()
+                        )
+                    })
+                })
+                .collect();
+            return Err(sim.fail(format!(
+                "log size too large: {size} bytes ({})",
+                state.join("; ")
+            )));
+        }
+        if disconnect {
+            // Reconnect a follower, who may be behind and need a snapshot to catch up.
+            sim.connect(victim);
+            sim.one(command(rng.next_u64() >> 1), n, true)?;
+            leader1 = sim.check_one_leader()?;
+        }
+        if crash {
+            sim.start(victim);
+            sim.connect(victim);
+            sim.one(command(rng.next_u64() >> 1), n, true)?;
+            leader1 = sim.check_one_leader()?;
+        }
+    }
+    Ok(())
+}
+
+fn snapshot_basic(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    snap_common(sim, rng, false, false)
+}
+
+fn snapshot_install(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    snap_common(sim, rng, true, false)
+}
+
+fn snapshot_install_unreliable(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    snap_common(sim, rng, true, false)
+}
+
+fn snapshot_install_crash(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    snap_common(sim, rng, false, true)
+}
+
+fn snapshot_install_uncrash(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    snap_common(sim, rng, false, true)
+}
+
+fn crash_and_revive_all(sim: &mut Sim) {
+    for s in 0..sim.len() {
+        sim.crash(s);
+    }
+    for s in 0..sim.len() {
+        sim.start(s);
+        sim.connect(s);
+    }
+}
+
+fn snapshot_all_crash(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    let n = sim.len();
+    sim.one(command(rng.next_u64() >> 1), n, true)?;
+    for _ in 0..5 {
+        // Perhaps enough to get a snapshot.
+        let count = SNAPSHOT_INTERVAL / 2 + rng.range(0, SNAPSHOT_INTERVAL);
+        for _ in 0..count {
+            sim.one(command(rng.next_u64() >> 1), n, true)?;
+        }
+        let index1 = sim.one(command(rng.next_u64() >> 1), n, true)?;
+        crash_and_revive_all(sim);
+        let index2 = sim.one(command(rng.next_u64() >> 1), n, true)?;
+        if index2 < index1 + 1 {
+            return Err(sim.fail(format!("index decreased from {index1} to {index2}")));
+        }
+    }
+    Ok(())
+}
+
+fn snapshot_init(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    let n = sim.len();
+    sim.one(command(rng.next_u64() >> 1), n, true)?;
+    // Enough operations to make a snapshot.
+    for _ in 0..SNAPSHOT_INTERVAL + 1 {
+        sim.one(command(rng.next_u64() >> 1), n, true)?;
+    }
+    crash_and_revive_all(sim);
+    // A single operation, to get something written back to persistent storage.
+    sim.one(command(rng.next_u64() >> 1), n, true)?;
+    crash_and_revive_all(sim);
+    // Another operation, to trigger a potential bug.
+    sim.one(command(rng.next_u64() >> 1), n, true)?;
     Ok(())
 }
