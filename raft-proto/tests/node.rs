@@ -335,7 +335,7 @@ fn no_peer_input_makes_the_node_panic_or_go_back() {
                     last_log_term: rng.pick(&odd),
                 },
                 1 => MessageBody::VoteResponse {
-                    granted: rng.next() % 2 == 0,
+                    granted: rng.next().is_multiple_of(2),
                 },
                 2 => MessageBody::AppendRequest {
                     prev_log_index: rng.pick(&odd),
@@ -354,7 +354,8 @@ fn no_peer_input_makes_the_node_panic_or_go_back() {
                     outcome: AppendOutcome::Rejected {
                         rejected_prev: rng.pick(&odd),
                         hint_index: rng.pick(&odd),
-                        conflict_term: Some(rng.pick(&odd)).filter(|_| rng.next() % 2 == 0),
+                        conflict_term: Some(rng.pick(&odd))
+                            .filter(|_| rng.next().is_multiple_of(2)),
                     },
                 },
             };
