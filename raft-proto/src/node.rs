@@ -348,6 +348,10 @@ impl Node {
             self.stats.unknown_sender += 1;
             return;
         }
+        if !indexes_are_plausible(&message.body) {
+            self.stats.invalid += 1;
+            return;
+        }
         if message.term > self.hard_state.term {
             let leader =
                 matches!(message.body, MessageBody::AppendRequest { .. }).then_some(message.from);
@@ -614,7 +618,8 @@ impl Node {
         data: Payload,
         done: bool,
     ) {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader || meta.last_term > self.hard_state.term {
+            // A second leader in this term, or a snapshot of entries from the future.
             self.stats.invalid += 1;
             return;
         }
@@ -1165,6 +1170,38 @@ impl Node {
             accept_append_before_persist: false,
             forget_vote_on_step_down: false,
         }
+    }
+}
+
+/// No real log reaches 2^62 entries; refusing larger indexes up front keeps every index
+/// computation far from overflow, whatever a peer sends.
+const MAX_PLAUSIBLE_INDEX: Index = 1 << 62;
+
+fn indexes_are_plausible(body: &MessageBody) -> bool {
+    let ok = |i: &Index| *i < MAX_PLAUSIBLE_INDEX;
+    match body {
+        MessageBody::VoteRequest { last_log_index, .. } => ok(last_log_index),
+        MessageBody::AppendRequest {
+            prev_log_index,
+            leader_commit,
+            ..
+        } => ok(prev_log_index) && ok(leader_commit),
+        MessageBody::AppendResponse {
+            outcome: AppendOutcome::Accepted { match_index },
+        } => ok(match_index),
+        MessageBody::AppendResponse {
+            outcome:
+                AppendOutcome::Rejected {
+                    rejected_prev,
+                    hint_index,
+                    ..
+                },
+        } => ok(rejected_prev) && ok(hint_index),
+        MessageBody::SnapshotChunk { meta, offset, .. } => {
+            ok(&meta.last_index) && *offset < MAX_PLAUSIBLE_INDEX
+        }
+        MessageBody::SnapshotAck { last_index, .. } => ok(last_index),
+        MessageBody::VoteResponse { .. } => true,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use raft_proto::{
     Action, AppendOutcome, Config, DurableState, Entry, Event, HardState, Message, MessageBody,
-    Node, ProposalOutcome, Role, StartError,
+    Node, ProposalOutcome, Role, SnapshotMeta, StartError,
 };
 
 fn config(id: u64) -> Config {
@@ -318,7 +318,7 @@ impl Lcg {
 fn no_peer_input_makes_the_node_panic_or_go_back() {
     let odd = [0, 1, 2, 3, 4, 5, 7, 100, u64::MAX - 1, u64::MAX];
     let ids = [0, 1, 2, 3, 4, u64::MAX];
-    for seed in 0..40 {
+    for seed in 0..200 {
         let mut rng = Lcg(seed);
         let (mut node, mut now) = if seed % 2 == 0 {
             leader()
@@ -329,7 +329,7 @@ fn no_peer_input_makes_the_node_panic_or_go_back() {
         let mut last_commit = node.commit_index();
         for _ in 0..2000 {
             now += rng.next() % 50;
-            let body = match rng.next() % 5 {
+            let body = match rng.next() % 7 {
                 0 => MessageBody::VoteRequest {
                     last_log_index: rng.pick(&odd),
                     last_log_term: rng.pick(&odd),
@@ -350,6 +350,19 @@ fn no_peer_input_makes_the_node_panic_or_go_back() {
                         match_index: rng.pick(&odd),
                     },
                 },
+                4 => MessageBody::SnapshotChunk {
+                    meta: SnapshotMeta {
+                        last_index: rng.pick(&odd),
+                        last_term: rng.pick(&odd),
+                    },
+                    offset: rng.pick(&odd),
+                    data: vec![1, 2, 3].into(),
+                    done: rng.next().is_multiple_of(2),
+                },
+                5 => MessageBody::SnapshotAck {
+                    last_index: rng.pick(&odd),
+                    received: rng.pick(&odd),
+                },
                 _ => MessageBody::AppendResponse {
                     outcome: AppendOutcome::Rejected {
                         rejected_prev: rng.pick(&odd),
@@ -365,6 +378,10 @@ fn no_peer_input_makes_the_node_panic_or_go_back() {
                     seq: rng.pick(&odd),
                 },
                 2 => Event::Propose(vec![vec![7].into()]),
+                3 => Event::SnapshotTaken {
+                    last_index: rng.pick(&odd),
+                    data: vec![9].into(),
+                },
                 _ => msg(rng.pick(&ids), rng.pick(&ids), rng.pick(&odd), body),
             };
             let _ = node.step(now, event);
