@@ -35,8 +35,10 @@
 //!
 //! The application may at any time hand the core a snapshot of its state covering every
 //! entry up to an index it has applied ([`Event::SnapshotTaken`]). The core then drops its log
-//! up to there and emits a [`Persist`] carrying the snapshot: storage replaces its snapshot and
-//! drops the entries it covers, so the persisted Raft state stays small. A follower too far
+//! up to there (a leader keeps up to [`Config::snapshot_catchup_entries`](crate::Config) of
+//! them in memory, for followers only slightly behind) and emits a [`Persist`] carrying the
+//! snapshot: storage replaces its snapshot and drops the entries it covers, so the persisted
+//! Raft state stays small. A follower too far
 //! behind receives the leader's snapshot in chunks and installs it (a [`Persist`] with the
 //! snapshot, then an [`Action::RestoreSnapshot`] for the state machine).
 

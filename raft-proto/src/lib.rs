@@ -5,7 +5,9 @@
 //! [`Action`]s (persist, send, apply, answer the proposal). It reads no clock, opens no file or
 //! socket, starts no thread and draws randomness only from the seed in its [`Config`]: the
 //! same configuration and events always give the same actions. The rules an embedding must
-//! follow when carrying out the actions are in the [`io`] module.
+//! follow when carrying out the actions are in the [`io`] module, snapshots included: the
+//! application hands the core a snapshot ([`Event::SnapshotTaken`]), the core compacts its log
+//! and sends the snapshot, in chunks, to followers that need entries it no longer has.
 //!
 //! # Example: a single-node cluster driven by hand
 //!
@@ -48,7 +50,7 @@
 //!
 //! - `std` (default): nothing in the core needs it; without it the crate is `no_std` + `alloc`.
 //! - `serde`: serde derives on messages, entries and durable state.
-//! - `sim`: the deterministic cluster simulator and the lab scenarios ([`sim`]).
+//! - `sim`: the deterministic cluster simulator and the lab scenarios 2A–2D (module `sim`).
 //! - `bug-injection`: test-only switches for deliberate bugs, to prove the simulator catches them.
 
 #![no_std]

@@ -1,7 +1,7 @@
 //! The MIT 6.824 Raft lab scenarios (2A, 2B, 2C, 2D) with the lab's steps and bounds, restated
 //! for the simulator, and the lab tester's checks (`check_one_leader`, `one`, `wait`, ...).
 //!
-//! Each scenario is a function of a [`Sim`] built by [`Scenario::sim`]; run one with
+//! Each scenario is a function of a [`Sim`] built from [`Scenario::options`]; run one with
 //! [`Scenario::run`] or find it by name with [`find`].
 
 use std::collections::BTreeMap;
