@@ -567,13 +567,17 @@ impl Node {
                 if progress.mode == Mode::Replicate
                     && conflict_term.is_none()
                     && hint_index > progress.match_index
+                    && hint_index > base
                 {
                     // Not a conflict: the follower's log ends before this append (an earlier
-                    // one was reordered or lost). Keep pipelining, resending from where its
-                    // log ends, or from our snapshot on: entries compacted here are most
-                    // likely still in flight, and the heartbeat notices a real loss.
-                    progress.rewind_to(hint_index.max(base + 1));
-                    self.replicate_to(pos);
+                    // one was reordered or lost). Keep pipelining, resending once from where
+                    // its log ends; the other rejections of the same gap are then stale.
+                    if progress.rewound_to != Some(hint_index) {
+                        progress.rewind_to(hint_index);
+                        self.replicate_to(pos);
+                    } else {
+                        self.stats.stale_response += 1;
+                    }
                     return;
                 }
                 // Skip the whole conflicting term at once (fast backtracking): past the last

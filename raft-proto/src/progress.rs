@@ -50,6 +50,8 @@ pub(crate) struct Progress {
     /// Something sent was awaiting an answer at the last heartbeat round: if it still is at
     /// the next one, with no progress in between, it is presumed lost.
     pub(crate) waiting: bool,
+    /// Where the pipeline was last rewound to after a gap, until the follower progresses.
+    pub(crate) rewound_to: Option<Index>,
 }
 
 impl Progress {
@@ -64,6 +66,7 @@ impl Progress {
             progressed: false,
             transfer: None,
             waiting: false,
+            rewound_to: None,
         }
     }
 
@@ -72,6 +75,7 @@ impl Progress {
         if index > self.match_index {
             self.match_index = index;
             self.progressed = true;
+            self.rewound_to = None;
         }
         while self.inflight.front().is_some_and(|&last| last <= index) {
             self.inflight.pop_front();
@@ -140,6 +144,7 @@ impl Progress {
         self.next_index = next_index.max(self.match_index + 1).min(self.next_index);
         let next = self.next_index;
         self.inflight.retain(|&last| last < next);
+        self.rewound_to = Some(next_index);
     }
 
     /// Falls back to probing from `next_index`.

@@ -102,3 +102,37 @@ fn the_snapshot_scenarios_install_snapshots_and_keep_state_small() {
         assert!(report.peak_persisted_size < scenarios::MAX_LOG_SIZE);
     }
 }
+
+/// Regression: a follower whose missing entries were compacted away, and whose pipeline was
+/// lost, used to draw a storm of resent appends (growing exponentially with one entry per
+/// append) instead of one snapshot.
+#[test]
+fn a_follower_behind_the_snapshot_gets_a_snapshot_not_a_storm() {
+    use raft_proto::sim::{Sim, MS};
+    for seed in 0..20 {
+        let mut options = raft_proto::sim::SimOptions::new(3, seed);
+        options.snapshot_interval = Some(10);
+        options.max_entries_per_append = 1;
+        options.max_events = 1_000_000;
+        let mut sim = Sim::new(options);
+        let leader = sim.check_one_leader().expect("a leader");
+        for i in 0..18 {
+            sim.one(scenarios::command(i), 3, true).expect("agreement");
+        }
+        let lagging = (leader + 1) % 3;
+        sim.disconnect(lagging);
+        for i in 0..16 {
+            let _ = sim.propose(leader, scenarios::command(100 + i));
+            sim.sleep(MS).expect("safe");
+        }
+        sim.connect(lagging);
+        let before = sim.counters().requests_sent;
+        sim.sleep(300 * MS)
+            .unwrap_or_else(|f| panic!("seed {seed}: {f}"));
+        let requests = sim.counters().requests_sent - before;
+        eprintln!("seed {seed}: {requests} requests in 300 ms");
+        assert!(requests < 200, "seed {seed}: {requests} requests in 300 ms");
+        sim.one(scenarios::command(999), 3, true)
+            .unwrap_or_else(|f| panic!("seed {seed}: {f}"));
+    }
+}

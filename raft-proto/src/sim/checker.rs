@@ -163,6 +163,14 @@ impl Checker {
         }
     }
 
+    /// The chain hash of the entry written at `index` with `term`, if any log ever held one.
+    pub(crate) fn written(&self, index: Index, term: Term) -> Option<u64> {
+        if index == 0 {
+            return Some(0);
+        }
+        self.entries.get(&(index, term)).copied()
+    }
+
     /// A leader of `term` committed up to `index`, whose chain hash is `hash`.
     pub(crate) fn committed(&mut self, term: Term, index: Index, hash: u64) {
         let slot = self.commits.entry(term).or_insert((index, hash));

@@ -80,6 +80,11 @@ pub struct SimOptions {
     /// [`Config::snapshot_catchup_entries`] for every node (5 by default: few enough that a
     /// follower out for a lab round needs a snapshot, as the 2D scenarios intend).
     pub snapshot_catchup_entries: u64,
+    /// [`Config::max_entries_per_append`] for every node.
+    pub max_entries_per_append: usize,
+    /// The run fails (as a liveness failure) once it has processed this many events: a
+    /// message storm shows up as a failure instead of a run that never ends.
+    pub max_events: u64,
     /// Crash points: a node that sends messages while some of its writes are not yet durable
     /// is, one time in this many, rebooted at once (losing some of those writes). 0 = never.
     pub crash_point_odds: u64,
@@ -103,6 +108,8 @@ impl SimOptions {
             snapshot_interval: None,
             snapshot_chunk: 1024,
             snapshot_catchup_entries: 5,
+            max_entries_per_append: 256,
+            max_events: 50_000_000,
             #[cfg(feature = "bug-injection")]
             bugs: crate::config::InjectedBugs::default(),
         }
@@ -282,6 +289,13 @@ fn mirror(
                 meta.last_index
             ));
         };
+        if checker.written(meta.last_index, meta.last_term) != Some(hash) {
+            return Err(format!(
+                "node {id} stored a snapshot up to index {} with term {}, which is not the term \
+                 of the entry applied there",
+                meta.last_index, meta.last_term
+            ));
+        }
         if view.term(meta.last_index) == Some(meta.last_term)
             && view.hash(meta.last_index) != Some(hash)
         {
@@ -668,6 +682,15 @@ impl Sim {
             };
             self.now = scheduled.at;
             self.counters.events += 1;
+            if self.counters.events > self.options.max_events {
+                let message = format!(
+                    "more than {} events: a message storm or a run that cannot settle",
+                    self.options.max_events
+                );
+                let failure = self.failure_now(FailureKind::Liveness, message);
+                self.failure = Some(failure.clone());
+                return Err(failure);
+            }
             self.process(scheduled.event);
             if let Some(f) = &self.failure {
                 return Err(f.clone());
@@ -707,6 +730,7 @@ impl Sim {
         config.leader_noop = self.options.leader_noop;
         config.max_snapshot_chunk = self.options.snapshot_chunk;
         config.snapshot_catchup_entries = self.options.snapshot_catchup_entries;
+        config.max_entries_per_append = self.options.max_entries_per_append.max(1);
         config.seed = self.options.seed ^ (server.incarnation << 32) ^ 0x00C0_FFEE;
         #[cfg(feature = "bug-injection")]
         {

@@ -31,8 +31,8 @@ pub struct RandomReport {
 /// votes, disks that sometimes stall (widening the window in which a crash loses writes), and
 /// crash points (reboots right after a node sent messages while its writes were pending), an
 /// unreliable start, the leader's no-op entry on or off, and snapshots (every 2 to 29 applied
-/// entries, sent in chunks of 7, 64 or 1024 bytes, with 0, 5 or 64 catch-up entries kept) or
-/// none.
+/// entries, sent in chunks of 7, 64 or 1024 bytes, with 0, 5 or 64 catch-up entries kept and
+/// 1, 4 or 256 entries per append) or none.
 pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Failure> {
     let n = options.nodes;
     let mut rng = Rng::new(options.seed ^ 0xF417_F417);
@@ -46,6 +46,7 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
         options.snapshot_interval = Some(rng.range(2, 30));
         options.snapshot_chunk = [7, 64, 1024][rng.range(0, 3) as usize];
         options.snapshot_catchup_entries = [0, 5, 64][rng.range(0, 3) as usize];
+        options.max_entries_per_append = [1, 4, 256][rng.range(0, 3) as usize];
     }
     if rng.chance(1, 2) {
         options.crash_point_odds = 4;
