@@ -130,7 +130,6 @@ fn a_follower_behind_the_snapshot_gets_a_snapshot_not_a_storm() {
         sim.sleep(300 * MS)
             .unwrap_or_else(|f| panic!("seed {seed}: {f}"));
         let requests = sim.counters().requests_sent - before;
-        eprintln!("seed {seed}: {requests} requests in 300 ms");
         assert!(requests < 200, "seed {seed}: {requests} requests in 300 ms");
         sim.one(scenarios::command(999), 3, true)
             .unwrap_or_else(|f| panic!("seed {seed}: {f}"));
