@@ -1,0 +1,56 @@
+//! Runs a [`raft_proto`] node on plain OS threads: real timers, crash-safe file storage
+//! ([`storage`]), TCP or in-memory transport ([`transport`]), and a blocking handle for the
+//! application ([`NodeHandle`]). No async runtime.
+//!
+//! The node thread feeds the core every input that is ready and carries out its actions,
+//! keeping the contract of [`raft_proto::io`]: persists go, in order, to a storage thread that
+//! writes each batch with one write and one fsync and only then acknowledges it; messages go
+//! to the transport at once; committed entries go to your [`StateMachine`], whose answers
+//! complete the proposals.
+//!
+//! # Example: a single-node cluster
+//!
+//! ```
+//! use std::time::Duration;
+//! use adapter_thread::transport::MemoryNetwork;
+//! use adapter_thread::{NodeOptions, ProposeError, StateMachine};
+//!
+//! /// Counts the bytes of every command.
+//! struct Counter(u64);
+//!
+//! impl StateMachine for Counter {
+//!     fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+//!         self.0 += command.len() as u64;
+//!         self.0.to_le_bytes().to_vec()
+//!     }
+//!     fn snapshot(&self) -> Vec<u8> {
+//!         self.0.to_le_bytes().to_vec()
+//!     }
+//!     fn restore(&mut self, snapshot: &[u8]) {
+//!         self.0 = snapshot.try_into().map(u64::from_le_bytes).unwrap_or(0);
+//!     }
+//! }
+//!
+//! let dir = std::env::temp_dir().join(format!("adapter-thread-doc-{}", std::process::id()));
+//! let network = MemoryNetwork::new();
+//! let (inbound_tx, inbound_rx) = crossbeam_channel::unbounded();
+//! let options = NodeOptions::new(1, vec![1], &dir);
+//! let node = adapter_thread::start(options, Counter(0), network.endpoint(1, inbound_tx), inbound_rx)?;
+//! // The node elects itself after an election timeout; until then it is not the leader.
+//! let answer = loop {
+//!     match node.propose(b"hello".to_vec(), Duration::from_secs(5)) {
+//!         Err(ProposeError::NotLeader { .. }) => std::thread::sleep(Duration::from_millis(20)),
+//!         other => break other.expect("committed"),
+//!     }
+//! };
+//! assert_eq!(answer, 5u64.to_le_bytes());
+//! node.shutdown();
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), adapter_thread::StartError>(())
+//! ```
+
+mod runtime;
+pub mod storage;
+pub mod transport;
+
+pub use runtime::{start, NodeHandle, NodeOptions, ProposeError, StartError, StateMachine, Status};

@@ -1,0 +1,752 @@
+//! Carrying Raft messages between nodes: a [`Transport`] trait, a TCP implementation on plain
+//! threads ([`TcpTransport`]) and an in-process one for tests ([`MemoryNetwork`]).
+//!
+//! Raft tolerates lost, duplicated and reordered messages, so a transport is free to drop: it
+//! must never block the node. [`Transport::send`] only queues, and every queue is bounded.
+//!
+//! # The TCP protocol
+//!
+//! Frames are [`raft_proto::wire`] frames carrying [`PeerFrame`]s. Each node opens one
+//! connection to each peer and only writes on it; the accepting side only reads. A connection
+//! starts with a [`PeerFrame::Hello`] naming the cluster and the connecting node; the acceptor
+//! refuses (closes) the connection when the cluster id is not its own or the node is not one
+//! of its peers. Then come [`PeerFrame::Raft`] frames, delivered in order. A frame that is
+//! oversized, malformed, truncated or out of protocol closes the connection; the writer on the
+//! other side reconnects with exponential backoff.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use raft_proto::wire::{encode_frame, FrameDecoder, PeerFrame, DEFAULT_MAX_FRAME};
+use raft_proto::{Message, NodeId};
+
+/// Something that carries messages to the other members of the cluster.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues `message` for `message.to`. Never blocks; may drop the message (for example when
+    /// the peer is unreachable or its queue is full), which Raft tolerates.
+    fn send(&self, message: Message);
+}
+
+/// The first delay before reconnecting to a peer; doubled after each failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// The longest delay between two connection attempts to a peer.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one write may block on a peer that does not read before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a blocked reader or writer wakes up to look at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+/// How long an accepted connection may take to say hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest payload accepted before the hello (a hello is at most 21 bytes).
+const HELLO_MAX_FRAME: usize = 64;
+/// How many bytes a reader asks the socket for at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// How many queued messages a writer gathers into one write.
+const WRITE_BATCH_MESSAGES: u64 = 64;
+/// How many bytes a writer gathers into one write (at least one message is always taken).
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// The smallest cap on simultaneously open inbound connections (see [`TcpTransport`]).
+const MIN_INBOUND_CONNECTIONS: usize = 16;
+/// How long [`TcpTransport::shutdown`] waits for its threads in all.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// How a [`TcpTransport`] is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpConfig {
+    /// Shared by every member; connections from another cluster are refused.
+    pub cluster_id: u64,
+    /// This node's id, announced to peers in the hello.
+    pub node_id: NodeId,
+    /// Where to accept connections from peers (port 0 picks a free port; see
+    /// [`TcpTransport::local_addr`]).
+    pub listen: SocketAddr,
+    /// The other members of the cluster and where they listen. Only these may connect, and
+    /// only these can be sent to.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The largest frame payload sent or accepted, in bytes.
+    pub max_frame: usize,
+    /// How many messages may wait for each peer before further ones are dropped (at least 1).
+    pub queue_len: usize,
+}
+
+impl TcpConfig {
+    /// A configuration with the defaults: frames of up to 16 MiB
+    /// ([`DEFAULT_MAX_FRAME`]) and 1024 messages queued per peer.
+    pub fn new(
+        cluster_id: u64,
+        node_id: NodeId,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+    ) -> Self {
+        Self {
+            cluster_id,
+            node_id,
+            listen,
+            peers,
+            max_frame: DEFAULT_MAX_FRAME,
+            queue_len: 1024,
+        }
+    }
+}
+
+/// Counters a [`TcpTransport`] keeps since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Messages written to a peer's connection.
+    pub sent: u64,
+    /// Messages given up on: queue full, unknown or unreachable peer, failed write, too large
+    /// to frame, or received while the inbound channel was full.
+    pub dropped: u64,
+    /// Messages received from peers and handed to the inbound channel.
+    pub received: u64,
+    /// Inbound connections refused: wrong cluster, unknown node, no hello in time, or too many
+    /// connections.
+    pub refused_connections: u64,
+    /// Inbound frames that were oversized, malformed, truncated or out of protocol (each
+    /// closes its connection, except a message whose sender or addressee is wrong, which is
+    /// only dropped).
+    pub bad_frames: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    received: AtomicU64,
+    refused_connections: AtomicU64,
+    bad_frames: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> TransportStats {
+        TransportStats {
+            sent: self.sent.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            refused_connections: self.refused_connections.load(Ordering::Relaxed),
+            bad_frames: self.bad_frames.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What every thread of one transport shares.
+struct Shared {
+    config: TcpConfig,
+    stop: AtomicBool,
+    counters: Counters,
+    inbound: Sender<Message>,
+    /// Every open socket, so that shutdown can unblock whoever is using it.
+    sockets: Mutex<HashMap<u64, TcpStream>>,
+    /// The inbound connection currently accepted for each peer (connection id, socket): a new
+    /// one from the same peer replaces (closes) the old one.
+    peer_connections: Mutex<HashMap<NodeId, (u64, TcpStream)>>,
+    /// The reader threads the listener started.
+    readers: Mutex<Vec<JoinHandle<()>>>,
+    next_connection: AtomicU64,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Registers `stream` for shutdown; returns its connection id.
+    fn register(&self, stream: &TcpStream) -> u64 {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = stream.try_clone() {
+            lock(&self.sockets).insert(id, clone);
+        }
+        if self.stopping() {
+            // Shutdown may already have gone through the registry.
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        lock(&self.sockets).remove(&id);
+    }
+
+    /// Waits `timeout` (less if stopping), dropping whatever arrives in `queue` meanwhile.
+    /// Returns false when the transport stops or the queue is closed.
+    fn drop_for(&self, queue: &Receiver<Message>, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            match queue.recv_timeout((deadline - now).min(POLL)) {
+                Ok(_) => Counters::add(&self.counters.dropped, 1),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+}
+
+/// A [`Transport`] over TCP, run by plain threads: one accepting connections, one reading each
+/// accepted connection, one writing to each peer.
+///
+/// Each peer has a queue of [`TcpConfig::queue_len`] messages; [`send`](Transport::send) drops
+/// the message when it is full, so a slow or dead peer never blocks the node. While a peer is
+/// unreachable, its writer retries with exponential backoff (20 ms doubling up to 1 s) and
+/// drops what is queued meanwhile instead of delivering it late. Received messages go to the
+/// inbound channel with `try_send`, dropped when it is full.
+///
+/// Inbound connections are capped (four per peer, at least 16) so that a flood of connections
+/// cannot exhaust threads; an accepted connection must say hello within 5 s, and may not send a
+/// frame of more than 64 bytes before that. A new connection from a peer replaces (closes) its
+/// previous one, so connections left half-open by a crash or a partition do not pile up.
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    /// The queue of each peer's writer; emptied on shutdown, which closes the queues.
+    queues: BTreeMap<NodeId, Sender<Message>>,
+    /// The listener and writer threads.
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("node_id", &self.shared.config.node_id)
+            .field("local_addr", &self.local_addr)
+            .field("peers", &self.shared.config.peers)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpTransport {
+    /// Binds `config.listen` and starts the threads. Messages received from peers are sent
+    /// to `inbound`.
+    pub fn start(config: TcpConfig, inbound: Sender<Message>) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.listen)?;
+        Self::start_with_listener(config, listener, inbound)
+    }
+
+    /// Like [`start`](Self::start), but accepts on an already bound `listener` (and ignores
+    /// `config.listen`). Useful to learn every member's address before starting any of them.
+    pub fn start_with_listener(
+        config: TcpConfig,
+        listener: TcpListener,
+        inbound: Sender<Message>,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(false)?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            inbound,
+            sockets: Mutex::new(HashMap::new()),
+            peer_connections: Mutex::new(HashMap::new()),
+            readers: Mutex::new(Vec::new()),
+            next_connection: AtomicU64::new(0),
+        });
+        let mut transport = Self {
+            shared: Arc::clone(&shared),
+            local_addr,
+            queues: BTreeMap::new(),
+            threads: Vec::new(),
+        };
+        let node = shared.config.node_id;
+        let listener_shared = Arc::clone(&shared);
+        transport.threads.push(
+            thread::Builder::new()
+                .name(format!("raft-{node}-accept"))
+                .spawn(move || accept_loop(&listener_shared, &listener))?,
+        );
+        for (&peer, &addr) in &shared.config.peers {
+            let (sender, receiver) = crossbeam_channel::bounded(shared.config.queue_len.max(1));
+            let writer_shared = Arc::clone(&shared);
+            let spawned = thread::Builder::new()
+                .name(format!("raft-{node}-to-{peer}"))
+                .spawn(move || write_loop(&writer_shared, peer, addr, &receiver));
+            // On error, dropping `transport` stops the threads already started.
+            transport.threads.push(spawned?);
+            transport.queues.insert(peer, sender);
+        }
+        Ok(transport)
+    }
+
+    /// The address the transport accepts connections on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> TransportStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops every thread and waits for them (at most a few seconds in all; a thread still
+    /// running then is left to finish on its own). Queued messages are dropped. Dropping the
+    /// transport does the same.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        // Closing the queues wakes the writers waiting on them.
+        self.queues.clear();
+        // Shutting the sockets down wakes whoever reads or writes them.
+        for stream in lock(&self.shared.sockets).values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        // A connection to ourselves wakes the listener blocked in `accept`.
+        let mut wake = self.local_addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, CONNECT_TIMEOUT);
+
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        let mut threads = std::mem::take(&mut self.threads);
+        // The listener is first: once it is joined, no reader can be added.
+        let listener_joined = join_by(threads.remove(0), deadline);
+        for handle in threads {
+            join_by(handle, deadline);
+        }
+        // Any reader that raced the first pass over the sockets is woken now.
+        for stream in lock(&self.shared.sockets).values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let readers = std::mem::take(&mut *lock(&self.shared.readers));
+        for handle in readers {
+            join_by(handle, deadline);
+        }
+        if !listener_joined {
+            tracing::warn!(
+                node = self.shared.config.node_id,
+                "listener did not stop in time"
+            );
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Joins `handle` if it finishes by `deadline`; otherwise leaves it running. Returns whether
+/// it was joined.
+fn join_by(handle: JoinHandle<()>, deadline: Instant) -> bool {
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            tracing::warn!(thread = ?handle.thread().name(), "thread did not stop in time");
+            return false;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    let _ = handle.join();
+    true
+}
+
+impl Transport for TcpTransport {
+    fn send(&self, message: Message) {
+        let counters = &self.shared.counters;
+        let Some(queue) = self.queues.get(&message.to) else {
+            tracing::debug!(to = message.to, "dropping a message to an unknown peer");
+            Counters::add(&counters.dropped, 1);
+            return;
+        };
+        if let Err(error) = queue.try_send(message) {
+            tracing::trace!(
+                to = error.into_inner().to,
+                "peer queue full; message dropped"
+            );
+            Counters::add(&counters.dropped, 1);
+        }
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    let max_connections = shared
+        .config
+        .peers
+        .len()
+        .saturating_mul(4)
+        .max(MIN_INBOUND_CONNECTIONS);
+    loop {
+        let accepted = listener.accept();
+        if shared.stopping() {
+            return;
+        }
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                // For example out of file descriptors: do not spin.
+                thread::sleep(POLL);
+                continue;
+            }
+        };
+        let mut readers = lock(&shared.readers);
+        readers.retain(|handle| !handle.is_finished());
+        if readers.len() >= max_connections {
+            drop(readers);
+            tracing::warn!(%remote, "too many inbound connections; refusing");
+            Counters::add(&shared.counters.refused_connections, 1);
+            continue;
+        }
+        let reader_shared = Arc::clone(shared);
+        let spawned = thread::Builder::new()
+            .name(format!("raft-{}-from-{remote}", shared.config.node_id))
+            .spawn(move || read_connection(&reader_shared, stream, remote));
+        match spawned {
+            Ok(handle) => readers.push(handle),
+            Err(error) => tracing::warn!(%error, %remote, "could not start a reader"),
+        }
+    }
+}
+
+/// Reads one accepted connection until it ends, the transport stops, or the peer misbehaves.
+fn read_connection(shared: &Shared, mut stream: TcpStream, remote: SocketAddr) {
+    let connection = shared.register(&stream);
+    let peer = serve_connection(shared, &mut stream, remote, connection);
+    let _ = stream.shutdown(Shutdown::Both);
+    shared.unregister(connection);
+    if let Some(peer) = peer {
+        let mut current = lock(&shared.peer_connections);
+        if current.get(&peer).is_some_and(|(id, _)| *id == connection) {
+            current.remove(&peer);
+        }
+    }
+}
+
+/// The body of [`read_connection`]; returns the peer if the handshake went through.
+fn serve_connection(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+    connection: u64,
+) -> Option<NodeId> {
+    let config = &shared.config;
+    let counters = &shared.counters;
+    if let Err(error) = stream
+        .set_read_timeout(Some(POLL))
+        .and_then(|()| stream.set_nodelay(true))
+    {
+        tracing::warn!(%error, %remote, "could not set up an inbound connection");
+        return None;
+    }
+    let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut decoder = FrameDecoder::new(HELLO_MAX_FRAME);
+    let mut buf = vec![0; READ_CHUNK];
+    let mut peer: Option<NodeId> = None;
+    while !shared.stopping() {
+        // Everything complete in the buffer first.
+        loop {
+            let frame = match decoder.next_frame::<PeerFrame>() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, %remote, ?peer, "bad frame; closing the connection");
+                    Counters::add(&counters.bad_frames, 1);
+                    return peer;
+                }
+            };
+            match (peer, frame) {
+                (
+                    None,
+                    PeerFrame::Hello {
+                        cluster_id,
+                        node_id,
+                    },
+                ) => {
+                    if cluster_id != config.cluster_id {
+                        tracing::warn!(
+                            %remote, cluster_id, node_id,
+                            "refusing a connection from another cluster"
+                        );
+                        Counters::add(&counters.refused_connections, 1);
+                        return None;
+                    }
+                    if !config.peers.contains_key(&node_id) {
+                        tracing::warn!(%remote, node_id, "refusing a connection from a non-member");
+                        Counters::add(&counters.refused_connections, 1);
+                        return None;
+                    }
+                    tracing::debug!(%remote, node_id, "peer connected");
+                    peer = Some(node_id);
+                    decoder.set_max_frame(config.max_frame);
+                    if let Ok(clone) = stream.try_clone() {
+                        let old =
+                            lock(&shared.peer_connections).insert(node_id, (connection, clone));
+                        if let Some((_, old)) = old {
+                            // The peer reconnected: its old connection is dead or dying.
+                            let _ = old.shutdown(Shutdown::Both);
+                        }
+                    }
+                }
+                (Some(from), PeerFrame::Raft(message)) => {
+                    if message.from != from || message.to != config.node_id {
+                        tracing::warn!(
+                            %remote, peer = from, message.from, message.to,
+                            "dropping a message with the wrong sender or addressee"
+                        );
+                        Counters::add(&counters.bad_frames, 1);
+                        continue;
+                    }
+                    match shared.inbound.try_send(message) {
+                        Ok(()) => Counters::add(&counters.received, 1),
+                        Err(TrySendError::Full(_)) => Counters::add(&counters.dropped, 1),
+                        Err(TrySendError::Disconnected(_)) => {
+                            tracing::debug!("inbound channel closed; closing the connection");
+                            Counters::add(&counters.dropped, 1);
+                            return peer;
+                        }
+                    }
+                }
+                (_, frame) => {
+                    tracing::warn!(
+                        %remote, ?peer, hello = matches!(frame, PeerFrame::Hello { .. }),
+                        "frame out of protocol; closing the connection"
+                    );
+                    Counters::add(&counters.bad_frames, 1);
+                    return peer;
+                }
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                if decoder.buffered() > 0 {
+                    tracing::warn!(
+                        %remote, ?peer, bytes = decoder.buffered(),
+                        "connection closed in the middle of a frame"
+                    );
+                    Counters::add(&counters.bad_frames, 1);
+                }
+                return peer;
+            }
+            Ok(n) => decoder.extend(&buf[..n]),
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if peer.is_none() && Instant::now() >= handshake_deadline {
+                    tracing::warn!(%remote, "no hello in time; closing the connection");
+                    Counters::add(&counters.refused_connections, 1);
+                    return None;
+                }
+            }
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => {
+                tracing::debug!(%error, %remote, ?peer, "inbound connection failed");
+                return peer;
+            }
+        }
+    }
+    peer
+}
+
+/// Connects to `addr`, sets the socket up and says hello.
+fn connect(shared: &Shared, addr: SocketAddr, out: &mut Vec<u8>) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    out.clear();
+    let hello = PeerFrame::Hello {
+        cluster_id: shared.config.cluster_id,
+        node_id: shared.config.node_id,
+    };
+    encode_frame(&hello, HELLO_MAX_FRAME, out).map_err(io::Error::other)?;
+    stream.write_all(out)?;
+    Ok(stream)
+}
+
+/// Keeps a connection to `peer` and writes what its queue holds, until the queue closes or
+/// the transport stops.
+fn write_loop(shared: &Shared, peer: NodeId, addr: SocketAddr, queue: &Receiver<Message>) {
+    let counters = &shared.counters;
+    let mut backoff = BACKOFF_MIN;
+    let mut out = Vec::new();
+    // The open connection and its registry id.
+    let mut connection: Option<(TcpStream, u64)> = None;
+    while !shared.stopping() {
+        let Some((stream, _)) = &mut connection else {
+            match connect(shared, addr, &mut out) {
+                Ok(stream) => {
+                    tracing::debug!(peer, %addr, "connected");
+                    let id = shared.register(&stream);
+                    connection = Some((stream, id));
+                    backoff = BACKOFF_MIN;
+                }
+                Err(error) => {
+                    tracing::debug!(peer, %addr, %error, ?backoff, "cannot connect; retrying");
+                    // The peer is unreachable: what is queued meanwhile is dropped.
+                    if !shared.drop_for(queue, backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            continue;
+        };
+        let first = match queue.recv_timeout(POLL) {
+            Ok(message) => message,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Gather what else is queued into one write.
+        out.clear();
+        let mut batch: u64 = 0;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            let frame = PeerFrame::Raft(message);
+            match encode_frame(&frame, shared.config.max_frame, &mut out) {
+                Ok(()) => batch += 1,
+                Err(error) => {
+                    tracing::warn!(peer, %error, "message cannot be framed; dropped");
+                    Counters::add(&counters.dropped, 1);
+                }
+            }
+            if batch < WRITE_BATCH_MESSAGES && out.len() < WRITE_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(message) => next = Some(message),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+                }
+            }
+        }
+        if batch == 0 {
+            continue;
+        }
+        match stream.write_all(&out) {
+            Ok(()) => Counters::add(&counters.sent, batch),
+            Err(error) => {
+                tracing::debug!(peer, %addr, %error, "write failed; reconnecting");
+                Counters::add(&counters.dropped, batch);
+                if let Some((stream, id)) = connection.take() {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    shared.unregister(id);
+                }
+            }
+        }
+    }
+    if let Some((stream, id)) = connection {
+        let _ = stream.shutdown(Shutdown::Both);
+        shared.unregister(id);
+    }
+}
+
+/// An in-process network for tests: endpoints deliver to each other's inbound channels
+/// directly, and any node can be cut off and reconnected. Clones are handles on the same
+/// network.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    inner: Arc<RwLock<MemoryInner>>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    inbound: BTreeMap<NodeId, Sender<Message>>,
+    disconnected: BTreeSet<NodeId>,
+}
+
+impl fmt::Debug for MemoryNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("MemoryNetwork")
+            .field("nodes", &inner.inbound.keys().collect::<Vec<_>>())
+            .field("disconnected", &inner.disconnected)
+            .finish()
+    }
+}
+
+impl MemoryNetwork {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds node `id`, whose received messages go to `inbound` (replacing any earlier
+    /// endpoint of the same id), and returns its transport.
+    pub fn endpoint(&self, id: NodeId, inbound: Sender<Message>) -> MemoryTransport {
+        self.write().inbound.insert(id, inbound);
+        MemoryTransport {
+            id,
+            network: self.clone(),
+        }
+    }
+
+    /// Cuts node `id` off: every message from or to it is dropped until [`connect`](Self::connect).
+    pub fn disconnect(&self, id: NodeId) {
+        self.write().disconnected.insert(id);
+    }
+
+    /// Undoes [`disconnect`](Self::disconnect).
+    pub fn connect(&self, id: NodeId) {
+        self.write().disconnected.remove(&id);
+    }
+
+    /// Whether node `id` is currently cut off.
+    pub fn is_connected(&self, id: NodeId) -> bool {
+        !self.read().disconnected.contains(&id)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, MemoryInner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemoryInner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One node's [`Transport`] on a [`MemoryNetwork`]. Delivery is immediate, with `try_send`:
+/// a message is dropped when either end is disconnected, the addressee is unknown, or its
+/// inbound channel is full.
+#[derive(Debug, Clone)]
+pub struct MemoryTransport {
+    id: NodeId,
+    network: MemoryNetwork,
+}
+
+impl MemoryTransport {
+    /// The node this endpoint belongs to.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn send(&self, message: Message) {
+        let inner = self.network.read();
+        if inner.disconnected.contains(&self.id) || inner.disconnected.contains(&message.to) {
+            return;
+        }
+        if let Some(inbound) = inner.inbound.get(&message.to) {
+            let _ = inbound.try_send(message);
+        }
+    }
+}

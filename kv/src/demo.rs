@@ -1,0 +1,516 @@
+//! `raft-kv demo`: three replicas as child processes on 127.0.0.1, a client load with a
+//! progress bar, the leader killed with SIGKILL half-way, failover measured, the killed node
+//! restarted, and every acknowledged write checked on every node.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use raft_proto::NodeId;
+
+use crate::protocol::{Connection, Request, Response};
+use crate::store::KvCommand;
+
+/// What the demo does.
+#[derive(Debug, Clone)]
+pub(crate) struct DemoConfig {
+    pub(crate) dir: PathBuf,
+    pub(crate) writes: usize,
+    pub(crate) clients: usize,
+    /// Kill the leader when this fraction of the writes is acknowledged (None: never).
+    pub(crate) kill_at: Option<f64>,
+    pub(crate) quiet: bool,
+}
+
+/// What the demo measured.
+#[derive(Debug, Clone)]
+pub(crate) struct DemoReport {
+    pub(crate) acknowledged: usize,
+    pub(crate) seconds: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) failover_ms: Option<f64>,
+    pub(crate) verified_nodes: usize,
+}
+
+const NODES: NodeId = 3;
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A cluster of `raft-kv serve` child processes.
+pub(crate) struct Cluster {
+    exe: PathBuf,
+    dir: PathBuf,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    clients: BTreeMap<NodeId, SocketAddr>,
+    children: BTreeMap<NodeId, Child>,
+}
+
+impl Cluster {
+    /// Starts three nodes with data under `dir` (emptied first).
+    pub(crate) fn start(exe: PathBuf, dir: &Path) -> Result<Self, String> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut ports = free_ports(2 * NODES as usize)?.into_iter();
+        let mut peers = BTreeMap::new();
+        let mut clients = BTreeMap::new();
+        for id in 1..=NODES {
+            peers.insert(id, ports.next().ok_or("no port")?);
+            clients.insert(id, ports.next().ok_or("no port")?);
+        }
+        let mut cluster = Self {
+            exe,
+            dir: dir.to_path_buf(),
+            peers,
+            clients,
+            children: BTreeMap::new(),
+        };
+        for id in 1..=NODES {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts (or restarts) node `id` as a child process, logging to its data directory.
+    pub(crate) fn spawn(&mut self, id: NodeId) -> Result<(), String> {
+        let peers: Vec<String> = self.peers.iter().map(|(i, a)| format!("{i}={a}")).collect();
+        let log_path = self.dir.join(format!("node-{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&self.exe)
+            .arg("serve")
+            .args(["--id", &id.to_string()])
+            .args(["--peers", &peers.join(",")])
+            .args(["--client-addr", &self.clients[&id].to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node-{id}")))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start node {id}: {e}"))?;
+        self.children.insert(id, child);
+        Ok(())
+    }
+
+    /// Kills node `id` with SIGKILL.
+    pub(crate) fn kill(&mut self, id: NodeId) {
+        if let Some(mut child) = self.children.remove(&id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The client address of node `id`.
+    pub(crate) fn client_addr(&self, id: NodeId) -> SocketAddr {
+        self.clients[&id]
+    }
+
+    /// The node ids.
+    pub(crate) fn ids(&self) -> Vec<NodeId> {
+        self.clients.keys().copied().collect()
+    }
+
+    /// The leader and its term, if a running node claims leadership.
+    pub(crate) fn leader(&self) -> Option<(NodeId, u64)> {
+        let mut best = None;
+        for id in self.children.keys() {
+            let mut conn = Connection::new(self.clients[id], Duration::from_millis(300));
+            if let Ok(Response::Status { role, term, .. }) = conn.call(&Request::Status) {
+                if role == "Leader" && best.is_none_or(|(_, t)| term > t) {
+                    best = Some((*id, term));
+                }
+            }
+        }
+        best
+    }
+
+    /// Waits up to `limit` for a leader of a term above `after`.
+    pub(crate) fn wait_for_leader(&self, after: u64, limit: Duration) -> Option<(NodeId, u64)> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some((id, term)) = self.leader() {
+                if term > after {
+                    return Some((id, term));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// The key-value pairs each running node holds, once they all agree (or after `limit`).
+    pub(crate) fn converged_dumps(
+        &self,
+        limit: Duration,
+    ) -> BTreeMap<NodeId, BTreeMap<String, Vec<u8>>> {
+        let start = Instant::now();
+        loop {
+            let mut dumps = BTreeMap::new();
+            let mut applied = Vec::new();
+            for id in self.children.keys() {
+                let mut conn = Connection::new(self.clients[id], CALL_TIMEOUT);
+                if let Ok(Response::Dump(pairs, index)) = conn.call(&Request::Dump) {
+                    dumps.insert(*id, pairs.into_iter().collect::<BTreeMap<_, _>>());
+                    applied.push(index);
+                }
+            }
+            let agree = dumps.len() == self.children.len()
+                && applied.windows(2).all(|w| w[0] == w[1])
+                && dumps.values().all(|d| Some(d) == dumps.values().next());
+            if agree || start.elapsed() > limit {
+                return dumps;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Asks every node to shut down cleanly; kills those that do not within a few seconds.
+    pub(crate) fn stop(mut self) {
+        for (id, addr) in &self.clients {
+            if self.children.contains_key(id) {
+                let mut conn = Connection::new(*addr, Duration::from_secs(2));
+                let _ = conn.call(&Request::Shutdown);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, mut child) in std::mem::take(&mut self.children) {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.children) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Ports the OS says are free now (bound and released: good enough on loopback).
+fn free_ports(n: usize) -> Result<Vec<SocketAddr>, String> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// A client that follows leader hints and retries until its write is acknowledged.
+pub(crate) struct Client {
+    connections: BTreeMap<NodeId, Connection>,
+    leader: NodeId,
+}
+
+impl Client {
+    pub(crate) fn new(cluster: &Cluster) -> Self {
+        Self {
+            connections: cluster
+                .ids()
+                .into_iter()
+                .map(|id| (id, Connection::new(cluster.client_addr(id), CALL_TIMEOUT)))
+                .collect(),
+            leader: 1,
+        }
+    }
+
+    /// Replicates `command`, retrying through leader changes for up to `limit`. Returns the
+    /// answer once a node acknowledged it as committed.
+    pub(crate) fn execute(
+        &mut self,
+        command: &KvCommand,
+        limit: Duration,
+    ) -> Option<Option<Vec<u8>>> {
+        let start = Instant::now();
+        let request = Request::Command(command.clone());
+        let ids: Vec<NodeId> = self.connections.keys().copied().collect();
+        while start.elapsed() < limit {
+            let conn = self.connections.get_mut(&self.leader)?;
+            match conn.call(&request) {
+                Ok(Response::Done(answer)) => return Some(answer),
+                Ok(Response::NotLeader(Some(hint))) if hint != self.leader => self.leader = hint,
+                _ => {
+                    // No leader known, a timeout, or a dead node: try the next one.
+                    let next = ids
+                        .iter()
+                        .position(|&i| i == self.leader)
+                        .map_or(0, |p| p + 1);
+                    self.leader = ids[next % ids.len()];
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Runs the demo.
+pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, String> {
+    let mut cluster = Cluster::start(exe, &config.dir)?;
+    let say = |line: String| {
+        if !config.quiet {
+            println!("{line}");
+        }
+    };
+    say(format!(
+        "started 3 nodes on 127.0.0.1 (data in {})",
+        config.dir.display()
+    ));
+    let (first_leader, _) = cluster
+        .wait_for_leader(0, Duration::from_secs(10))
+        .ok_or("no leader was elected within 10 s")?;
+    say(format!("node {first_leader} is the leader"));
+
+    let bar = if config.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(config.writes as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} writes {msg}")
+            .map_err(|e| e.to_string())?,
+    );
+    let next = AtomicUsize::new(0);
+    let acked = AtomicUsize::new(0);
+    let failures = AtomicU64::new(0);
+    let results: Mutex<Vec<(usize, Duration)>> = Mutex::new(Vec::new());
+    let started = Instant::now();
+    let mut failover = None;
+    std::thread::scope(|scope| -> Result<(), String> {
+        for _ in 0..config.clients {
+            let mut client = Client::new(&cluster);
+            let (next, acked, failures, results, bar) = (&next, &acked, &failures, &results, &bar);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= config.writes {
+                    return;
+                }
+                let command = KvCommand::Put {
+                    key: key(i),
+                    value: value(i),
+                };
+                let t0 = Instant::now();
+                match client.execute(&command, Duration::from_secs(30)) {
+                    Some(_) => {
+                        results
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, t0.elapsed()));
+                        acked.fetch_add(1, Ordering::Relaxed);
+                        bar.inc(1);
+                    }
+                    None => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        // The chaos: kill the leader once the load is under way.
+        if let Some(fraction) = config.kill_at {
+            let threshold = (config.writes as f64 * fraction) as usize;
+            while acked.load(Ordering::Relaxed) < threshold {
+                if next.load(Ordering::Relaxed) >= config.writes {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if let Some((victim, term)) = cluster.leader() {
+                bar.set_message(format!("killed leader {victim} (SIGKILL)"));
+                let killed_at = Instant::now();
+                cluster.kill(victim);
+                let new_leader = cluster.wait_for_leader(term, Duration::from_secs(10));
+                let elapsed = killed_at.elapsed();
+                match new_leader {
+                    Some((id, _)) => {
+                        failover = Some(elapsed);
+                        bar.set_message(format!(
+                            "node {victim} killed; node {id} leads after {:.0} ms; restarting {victim}",
+                            elapsed.as_secs_f64() * 1000.0
+                        ));
+                    }
+                    None => bar.set_message("no new leader within 10 s".to_string()),
+                }
+                cluster.spawn(victim)?;
+            }
+        }
+        Ok(())
+    })?;
+    bar.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut latencies: Vec<Duration> = results.iter().map(|(_, d)| *d).collect();
+    latencies.sort();
+    let percentile = |p: f64| -> f64 {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+
+    // Every acknowledged write must be on every node, with its value.
+    let dumps = cluster.converged_dumps(Duration::from_secs(30));
+    let mut verified_nodes = 0;
+    for (id, dump) in &dumps {
+        let missing = results
+            .iter()
+            .filter(|(i, _)| dump.get(&key(*i)) != Some(&value(*i)))
+            .count();
+        if missing == 0 {
+            verified_nodes += 1;
+        } else {
+            say(format!("node {id} lacks {missing} acknowledged writes"));
+        }
+    }
+    let report = DemoReport {
+        acknowledged: results.len(),
+        seconds,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+        failover_ms: failover.map(|d| d.as_secs_f64() * 1000.0),
+        verified_nodes,
+    };
+    say(format!(
+        "{} writes acknowledged in {:.2} s: {:.0} writes/s with {} clients; commit latency p50 {:.2} ms, p99 {:.2} ms",
+        report.acknowledged,
+        report.seconds,
+        report.acknowledged as f64 / report.seconds,
+        config.clients,
+        report.p50_ms,
+        report.p99_ms
+    ));
+    if let Some(ms) = report.failover_ms {
+        say(format!(
+            "failover: a new leader {ms:.0} ms after the SIGKILL"
+        ));
+    }
+    say(format!(
+        "verified: all {} acknowledged writes present on {}/{} nodes",
+        report.acknowledged,
+        report.verified_nodes,
+        dumps.len()
+    ));
+    cluster.stop();
+    if report.verified_nodes != NODES as usize || failures.load(Ordering::Relaxed) > 0 {
+        return Err(format!(
+            "verification failed: {}/{} nodes hold every acknowledged write, {} writes never acknowledged",
+            report.verified_nodes,
+            NODES,
+            failures.load(Ordering::Relaxed)
+        ));
+    }
+    Ok(report)
+}
+
+pub(crate) fn key(i: usize) -> String {
+    format!("key-{i:07}")
+}
+
+pub(crate) fn value(i: usize) -> Vec<u8> {
+    format!("value-{i}").into_bytes()
+}
+
+/// What the chaos run does: `rounds` times, SIGKILL a random node (the leader one time in
+/// two) at a random moment under load, and restart it after a random pause.
+#[derive(Debug, Clone)]
+pub(crate) struct ChaosConfig {
+    pub(crate) dir: PathBuf,
+    pub(crate) rounds: usize,
+    pub(crate) clients: usize,
+    pub(crate) seed: u64,
+}
+
+/// Runs the chaos test; fails if an acknowledged write is missing anywhere at the end or the
+/// nodes do not converge.
+pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<usize, String> {
+    let mut cluster = Cluster::start(exe, &config.dir)?;
+    cluster
+        .wait_for_leader(0, Duration::from_secs(10))
+        .ok_or("no leader was elected within 10 s")?;
+    let mut rng = config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut random = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound.max(1)
+    };
+    let next = AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acked: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| -> Result<(), String> {
+        for _ in 0..config.clients {
+            let mut client = Client::new(&cluster);
+            let (next, stop, acked) = (&next, &stop, &acked);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let command = KvCommand::Put {
+                        key: key(i),
+                        value: value(i),
+                    };
+                    if client.execute(&command, Duration::from_secs(5)).is_some() {
+                        acked.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+                    }
+                }
+            });
+        }
+        for _ in 0..config.rounds {
+            std::thread::sleep(Duration::from_millis(100 + random(400)));
+            let victim = match cluster.leader() {
+                Some((leader, _)) if random(2) == 0 => leader,
+                _ => 1 + random(NODES),
+            };
+            cluster.kill(victim);
+            std::thread::sleep(Duration::from_millis(random(300)));
+            cluster.spawn(victim)?;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        Ok(())
+    })?;
+    let acked = acked.into_inner().unwrap_or_else(|p| p.into_inner());
+    if acked.is_empty() {
+        return Err("no write was acknowledged".into());
+    }
+    let dumps = cluster.converged_dumps(Duration::from_secs(30));
+    if dumps.len() != NODES as usize {
+        return Err(format!("only {} nodes answered at the end", dumps.len()));
+    }
+    if dumps.values().any(|d| Some(d) != dumps.values().next()) {
+        return Err("the nodes did not converge to the same state".into());
+    }
+    for (id, dump) in &dumps {
+        let missing: Vec<usize> = acked
+            .iter()
+            .copied()
+            .filter(|&i| dump.get(&key(i)) != Some(&value(i)))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "node {id} lacks {} acknowledged writes (first: {})",
+                missing.len(),
+                key(missing[0])
+            ));
+        }
+    }
+    cluster.stop();
+    Ok(acked.len())
+}

@@ -1,0 +1,116 @@
+//! The client protocol: one request, one response, as length-prefixed postcard frames.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use raft_proto::wire::{encode_frame, FrameDecoder};
+use raft_proto::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::store::KvCommand;
+
+/// Frames larger than this are refused (a full dump of a large store must fit).
+pub(crate) const MAX_FRAME: usize = 64 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Replicate a command and answer its result.
+    Command(KvCommand),
+    /// What this replica has applied (not linearizable: for checking).
+    Dump,
+    /// The node's Raft status.
+    Status,
+    /// Stop the node cleanly and exit.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Response {
+    /// The command committed and was applied; its answer.
+    Done(Option<Vec<u8>>),
+    /// Not the leader; try this one.
+    NotLeader(Option<NodeId>),
+    /// The command may or may not have committed (timeout, lost to a new leader, shutdown).
+    Unavailable(String),
+    /// The replica's key-value pairs and its applied index.
+    Dump(Vec<(String, Vec<u8>)>, u64),
+    /// The node's status.
+    Status {
+        /// "Leader", "Follower" or "Candidate".
+        role: String,
+        term: u64,
+        leader: Option<NodeId>,
+        applied: u64,
+    },
+}
+
+/// Writes one frame.
+pub(crate) fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    encode_frame(value, MAX_FRAME, &mut out)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    stream.write_all(&out)
+}
+
+/// Reads one frame (blocking, with the stream's timeout).
+pub(crate) fn read_frame<T: serde::de::DeserializeOwned>(
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+) -> std::io::Result<T> {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match decoder.next_frame::<T>() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.to_string(),
+                ))
+            }
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        decoder.extend(&buf[..n]);
+    }
+}
+
+/// A connection to one node's client port, reopened on error.
+pub(crate) struct Connection {
+    addr: SocketAddr,
+    stream: Option<(TcpStream, FrameDecoder)>,
+    timeout: Duration,
+}
+
+impl Connection {
+    pub(crate) fn new(addr: SocketAddr, timeout: Duration) -> Self {
+        Self {
+            addr,
+            stream: None,
+            timeout,
+        }
+    }
+
+    /// Sends `request` and waits for the response.
+    pub(crate) fn call(&mut self, request: &Request) -> std::io::Result<Response> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+            stream.set_read_timeout(Some(self.timeout))?;
+            stream.set_nodelay(true)?;
+            self.stream = Some((stream, FrameDecoder::new(MAX_FRAME)));
+        }
+        let result = match self.stream.as_mut() {
+            Some((stream, decoder)) => {
+                write_frame(stream, request).and_then(|()| read_frame(stream, decoder))
+            }
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        };
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+}

@@ -1,0 +1,123 @@
+//! `raft-kv serve`: one replica, with its Raft port and its client port.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_thread::transport::{TcpConfig, TcpTransport};
+use adapter_thread::{NodeHandle, NodeOptions, ProposeError};
+use raft_proto::wire::FrameDecoder;
+use raft_proto::NodeId;
+
+use crate::protocol::{read_frame, write_frame, Request, Response, MAX_FRAME};
+use crate::store::KvStore;
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeConfig {
+    pub(crate) id: NodeId,
+    pub(crate) cluster_id: u64,
+    /// Raft addresses of every member, this one included.
+    pub(crate) peers: BTreeMap<NodeId, SocketAddr>,
+    /// Where this node listens for clients.
+    pub(crate) client_addr: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) snapshot_every: u64,
+}
+
+/// How long a client request may wait for its command to commit.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs the replica until a client asks it to shut down.
+pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
+    let listen = *config
+        .peers
+        .get(&config.id)
+        .ok_or_else(|| format!("node {} is not among the peers", config.id))?;
+    let mut others = config.peers.clone();
+    others.remove(&config.id);
+    let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(16 * 1024);
+    let mut tcp = TcpConfig::new(config.cluster_id, config.id, listen, others);
+    tcp.queue_len = 4096;
+    let transport = Arc::new(
+        TcpTransport::start(tcp, inbound_tx)
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?,
+    );
+    let voters = config.peers.keys().copied().collect();
+    let mut options = NodeOptions::new(config.id, voters, &config.data_dir);
+    options.snapshot_every = Some(config.snapshot_every);
+    let store = KvStore::default();
+    let node = adapter_thread::start(options, store.clone(), Arc::clone(&transport), inbound_rx)
+        .map_err(|e| format!("cannot start node {}: {e}", config.id))?;
+    let clients = TcpListener::bind(config.client_addr)
+        .map_err(|e| format!("cannot listen for clients on {}: {e}", config.client_addr))?;
+    tracing::info!(id = config.id, raft = %listen, clients = %config.client_addr, "serving");
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    std::thread::spawn({
+        let node = node.clone();
+        move || {
+            for stream in clients.incoming().flatten() {
+                let node = node.clone();
+                let store = store.clone();
+                let stop = stop_tx.clone();
+                std::thread::spawn(move || serve_client(stream, &node, &store, &stop));
+            }
+        }
+    });
+    // Block until asked to stop, then stop cleanly: nothing acknowledged is lost.
+    let _ = stop_rx.recv();
+    node.shutdown();
+    match Arc::try_unwrap(transport) {
+        Ok(transport) => transport.shutdown(),
+        Err(_) => tracing::warn!("transport still shared at shutdown"),
+    }
+    tracing::info!(id = config.id, "shut down");
+    Ok(())
+}
+
+fn serve_client(
+    mut stream: TcpStream,
+    node: &NodeHandle,
+    store: &KvStore,
+    stop: &crossbeam_channel::Sender<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut decoder = FrameDecoder::new(MAX_FRAME);
+    while let Ok(request) = read_frame::<Request>(&mut stream, &mut decoder) {
+        let response = match request {
+            Request::Command(command) => {
+                let bytes = postcard::to_allocvec(&command).unwrap_or_default();
+                match node.propose(bytes, COMMIT_TIMEOUT) {
+                    Ok(answer) => Response::Done(postcard::from_bytes(&answer).unwrap_or(None)),
+                    Err(ProposeError::NotLeader { leader_hint }) => {
+                        Response::NotLeader(leader_hint)
+                    }
+                    Err(e) => Response::Unavailable(e.to_string()),
+                }
+            }
+            Request::Dump => {
+                let applied = node.status().map_or(0, |s| s.applied_index);
+                Response::Dump(store.dump(), applied)
+            }
+            Request::Status => match node.status() {
+                Some(s) => Response::Status {
+                    role: format!("{:?}", s.role),
+                    term: s.term,
+                    leader: s.leader,
+                    applied: s.applied_index,
+                },
+                None => Response::Unavailable("shut down".into()),
+            },
+            Request::Shutdown => {
+                let _ = write_frame(&mut stream, &Response::Done(None));
+                let _ = stop.try_send(());
+                return;
+            }
+        };
+        if write_frame(&mut stream, &response).is_err() {
+            return;
+        }
+    }
+}

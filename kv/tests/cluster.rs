@@ -1,0 +1,51 @@
+//! The real thing: `raft-kv` processes on 127.0.0.1 with real disks, killed with SIGKILL.
+
+use std::process::Command;
+
+fn raft_kv() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_raft-kv"))
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("raft-kv-test-{name}-{}", std::process::id()))
+}
+
+#[test]
+fn the_demo_loses_no_acknowledged_write_across_a_leader_kill() {
+    let dir = scratch("demo");
+    let output = raft_kv()
+        .args(["demo", "--writes", "2000", "--clients", "8", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("present on 3/3 nodes"), "{stdout}");
+    assert!(stdout.contains("failover"), "{stdout}");
+}
+
+#[test]
+fn random_sigkills_under_load_lose_no_acknowledged_write() {
+    for seed in [1, 2] {
+        let dir = scratch(&format!("chaos-{seed}"));
+        let output = raft_kv()
+            .args(["chaos", "--rounds", "6", "--clients", "4", "--seed"])
+            .arg(seed.to_string())
+            .arg("--dir")
+            .arg(&dir)
+            .output()
+            .expect("runs");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            output.status.success(),
+            "chaos seed {seed} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
