@@ -35,7 +35,8 @@
 //! let network = MemoryNetwork::new();
 //! let (inbound_tx, inbound_rx) = crossbeam_channel::unbounded();
 //! let options = NodeOptions::new(1, vec![1], &dir);
-//! let node = adapter_thread::start(options, Counter(0), network.endpoint(1, inbound_tx), inbound_rx)?;
+//! let inbox = move |message| inbound_tx.try_send(message).is_ok();
+//! let node = adapter_thread::start(options, Counter(0), network.endpoint(1, inbox), inbound_rx)?;
 //! // The node elects itself after an election timeout; until then it is not the leader.
 //! let answer = loop {
 //!     match node.propose(b"hello".to_vec(), Duration::from_secs(5)) {
@@ -50,7 +51,8 @@
 //! ```
 
 mod runtime;
-pub mod storage;
 pub mod transport;
 
-pub use runtime::{start, NodeHandle, NodeOptions, ProposeError, StartError, StateMachine, Status};
+pub use adapter_common::storage;
+pub use adapter_common::{NodeOptions, ProposeError, StartError, StateMachine, Status};
+pub use runtime::{start, NodeHandle};

@@ -1,124 +1,30 @@
-//! The node loop on OS threads: gather inputs, step the core, carry out its actions.
+//! The node loop on OS threads: wait for the next input or deadline, feed the shared
+//! [`Driver`], carry out its [`Effects`].
 //!
-//! Three threads per node:
-//! - the **node thread** owns the [`raft_proto::Node`] and the [`StateMachine`]. It waits for
-//!   the next input (a peer message, a proposal, a durability acknowledgement, a status
-//!   request) or the core's next deadline, feeds everything that is ready to `step` (all
-//!   waiting proposals as one batch), and carries out the actions: persists go to the storage
-//!   thread, messages to the transport, committed entries to the state machine, answers to the
-//!   proposers;
-//! - the **storage thread** takes every batch of persists that is waiting, writes it with one
-//!   write and one fsync ([`FileStorage::persist`]), and only then acknowledges it;
-//! - the transport's own threads (see [`crate::transport`]).
+//! Per node, besides the transport's own threads:
+//! - the **node thread** owns the [`Driver`] (the core and the [`StateMachine`]). It waits for
+//!   a peer message, a command from a [`NodeHandle`], a durability acknowledgement or the
+//!   core's next deadline, feeds everything that is ready (bounded per wake-up, all waiting
+//!   proposals as one batch), then hands the writes to the storage worker and the messages to
+//!   the transport;
+//! - the **storage worker** ([`StorageWorker`]) writes each batch with one write and one fsync
+//!   and only then acknowledges it.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
-use raft_proto::{
-    Action, Config, EntryKind, Event, Index, Message, NodeId, Payload, Persist, ProposalOutcome,
-    Role, Term,
+use adapter_common::storage::FileStorage;
+use adapter_common::writer::StorageWorker;
+use adapter_common::{
+    Driver, Effects, NodeOptions, ProposeError, StartError, StateMachine, Status, Transport,
 };
+use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
+use raft_proto::{Message, NodeId};
 
-use crate::storage::{FileStorage, StorageError};
-use crate::transport::Transport;
-
-/// The application's replicated state machine.
-pub trait StateMachine: Send + 'static {
-    /// Applies the committed command at `index` and returns the answer for its proposer.
-    fn apply(&mut self, index: Index, command: &[u8]) -> Vec<u8>;
-    /// Serializes the whole state (everything applied so far).
-    fn snapshot(&self) -> Vec<u8>;
-    /// Replaces the whole state with a snapshot produced by [`snapshot`](Self::snapshot).
-    fn restore(&mut self, snapshot: &[u8]);
-}
-
-/// How to run a node.
-#[derive(Debug, Clone)]
-pub struct NodeOptions {
-    /// The core's configuration; its durations are in milliseconds.
-    pub raft: Config,
-    /// Where the log and snapshots live.
-    pub data_dir: PathBuf,
-    /// Take a snapshot after this many applied entries (None: never compact).
-    pub snapshot_every: Option<u64>,
-}
-
-impl NodeOptions {
-    /// Options with the core's default timing (in milliseconds) and a snapshot every 10,000
-    /// entries.
-    pub fn new(id: NodeId, voters: Vec<NodeId>, data_dir: impl Into<PathBuf>) -> Self {
-        let mut raft = Config::new(id, voters);
-        raft.election_timeout_min = 300;
-        raft.election_timeout_max = 600;
-        raft.heartbeat_interval = 50;
-        Self {
-            raft,
-            data_dir: data_dir.into(),
-            snapshot_every: Some(10_000),
-        }
-    }
-}
-
-/// Why a proposal did not produce an answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProposeError {
-    /// This node is not the leader; try the hinted one.
-    #[error("not the leader (leader: {leader_hint:?})")]
-    NotLeader {
-        /// The leader this node knows of.
-        leader_hint: Option<NodeId>,
-    },
-    /// The entry was appended but a new leader replaced it: it will never commit.
-    #[error("the proposal was lost in a change of leader")]
-    Lost,
-    /// No answer within the timeout; the command may still commit.
-    #[error("timed out waiting for the proposal to commit")]
-    TimedOut,
-    /// The node is shut down (or failed).
-    #[error("the node is shut down")]
-    ShutDown,
-}
-
-/// Why a node could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// The data directory could not be read or is corrupt.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// The core refused the configuration or the recovered state.
-    #[error("the core refused to start: {0}")]
-    Core(#[from] raft_proto::StartError),
-    /// A thread could not be spawned.
-    #[error("cannot spawn a thread: {0}")]
-    Spawn(#[from] std::io::Error),
-}
-
-/// A node's state, as [`NodeHandle::status`] reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status {
-    /// The node's id.
-    pub id: NodeId,
-    /// Its current term.
-    pub term: Term,
-    /// Its role.
-    pub role: Role,
-    /// The leader it knows of.
-    pub leader: Option<NodeId>,
-    /// Its commit index.
-    pub commit_index: Index,
-    /// The index its state machine has applied.
-    pub applied_index: Index,
-    /// The last index covered by its latest snapshot.
-    pub snapshot_index: Index,
-}
+type Answer = Result<Vec<u8>, ProposeError>;
 
 enum Command {
-    Propose(Vec<u8>, Reply),
+    Propose(Vec<u8>, Sender<Answer>),
     Status(Sender<Status>),
     Shutdown,
 }
@@ -179,18 +85,12 @@ impl NodeHandle {
     }
 }
 
-impl<T: Transport> Transport for std::sync::Arc<T> {
-    fn send(&self, message: Message) {
-        (**self).send(message);
-    }
-}
-
 /// Starts a node: recovers its state from `options.data_dir`, restores the state machine from
 /// the latest snapshot, and runs it with `transport` for outgoing messages and `inbound` for
 /// incoming ones (the transport's receiving side).
 pub fn start<S: StateMachine, T: Transport>(
     options: NodeOptions,
-    mut state_machine: S,
+    state_machine: S,
     transport: T,
     inbound: Receiver<Message>,
 ) -> Result<NodeHandle, StartError> {
@@ -201,299 +101,117 @@ pub fn start<S: StateMachine, T: Transport>(
             "cut a torn tail off the log (an unacknowledged write)"
         );
     }
-    if let Some(snapshot) = &durable.snapshot {
-        state_machine.restore(&snapshot.data);
-    }
-    let epoch = Instant::now();
-    let core = raft_proto::Node::restore(options.raft.clone(), durable, 0)?;
-    let id = core.id();
+    let driver = Driver::new(&options, state_machine, durable)?;
+    let id = driver.id();
     let (commands_tx, commands_rx) = unbounded();
-    let (writes_tx, writes_rx) = unbounded::<Vec<Persist>>();
-    let (durable_tx, durable_rx) = unbounded::<Result<u64, String>>();
-    let storage_thread = std::thread::Builder::new()
-        .name(format!("raft-{id}-storage"))
-        .spawn(move || storage_loop(storage, writes_rx, durable_tx))?;
-    let snapshot_index = core.snapshot_index();
+    let (durable_tx, durable_rx) = unbounded();
+    let worker = StorageWorker::spawn(storage, format!("raft-{id}-storage"), move |result| {
+        let _ = durable_tx.send(result);
+    })?;
     let node_thread = std::thread::Builder::new()
         .name(format!("raft-{id}-node"))
         .spawn(move || {
-            let mut runner = Runner {
-                core,
-                state_machine,
-                transport,
-                writes: writes_tx,
-                epoch,
-                snapshot_every: options.snapshot_every,
-                last_snapshot: snapshot_index,
-                waiting: BTreeMap::new(),
-                batch: Vec::new(),
-                actions: Vec::new(),
-            };
-            runner.run(&inbound, &commands_rx, &durable_rx);
+            run(
+                driver,
+                worker,
+                &transport,
+                &inbound,
+                &commands_rx,
+                &durable_rx,
+            )
         })?;
     Ok(NodeHandle {
         commands: commands_tx,
         id,
-        threads: std::sync::Arc::new(std::sync::Mutex::new(vec![node_thread, storage_thread])),
+        threads: std::sync::Arc::new(std::sync::Mutex::new(vec![node_thread])),
     })
-}
-
-/// Writes every waiting batch with one fsync, then acknowledges the highest sequence number.
-fn storage_loop(
-    mut storage: FileStorage,
-    writes: Receiver<Vec<Persist>>,
-    durable: Sender<Result<u64, String>>,
-) {
-    while let Ok(first) = writes.recv() {
-        let mut batch = first;
-        while let Ok(more) = writes.try_recv() {
-            batch.extend(more);
-        }
-        let Some(last_seq) = batch.last().map(|p| p.seq) else {
-            continue;
-        };
-        match storage.persist(&batch) {
-            Ok(()) => {
-                if durable.send(Ok(last_seq)).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "storage failed; the node stops");
-                let _ = durable.send(Err(e.to_string()));
-                return;
-            }
-        }
-    }
-}
-
-/// Where a proposer waits for its answer.
-type Reply = Sender<Result<Vec<u8>, ProposeError>>;
-
-/// Proposers waiting for the entry at an index, with the term it was appended in.
-type Waiting = BTreeMap<Index, (Term, Reply)>;
-
-struct Runner<S, T> {
-    core: raft_proto::Node,
-    state_machine: S,
-    transport: T,
-    writes: Sender<Vec<Persist>>,
-    epoch: Instant,
-    snapshot_every: Option<u64>,
-    last_snapshot: Index,
-    waiting: Waiting,
-    /// Proposals gathered for the next step.
-    batch: Vec<(Vec<u8>, Reply)>,
-    actions: Vec<Action>,
 }
 
 /// How much input one wake-up takes before stepping the timers again.
 const MAX_INPUTS_PER_WAKE: usize = 4096;
 
-impl<S: StateMachine, T: Transport> Runner<S, T> {
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn run(
-        &mut self,
-        inbound: &Receiver<Message>,
-        commands: &Receiver<Command>,
-        durable: &Receiver<Result<u64, String>>,
-    ) {
-        let never = crossbeam_channel::never();
-        let mut inbound = inbound;
-        loop {
-            let wait = Duration::from_millis(self.core.next_deadline().saturating_sub(self.now()));
-            let mut stop = false;
-            select! {
-                recv(inbound) -> message => match message {
-                    Ok(message) => self.step(Event::Message(message)),
-                    // The transport is gone: no more messages, but the node still serves
-                    // its handle (and shuts down cleanly).
-                    Err(_) => inbound = &never,
-                },
-                recv(commands) -> command => match command {
-                    Ok(command) => stop = self.on_command(command),
-                    Err(_) => stop = true,
-                },
-                recv(durable) -> seq => match seq {
-                    Ok(Ok(seq)) => self.step(Event::Persisted { seq }),
-                    _ => {
-                        tracing::error!(id = self.core.id(), "storage is gone; stopping");
-                        break;
-                    }
-                },
-                default(wait) => {}
-            }
-            // Take whatever else is ready, bounded, so a busy node still keeps its timers.
-            for _ in 0..MAX_INPUTS_PER_WAKE {
-                if stop {
+fn run<S: StateMachine, T: Transport>(
+    mut driver: Driver<S>,
+    worker: StorageWorker,
+    transport: &T,
+    inbound: &Receiver<Message>,
+    commands: &Receiver<Command>,
+    durable: &Receiver<Result<u64, String>>,
+) {
+    let never = crossbeam_channel::never();
+    let mut inbound = inbound;
+    let mut effects = Effects::default();
+    let mut stop = false;
+    while !stop {
+        select! {
+            recv(inbound) -> message => match message {
+                Ok(message) => driver.on_message(message, &mut effects),
+                // The transport is gone: no more messages, but the handle is still served.
+                Err(_) => inbound = &never,
+            },
+            recv(commands) -> command => match command {
+                Ok(command) => stop = on_command(&mut driver, command, &mut effects),
+                Err(_) => stop = true,
+            },
+            recv(durable) -> seq => match seq {
+                Ok(Ok(seq)) => driver.on_persisted(seq, &mut effects),
+                _ => {
+                    tracing::error!(id = driver.id(), "storage failed; stopping");
                     break;
                 }
-                if let Ok(Ok(seq)) = durable.try_recv() {
-                    self.step(Event::Persisted { seq });
-                } else if let Ok(command) = commands.try_recv() {
-                    stop = self.on_command(command);
-                } else if let Ok(message) = inbound.try_recv() {
-                    self.step(Event::Message(message));
-                } else {
-                    break;
-                }
-            }
-            self.flush_proposals();
-            self.step(Event::Tick);
+            },
+            default(driver.time_to_deadline()) => {}
+        }
+        // Take whatever else is ready, bounded, so a busy node still keeps its timers.
+        for _ in 0..MAX_INPUTS_PER_WAKE {
             if stop {
                 break;
             }
-        }
-        for (_, (_, reply)) in std::mem::take(&mut self.waiting) {
-            let _ = reply.send(Err(ProposeError::ShutDown));
-        }
-        // Dropping the write channel lets the storage thread finish what it was given.
-    }
-
-    /// Handles a command; true when the node must stop.
-    fn on_command(&mut self, command: Command) -> bool {
-        match command {
-            Command::Propose(data, reply) => {
-                self.batch.push((data, reply));
-                if self.batch.len() >= MAX_INPUTS_PER_WAKE {
-                    self.flush_proposals();
-                }
-                false
-            }
-            Command::Status(reply) => {
-                let core = &self.core;
-                let _ = reply.send(Status {
-                    id: core.id(),
-                    term: core.term(),
-                    role: core.role(),
-                    leader: core.leader(),
-                    commit_index: core.commit_index(),
-                    applied_index: core.applied_index(),
-                    snapshot_index: core.snapshot_index(),
-                });
-                false
-            }
-            Command::Shutdown => true,
-        }
-    }
-
-    /// Steps all gathered proposals as one batch: one log append, one write, one message per
-    /// follower.
-    fn flush_proposals(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        let (commands, replies): (Vec<Payload>, Vec<_>) = batch
-            .into_iter()
-            .map(|(data, reply)| (Payload::from(data), reply))
-            .unzip();
-        let now = self.now();
-        let mut actions = std::mem::take(&mut self.actions);
-        self.core
-            .step_into(now, Event::Propose(commands), &mut actions);
-        let mut replies = Some(replies);
-        self.execute(&mut actions, &mut replies);
-        self.actions = actions;
-    }
-
-    fn step(&mut self, event: Event) {
-        let now = self.now();
-        let mut actions = std::mem::take(&mut self.actions);
-        self.core.step_into(now, event, &mut actions);
-        self.execute(&mut actions, &mut None);
-        self.actions = actions;
-    }
-
-    /// Carries out a step's actions. `replies` are the proposers of the step's proposals.
-    fn execute(&mut self, actions: &mut Vec<Action>, replies: &mut Option<Vec<Reply>>) {
-        let mut writes = Vec::new();
-        let mut snapshot_due = false;
-        for action in actions.drain(..) {
-            match action {
-                Action::Persist(write) => writes.push(write),
-                Action::Send(message) => self.transport.send(message),
-                Action::Apply {
-                    first_index,
-                    entries,
-                } => {
-                    for (k, entry) in entries.iter().enumerate() {
-                        let index = first_index + k as Index;
-                        let answer = match entry.kind {
-                            EntryKind::Command => self.state_machine.apply(index, &entry.data),
-                            _ => Vec::new(),
-                        };
-                        if let Some((term, reply)) = self.waiting.remove(&index) {
-                            let result = if term == entry.term {
-                                Ok(answer)
-                            } else {
-                                Err(ProposeError::Lost)
-                            };
-                            let _ = reply.send(result);
-                        }
-                        // Proposals below an applied index can never commit any more.
-                        while let Some(entry) = self.waiting.first_entry() {
-                            if *entry.key() > index {
-                                break;
-                            }
-                            let _ = entry.remove().1.send(Err(ProposeError::Lost));
-                        }
-                        if let Some(every) = self.snapshot_every {
-                            if index >= self.last_snapshot + every {
-                                snapshot_due = true;
-                            }
-                        }
-                    }
-                }
-                Action::RestoreSnapshot(snapshot) => {
-                    self.state_machine.restore(&snapshot.data);
-                    self.last_snapshot = snapshot.meta.last_index;
-                    let covered = snapshot.meta.last_index;
-                    while let Some(entry) = self.waiting.first_entry() {
-                        if *entry.key() > covered {
-                            break;
-                        }
-                        let _ = entry.remove().1.send(Err(ProposeError::Lost));
-                    }
-                }
-                Action::ProposalOutcome(outcome) => {
-                    let Some(replies) = replies.take() else {
-                        continue;
-                    };
-                    match outcome {
-                        ProposalOutcome::Accepted {
-                            first_index, term, ..
-                        } => {
-                            for (k, reply) in replies.into_iter().enumerate() {
-                                self.waiting.insert(first_index + k as Index, (term, reply));
-                            }
-                        }
-                        ProposalOutcome::NotLeader { leader_hint, .. } => {
-                            for reply in replies {
-                                let _ = reply.send(Err(ProposeError::NotLeader { leader_hint }));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                _ => {}
+            if let Ok(Ok(seq)) = durable.try_recv() {
+                driver.on_persisted(seq, &mut effects);
+            } else if let Ok(command) = commands.try_recv() {
+                stop = on_command(&mut driver, command, &mut effects);
+            } else if let Ok(message) = inbound.try_recv() {
+                driver.on_message(message, &mut effects);
+            } else {
+                break;
             }
         }
-        if !writes.is_empty() && self.writes.send(writes).is_err() {
-            tracing::error!(id = self.core.id(), "storage thread is gone");
+        driver.flush(&mut effects);
+        if !worker.write(std::mem::take(&mut effects.writes)) {
+            tracing::error!(id = driver.id(), "the storage worker is gone; stopping");
+            break;
         }
-        if snapshot_due {
-            let last_index = self.core.applied_index();
-            let data = Payload::from(self.state_machine.snapshot());
-            self.last_snapshot = last_index;
-            let now = self.now();
-            let mut more = Vec::new();
-            self.core
-                .step_into(now, Event::SnapshotTaken { last_index, data }, &mut more);
-            self.execute(&mut more, &mut None);
+        for message in effects.messages.drain(..) {
+            transport.send(message);
         }
+    }
+    driver.shut_down();
+    // Every write handed over is completed before the thread ends.
+    worker.finish();
+}
+
+/// Handles a command; true when the node must stop.
+fn on_command<S: StateMachine>(
+    driver: &mut Driver<S>,
+    command: Command,
+    effects: &mut Effects,
+) -> bool {
+    match command {
+        Command::Propose(data, reply) => {
+            driver.propose(
+                data,
+                Box::new(move |answer| {
+                    let _ = reply.send(answer);
+                }),
+                effects,
+            );
+            false
+        }
+        Command::Status(reply) => {
+            let _ = reply.send(driver.status());
+            false
+        }
+        Command::Shutdown => true,
     }
 }

@@ -14,25 +14,19 @@
 //! oversized, malformed, truncated or out of protocol closes the connection; the writer on the
 //! other side reconnects with exponential backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub use adapter_common::net::{MemoryNetwork, MemoryTransport, Transport};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use raft_proto::wire::{encode_frame, FrameDecoder, PeerFrame, DEFAULT_MAX_FRAME};
 use raft_proto::{Message, NodeId};
-
-/// Something that carries messages to the other members of the cluster.
-pub trait Transport: Send + Sync + 'static {
-    /// Queues `message` for `message.to`. Never blocks; may drop the message (for example when
-    /// the peer is unreachable or its queue is full), which Raft tolerates.
-    fn send(&self, message: Message);
-}
 
 /// The first delay before reconnecting to a peer; doubled after each failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -656,97 +650,5 @@ fn write_loop(shared: &Shared, peer: NodeId, addr: SocketAddr, queue: &Receiver<
     if let Some((stream, id)) = connection {
         let _ = stream.shutdown(Shutdown::Both);
         shared.unregister(id);
-    }
-}
-
-/// An in-process network for tests: endpoints deliver to each other's inbound channels
-/// directly, and any node can be cut off and reconnected. Clones are handles on the same
-/// network.
-#[derive(Clone, Default)]
-pub struct MemoryNetwork {
-    inner: Arc<RwLock<MemoryInner>>,
-}
-
-#[derive(Default)]
-struct MemoryInner {
-    inbound: BTreeMap<NodeId, Sender<Message>>,
-    disconnected: BTreeSet<NodeId>,
-}
-
-impl fmt::Debug for MemoryNetwork {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        f.debug_struct("MemoryNetwork")
-            .field("nodes", &inner.inbound.keys().collect::<Vec<_>>())
-            .field("disconnected", &inner.disconnected)
-            .finish()
-    }
-}
-
-impl MemoryNetwork {
-    /// An empty network.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds node `id`, whose received messages go to `inbound` (replacing any earlier
-    /// endpoint of the same id), and returns its transport.
-    pub fn endpoint(&self, id: NodeId, inbound: Sender<Message>) -> MemoryTransport {
-        self.write().inbound.insert(id, inbound);
-        MemoryTransport {
-            id,
-            network: self.clone(),
-        }
-    }
-
-    /// Cuts node `id` off: every message from or to it is dropped until [`connect`](Self::connect).
-    pub fn disconnect(&self, id: NodeId) {
-        self.write().disconnected.insert(id);
-    }
-
-    /// Undoes [`disconnect`](Self::disconnect).
-    pub fn connect(&self, id: NodeId) {
-        self.write().disconnected.remove(&id);
-    }
-
-    /// Whether node `id` is currently cut off.
-    pub fn is_connected(&self, id: NodeId) -> bool {
-        !self.read().disconnected.contains(&id)
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, MemoryInner> {
-        self.inner.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemoryInner> {
-        self.inner.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// One node's [`Transport`] on a [`MemoryNetwork`]. Delivery is immediate, with `try_send`:
-/// a message is dropped when either end is disconnected, the addressee is unknown, or its
-/// inbound channel is full.
-#[derive(Debug, Clone)]
-pub struct MemoryTransport {
-    id: NodeId,
-    network: MemoryNetwork,
-}
-
-impl MemoryTransport {
-    /// The node this endpoint belongs to.
-    pub fn id(&self) -> NodeId {
-        self.id
-    }
-}
-
-impl Transport for MemoryTransport {
-    fn send(&self, message: Message) {
-        let inner = self.network.read();
-        if inner.disconnected.contains(&self.id) || inner.disconnected.contains(&message.to) {
-            return;
-        }
-        if let Some(inbound) = inner.inbound.get(&message.to) {
-            let _ = inbound.try_send(message);
-        }
     }
 }

@@ -57,9 +57,13 @@ impl Cluster {
         let mut options = NodeOptions::new(id, vec![1, 2, 3], Self::data_dir(&self.dir, id));
         options.snapshot_every = Some(50);
         options.raft.max_snapshot_chunk = 64;
-        let node =
-            adapter_thread::start(options, Log::default(), self.network.endpoint(id, tx), rx)
-                .expect("starts");
+        let node = adapter_thread::start(
+            options,
+            Log::default(),
+            self.network.endpoint(id, move |m| tx.try_send(m).is_ok()),
+            rx,
+        )
+        .expect("starts");
         self.nodes[id as usize - 1] = Some(node);
     }
 

@@ -541,9 +541,11 @@ fn memory_network_delivers_and_cuts_nodes_off() {
     let (tx1, rx1) = crossbeam_channel::bounded(10);
     let (tx2, rx2) = crossbeam_channel::bounded(2);
     let (tx3, rx3) = crossbeam_channel::bounded(10);
-    let n1 = network.endpoint(1, tx1);
-    let n2 = network.clone().endpoint(2, tx2);
-    let n3 = network.endpoint(3, tx3);
+    let n1 = network.endpoint(1, move |m| tx1.try_send(m).is_ok());
+    let n2 = network
+        .clone()
+        .endpoint(2, move |m| tx2.try_send(m).is_ok());
+    let n3 = network.endpoint(3, move |m| tx3.try_send(m).is_ok());
     assert_eq!((n1.id(), n2.id(), n3.id()), (1, 2, 3));
 
     n1.send(msg(1, 2, 0));

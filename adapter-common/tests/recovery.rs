@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use adapter_thread::storage::{FileStorage, RecoveryReport, StorageError};
+use adapter_common::storage::{FileStorage, RecoveryReport, StorageError};
 use raft_proto::record;
 use raft_proto::{DurableState, Entry, HardState, Index, Persist, Snapshot, SnapshotMeta};
 

@@ -1,0 +1,359 @@
+//! The step-and-execute logic every adapter runs, whatever its runtime.
+//!
+//! A [`Driver`] owns the [`raft_proto::Node`] and the application's [`StateMachine`]. The
+//! adapter's loop feeds it inputs (peer messages, proposals, durability acknowledgements, time)
+//! and carries out the [`Effects`] it collects: the persists, in order, go to the storage
+//! worker ([`crate::writer`]); the messages go to the transport. Everything else — applying
+//! committed entries, answering proposers, taking and restoring snapshots — the driver does
+//! itself, so that the adapters differ only in how they wait and how they do I/O.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use raft_proto::{
+    Action, Config, DurableState, EntryKind, Event, Index, Message, NodeId, Payload, Persist,
+    ProposalOutcome, Role, Term,
+};
+
+/// The application's replicated state machine.
+pub trait StateMachine: Send + 'static {
+    /// Applies the committed command at `index` and returns the answer for its proposer.
+    fn apply(&mut self, index: Index, command: &[u8]) -> Vec<u8>;
+    /// Serializes the whole state (everything applied so far).
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the whole state with a snapshot produced by [`snapshot`](Self::snapshot).
+    fn restore(&mut self, snapshot: &[u8]);
+}
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The core's configuration; its durations are in milliseconds.
+    pub raft: Config,
+    /// Where the log and snapshots live.
+    pub data_dir: PathBuf,
+    /// Take a snapshot after this many applied entries (None: never compact).
+    pub snapshot_every: Option<u64>,
+}
+
+impl NodeOptions {
+    /// Options with elections after 300–600 ms, heartbeats every 50 ms, and a snapshot every
+    /// 10,000 entries.
+    pub fn new(id: NodeId, voters: Vec<NodeId>, data_dir: impl Into<PathBuf>) -> Self {
+        let mut raft = Config::new(id, voters);
+        raft.election_timeout_min = 300;
+        raft.election_timeout_max = 600;
+        raft.heartbeat_interval = 50;
+        Self {
+            raft,
+            data_dir: data_dir.into(),
+            snapshot_every: Some(10_000),
+        }
+    }
+}
+
+/// Why a proposal did not produce an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposeError {
+    /// This node is not the leader; try the hinted one.
+    #[error("not the leader (leader: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// The entry was appended but a new leader replaced it: it will never commit.
+    #[error("the proposal was lost in a change of leader")]
+    Lost,
+    /// No answer within the timeout; the command may still commit.
+    #[error("timed out waiting for the proposal to commit")]
+    TimedOut,
+    /// The node is shut down (or failed).
+    #[error("the node is shut down")]
+    ShutDown,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory could not be read or is corrupt.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// The core refused the configuration or the recovered state.
+    #[error("the core refused to start: {0}")]
+    Core(#[from] raft_proto::StartError),
+    /// A thread or task could not be started.
+    #[error("cannot start a thread: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+/// A node's state, as a handle's `status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its current term.
+    pub term: Term,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit_index: Index,
+    /// The index its state machine has applied.
+    pub applied_index: Index,
+    /// The last index covered by its latest snapshot.
+    pub snapshot_index: Index,
+}
+
+/// Completes one proposal: called exactly once with its outcome. Each adapter wraps its own
+/// reply channel in it (a crossbeam sender, a tokio or async oneshot).
+pub type Reply = Box<dyn FnOnce(Result<Vec<u8>, ProposeError>) + Send>;
+
+/// What the adapter must carry out after feeding the driver.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Storage writes, in order: hand them to the storage worker in this order.
+    pub writes: Vec<Persist>,
+    /// Messages for the transport, in any order.
+    pub messages: Vec<Message>,
+}
+
+impl Effects {
+    /// Whether there is nothing to carry out.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.messages.is_empty()
+    }
+}
+
+/// How many proposals one step takes at most.
+pub const MAX_BATCH: usize = 4096;
+
+/// The core, the state machine and the waiting proposers, driven by an adapter's loop.
+pub struct Driver<S> {
+    core: raft_proto::Node,
+    state_machine: S,
+    epoch: Instant,
+    snapshot_every: Option<u64>,
+    last_snapshot: Index,
+    /// Proposers waiting for the entry at an index, with the term it was appended in.
+    waiting: BTreeMap<Index, (Term, Reply)>,
+    /// Proposals gathered for the next step.
+    batch: Vec<(Vec<u8>, Reply)>,
+    actions: Vec<Action>,
+}
+
+impl<S> std::fmt::Debug for Driver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.core.id())
+            .field("waiting", &self.waiting.len())
+            .finish()
+    }
+}
+
+impl<S: StateMachine> Driver<S> {
+    /// A driver for the node recovered as `durable` (from [`crate::storage::FileStorage::open`]);
+    /// the state machine is restored from its snapshot.
+    pub fn new(
+        options: &NodeOptions,
+        mut state_machine: S,
+        durable: DurableState,
+    ) -> Result<Self, StartError> {
+        if let Some(snapshot) = &durable.snapshot {
+            state_machine.restore(&snapshot.data);
+        }
+        let core = raft_proto::Node::restore(options.raft.clone(), durable, 0)?;
+        Ok(Self {
+            last_snapshot: core.snapshot_index(),
+            core,
+            state_machine,
+            epoch: Instant::now(),
+            snapshot_every: options.snapshot_every,
+            waiting: BTreeMap::new(),
+            batch: Vec::new(),
+            actions: Vec::new(),
+        })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.core.id()
+    }
+
+    /// How long until the core needs time to pass (an election or a heartbeat).
+    pub fn time_to_deadline(&self) -> Duration {
+        Duration::from_millis(self.core.next_deadline().saturating_sub(self.now()))
+    }
+
+    /// The node's current state.
+    pub fn status(&self) -> Status {
+        let core = &self.core;
+        Status {
+            id: core.id(),
+            term: core.term(),
+            role: core.role(),
+            leader: core.leader(),
+            commit_index: core.commit_index(),
+            applied_index: core.applied_index(),
+            snapshot_index: core.snapshot_index(),
+        }
+    }
+
+    /// A message from a peer.
+    pub fn on_message(&mut self, message: Message, out: &mut Effects) {
+        self.step(Event::Message(message), out);
+    }
+
+    /// The storage worker made every write up to `seq` durable.
+    pub fn on_persisted(&mut self, seq: u64, out: &mut Effects) {
+        self.step(Event::Persisted { seq }, out);
+    }
+
+    /// Queues a proposal; it is stepped, with every other queued one, by the next
+    /// [`flush`](Self::flush) (or at once when the batch is full).
+    pub fn propose(&mut self, command: Vec<u8>, reply: Reply, out: &mut Effects) {
+        self.batch.push((command, reply));
+        if self.batch.len() >= MAX_BATCH {
+            self.flush_proposals(out);
+        }
+    }
+
+    /// Steps the queued proposals as one batch (one log append, one write, one message per
+    /// follower) and lets time pass. Call it once per wake-up, after feeding the inputs.
+    pub fn flush(&mut self, out: &mut Effects) {
+        self.flush_proposals(out);
+        self.step(Event::Tick, out);
+    }
+
+    /// Fails every waiting proposal: the node is stopping.
+    pub fn shut_down(&mut self) {
+        for (_, (_, reply)) in std::mem::take(&mut self.waiting) {
+            reply(Err(ProposeError::ShutDown));
+        }
+        for (_, reply) in std::mem::take(&mut self.batch) {
+            reply(Err(ProposeError::ShutDown));
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn flush_proposals(&mut self, out: &mut Effects) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let (commands, replies): (Vec<Payload>, Vec<Reply>) = std::mem::take(&mut self.batch)
+            .into_iter()
+            .map(|(data, reply)| (Payload::from(data), reply))
+            .unzip();
+        let now = self.now();
+        let mut actions = std::mem::take(&mut self.actions);
+        self.core
+            .step_into(now, Event::Propose(commands), &mut actions);
+        self.execute(&mut actions, Some(replies), out);
+        self.actions = actions;
+    }
+
+    fn step(&mut self, event: Event, out: &mut Effects) {
+        let now = self.now();
+        let mut actions = std::mem::take(&mut self.actions);
+        self.core.step_into(now, event, &mut actions);
+        self.execute(&mut actions, None, out);
+        self.actions = actions;
+    }
+
+    /// Carries out a step's actions; `replies` are the proposers of the step's proposals.
+    fn execute(
+        &mut self,
+        actions: &mut Vec<Action>,
+        mut replies: Option<Vec<Reply>>,
+        out: &mut Effects,
+    ) {
+        let mut snapshot_due = false;
+        for action in actions.drain(..) {
+            match action {
+                Action::Persist(write) => out.writes.push(write),
+                Action::Send(message) => out.messages.push(message),
+                Action::Apply {
+                    first_index,
+                    entries,
+                } => {
+                    for (k, entry) in entries.iter().enumerate() {
+                        let index = first_index + k as Index;
+                        let mut answer = Some(match entry.kind {
+                            EntryKind::Command => self.state_machine.apply(index, &entry.data),
+                            _ => Vec::new(),
+                        });
+                        // Everyone waiting at or below this index is settled now.
+                        while let Some(waiting) = self.waiting.first_entry() {
+                            if *waiting.key() > index {
+                                break;
+                            }
+                            let at = *waiting.key();
+                            let (term, reply) = waiting.remove();
+                            if at == index && term == entry.term {
+                                reply(Ok(answer.take().unwrap_or_default()));
+                            } else {
+                                reply(Err(ProposeError::Lost));
+                            }
+                        }
+                        if let Some(every) = self.snapshot_every {
+                            if index >= self.last_snapshot + every {
+                                snapshot_due = true;
+                            }
+                        }
+                    }
+                }
+                Action::RestoreSnapshot(snapshot) => {
+                    self.state_machine.restore(&snapshot.data);
+                    self.last_snapshot = snapshot.meta.last_index;
+                    while let Some(waiting) = self.waiting.first_entry() {
+                        if *waiting.key() > snapshot.meta.last_index {
+                            break;
+                        }
+                        (waiting.remove().1)(Err(ProposeError::Lost));
+                    }
+                }
+                Action::ProposalOutcome(outcome) => {
+                    let Some(replies) = replies.take() else {
+                        continue;
+                    };
+                    match outcome {
+                        ProposalOutcome::Accepted {
+                            first_index, term, ..
+                        } => {
+                            for (k, reply) in replies.into_iter().enumerate() {
+                                self.waiting.insert(first_index + k as Index, (term, reply));
+                            }
+                        }
+                        ProposalOutcome::NotLeader { leader_hint, .. } => {
+                            for reply in replies {
+                                reply(Err(ProposeError::NotLeader { leader_hint }));
+                            }
+                        }
+                        _ => {
+                            for reply in replies {
+                                reply(Err(ProposeError::Lost));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if snapshot_due {
+            let last_index = self.core.applied_index();
+            let data = Payload::from(self.state_machine.snapshot());
+            self.last_snapshot = last_index;
+            let now = self.now();
+            let mut more = Vec::new();
+            self.core
+                .step_into(now, Event::SnapshotTaken { last_index, data }, &mut more);
+            self.execute(&mut more, None, out);
+        }
+    }
+}

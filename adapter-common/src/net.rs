@@ -1,0 +1,151 @@
+//! What every transport shares: the [`Transport`] trait the driver's messages go to, the
+//! inbox a transport hands received messages to, the peer handshake rule, and an in-process
+//! network for tests ([`MemoryNetwork`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use raft_proto::{Message, NodeId};
+
+/// Something that carries messages to the other members of the cluster.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues `message` for `message.to`. Never blocks; may drop the message (for example when
+    /// the peer is unreachable or its queue is full), which Raft tolerates.
+    fn send(&self, message: Message);
+}
+
+impl<T: Transport> Transport for Arc<T> {
+    fn send(&self, message: Message) {
+        (**self).send(message);
+    }
+}
+
+/// Where a transport hands each received message: returns false when the message had to be
+/// dropped (the node is not keeping up). It must not block.
+pub type Inbox = Arc<dyn Fn(Message) -> bool + Send + Sync>;
+
+/// Why a connecting peer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// It belongs to another cluster.
+    #[error("cluster id {0} is not ours")]
+    OtherCluster(u64),
+    /// It is not a member (or claims to be this node).
+    #[error("node {0} is not a member")]
+    NotAMember(NodeId),
+}
+
+/// The handshake rule every TCP transport applies to a peer's hello: same cluster, and a
+/// member other than this node.
+pub fn check_hello(
+    our_cluster: u64,
+    our_id: NodeId,
+    members: &BTreeMap<NodeId, std::net::SocketAddr>,
+    cluster_id: u64,
+    node_id: NodeId,
+) -> Result<(), Refusal> {
+    if cluster_id != our_cluster {
+        return Err(Refusal::OtherCluster(cluster_id));
+    }
+    if node_id == our_id || !members.contains_key(&node_id) {
+        return Err(Refusal::NotAMember(node_id));
+    }
+    Ok(())
+}
+
+/// An in-process network for tests: endpoints deliver to each other's inbound channels
+/// directly, and any node can be cut off and reconnected. Clones are handles on the same
+/// network.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    inner: Arc<RwLock<MemoryInner>>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    inbound: BTreeMap<NodeId, Inbox>,
+    disconnected: BTreeSet<NodeId>,
+}
+
+impl fmt::Debug for MemoryNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("MemoryNetwork")
+            .field("nodes", &inner.inbound.keys().collect::<Vec<_>>())
+            .field("disconnected", &inner.disconnected)
+            .finish()
+    }
+}
+
+impl MemoryNetwork {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds node `id`, whose received messages go to `inbox` (replacing any earlier endpoint
+    /// of the same id), and returns its transport.
+    pub fn endpoint(
+        &self,
+        id: NodeId,
+        inbox: impl Fn(Message) -> bool + Send + Sync + 'static,
+    ) -> MemoryTransport {
+        self.write().inbound.insert(id, Arc::new(inbox));
+        MemoryTransport {
+            id,
+            network: self.clone(),
+        }
+    }
+
+    /// Cuts node `id` off: every message from or to it is dropped until [`connect`](Self::connect).
+    pub fn disconnect(&self, id: NodeId) {
+        self.write().disconnected.insert(id);
+    }
+
+    /// Undoes [`disconnect`](Self::disconnect).
+    pub fn connect(&self, id: NodeId) {
+        self.write().disconnected.remove(&id);
+    }
+
+    /// Whether node `id` is currently cut off.
+    pub fn is_connected(&self, id: NodeId) -> bool {
+        !self.read().disconnected.contains(&id)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, MemoryInner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemoryInner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One node's [`Transport`] on a [`MemoryNetwork`]. Delivery is immediate: a message is
+/// dropped when either end is disconnected, the addressee is unknown, or its inbox refuses it.
+#[derive(Debug, Clone)]
+pub struct MemoryTransport {
+    id: NodeId,
+    network: MemoryNetwork,
+}
+
+impl MemoryTransport {
+    /// The node this endpoint belongs to.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn send(&self, message: Message) {
+        let inner = self.network.read();
+        if inner.disconnected.contains(&self.id) || inner.disconnected.contains(&message.to) {
+            return;
+        }
+        if let Some(inbox) = inner.inbound.get(&message.to) {
+            let _ = inbox(message);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The storage worker: a dedicated OS thread that makes persists durable, so that disk writes
+//! and syncs never run on a runtime's async threads (or on the node thread).
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use raft_proto::Persist;
+
+use crate::storage::FileStorage;
+
+/// Feeds the storage thread. Batches are written in the order they are handed over; every
+/// batch waiting when the thread wakes goes into one write and one fsync (group commit), and
+/// only then is its last sequence number acknowledged.
+#[derive(Debug)]
+pub struct StorageWorker {
+    writes: Option<mpsc::Sender<Vec<Persist>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StorageWorker {
+    /// Starts the thread. `on_durable` receives `Ok(seq)` once every persist up to `seq` is
+    /// durable, or `Err` (once, after which the thread stops) if storage failed.
+    pub fn spawn(
+        mut storage: FileStorage,
+        name: String,
+        on_durable: impl Fn(Result<u64, String>) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let (writes, batches) = mpsc::channel::<Vec<Persist>>();
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            while let Ok(first) = batches.recv() {
+                let mut batch = first;
+                while let Ok(more) = batches.try_recv() {
+                    batch.extend(more);
+                }
+                let Some(last_seq) = batch.last().map(|p| p.seq) else {
+                    continue;
+                };
+                match storage.persist(&batch) {
+                    Ok(()) => on_durable(Ok(last_seq)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "storage failed; the node stops");
+                        on_durable(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        })?;
+        Ok(Self {
+            writes: Some(writes),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands over a batch of persists (in order). Returns false if the thread is gone.
+    pub fn write(&self, batch: Vec<Persist>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        self.writes.as_ref().is_some_and(|w| w.send(batch).is_ok())
+    }
+
+    /// Lets the thread finish every batch handed over, then joins it.
+    pub fn finish(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.writes = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for StorageWorker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
