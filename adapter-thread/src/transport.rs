@@ -481,16 +481,14 @@ fn serve_connection(
                         node_id,
                     },
                 ) => {
-                    if cluster_id != config.cluster_id {
-                        tracing::warn!(
-                            %remote, cluster_id, node_id,
-                            "refusing a connection from another cluster"
-                        );
-                        Counters::add(&counters.refused_connections, 1);
-                        return None;
-                    }
-                    if !config.peers.contains_key(&node_id) {
-                        tracing::warn!(%remote, node_id, "refusing a connection from a non-member");
+                    if let Err(refusal) = adapter_common::check_hello(
+                        config.cluster_id,
+                        config.node_id,
+                        &config.peers,
+                        cluster_id,
+                        node_id,
+                    ) {
+                        tracing::warn!(%remote, %refusal, "refusing a connection");
                         Counters::add(&counters.refused_connections, 1);
                         return None;
                     }
