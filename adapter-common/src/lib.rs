@@ -61,4 +61,7 @@ pub mod writer;
 pub use driver::{
     Driver, Effects, NodeOptions, ProposeError, Reply, StartError, StateMachine, Status,
 };
-pub use net::{check_hello, Inbox, MemoryNetwork, MemoryTransport, Refusal, Transport};
+pub use net::{
+    check_hello, Inbox, MemoryNetwork, MemoryTransport, Refusal, TcpConfig, Transport,
+    TransportStats,
+};

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use raft_proto::{Message, NodeId};
@@ -18,6 +20,99 @@ pub trait Transport: Send + Sync + 'static {
 impl<T: Transport> Transport for Arc<T> {
     fn send(&self, message: Message) {
         (**self).send(message);
+    }
+}
+
+/// How a TCP transport is set up (every adapter's TCP transport takes this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpConfig {
+    /// Shared by every member; connections from another cluster are refused.
+    pub cluster_id: u64,
+    /// This node's id, announced to peers in the hello.
+    pub node_id: NodeId,
+    /// Where to accept connections from peers (port 0 picks a free port; the transport
+    /// reports the one it got).
+    pub listen: SocketAddr,
+    /// The other members of the cluster and where they listen. Only these may connect, and
+    /// only these can be sent to.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The largest frame payload sent or accepted, in bytes.
+    pub max_frame: usize,
+    /// How many messages may wait for each peer before further ones are dropped (at least 1).
+    pub queue_len: usize,
+}
+
+impl TcpConfig {
+    /// A configuration with the defaults: frames of up to 16 MiB
+    /// ([`raft_proto::wire::DEFAULT_MAX_FRAME`]) and 1024 messages queued per peer.
+    pub fn new(
+        cluster_id: u64,
+        node_id: NodeId,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+    ) -> Self {
+        Self {
+            cluster_id,
+            node_id,
+            listen,
+            peers,
+            max_frame: raft_proto::wire::DEFAULT_MAX_FRAME,
+            queue_len: 1024,
+        }
+    }
+}
+
+/// Counters a TCP transport keeps since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Messages written to a peer's connection.
+    pub sent: u64,
+    /// Messages given up on: queue full, unknown or unreachable peer, failed write, too large
+    /// to frame, or received while the inbound channel was full.
+    pub dropped: u64,
+    /// Messages received from peers and handed to the inbound channel.
+    pub received: u64,
+    /// Inbound connections refused: wrong cluster, unknown node, no hello in time, or too many
+    /// connections.
+    pub refused_connections: u64,
+    /// Inbound frames that were oversized, malformed, truncated or out of protocol (each
+    /// closes its connection, except a message whose sender or addressee is wrong, which is
+    /// only dropped).
+    pub bad_frames: u64,
+}
+
+/// The atomic counters behind [`TransportStats`], shared by a transport's threads or tasks.
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    /// See [`TransportStats::sent`].
+    pub sent: AtomicU64,
+    /// See [`TransportStats::dropped`].
+    pub dropped: AtomicU64,
+    /// See [`TransportStats::received`].
+    pub received: AtomicU64,
+    /// See [`TransportStats::refused_connections`].
+    pub refused_connections: AtomicU64,
+    /// See [`TransportStats::bad_frames`].
+    pub bad_frames: AtomicU64,
+}
+
+impl TransportCounters {
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters' current values.
+    pub fn snapshot(&self) -> TransportStats {
+        TransportStats {
+            sent: self.sent.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            refused_connections: self.refused_connections.load(Ordering::Relaxed),
+            bad_frames: self.bad_frames.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -42,7 +137,7 @@ pub enum Refusal {
 pub fn check_hello(
     our_cluster: u64,
     our_id: NodeId,
-    members: &BTreeMap<NodeId, std::net::SocketAddr>,
+    members: &BTreeMap<NodeId, SocketAddr>,
     cluster_id: u64,
     node_id: NodeId,
 ) -> Result<(), Refusal> {

@@ -23,9 +23,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub use adapter_common::net::{MemoryNetwork, MemoryTransport, Transport};
+pub use adapter_common::net::{
+    MemoryNetwork, MemoryTransport, TcpConfig, Transport, TransportStats,
+};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-use raft_proto::wire::{encode_frame, FrameDecoder, PeerFrame, DEFAULT_MAX_FRAME};
+use raft_proto::wire::{encode_frame, FrameDecoder, PeerFrame};
 use raft_proto::{Message, NodeId};
 
 /// The first delay before reconnecting to a peer; doubled after each failure.
@@ -53,90 +55,7 @@ const MIN_INBOUND_CONNECTIONS: usize = 16;
 /// How long [`TcpTransport::shutdown`] waits for its threads in all.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-/// How a [`TcpTransport`] is set up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TcpConfig {
-    /// Shared by every member; connections from another cluster are refused.
-    pub cluster_id: u64,
-    /// This node's id, announced to peers in the hello.
-    pub node_id: NodeId,
-    /// Where to accept connections from peers (port 0 picks a free port; see
-    /// [`TcpTransport::local_addr`]).
-    pub listen: SocketAddr,
-    /// The other members of the cluster and where they listen. Only these may connect, and
-    /// only these can be sent to.
-    pub peers: BTreeMap<NodeId, SocketAddr>,
-    /// The largest frame payload sent or accepted, in bytes.
-    pub max_frame: usize,
-    /// How many messages may wait for each peer before further ones are dropped (at least 1).
-    pub queue_len: usize,
-}
-
-impl TcpConfig {
-    /// A configuration with the defaults: frames of up to 16 MiB
-    /// ([`DEFAULT_MAX_FRAME`]) and 1024 messages queued per peer.
-    pub fn new(
-        cluster_id: u64,
-        node_id: NodeId,
-        listen: SocketAddr,
-        peers: BTreeMap<NodeId, SocketAddr>,
-    ) -> Self {
-        Self {
-            cluster_id,
-            node_id,
-            listen,
-            peers,
-            max_frame: DEFAULT_MAX_FRAME,
-            queue_len: 1024,
-        }
-    }
-}
-
-/// Counters a [`TcpTransport`] keeps since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TransportStats {
-    /// Messages written to a peer's connection.
-    pub sent: u64,
-    /// Messages given up on: queue full, unknown or unreachable peer, failed write, too large
-    /// to frame, or received while the inbound channel was full.
-    pub dropped: u64,
-    /// Messages received from peers and handed to the inbound channel.
-    pub received: u64,
-    /// Inbound connections refused: wrong cluster, unknown node, no hello in time, or too many
-    /// connections.
-    pub refused_connections: u64,
-    /// Inbound frames that were oversized, malformed, truncated or out of protocol (each
-    /// closes its connection, except a message whose sender or addressee is wrong, which is
-    /// only dropped).
-    pub bad_frames: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    sent: AtomicU64,
-    dropped: AtomicU64,
-    received: AtomicU64,
-    refused_connections: AtomicU64,
-    bad_frames: AtomicU64,
-}
-
-impl Counters {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> TransportStats {
-        TransportStats {
-            sent: self.sent.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            received: self.received.load(Ordering::Relaxed),
-            refused_connections: self.refused_connections.load(Ordering::Relaxed),
-            bad_frames: self.bad_frames.load(Ordering::Relaxed),
-        }
-    }
-}
+use adapter_common::net::TransportCounters as Counters;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
