@@ -1,0 +1,308 @@
+//! TCP transport on tokio: the same protocol as every adapter's (length-prefixed postcard
+//! frames from [`raft_proto::wire`], a hello naming the cluster and the node, checked with
+//! [`adapter_common::check_hello`]), with tokio sockets and tasks.
+//!
+//! One task accepts connections and one task reads each of them; one task per peer owns the
+//! outgoing connection, fed by a bounded queue: [`Transport::send`] never waits (a message
+//! that does not fit is dropped and counted), and a dead peer is reconnected with exponential
+//! backoff (20 ms up to 1 s). Garbage, truncated or oversized frames close that connection
+//! only.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_common::net::TransportCounters as Counters;
+use adapter_common::{check_hello, TcpConfig, Transport, TransportStats};
+use raft_proto::wire::{encode_frame, FrameDecoder, PeerFrame};
+use raft_proto::{Message, NodeId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Before its hello, a connection may send frames of at most this many bytes.
+const HELLO_MAX_FRAME: usize = 64;
+/// A connection must say hello within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages written to a connection in one go, at most.
+const WRITE_BATCH: usize = 256;
+
+/// A TCP transport running on the current tokio runtime.
+#[derive(Debug)]
+pub struct TcpTransport {
+    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    counters: Arc<Counters>,
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl TcpTransport {
+    /// Binds `config.listen` and starts the transport's tasks; received messages go to
+    /// `inbound` (dropped when it is full).
+    pub async fn start(config: TcpConfig, inbound: mpsc::Sender<Message>) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let config = Arc::new(config);
+        let counters = Arc::new(Counters::default());
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&config),
+            inbound,
+            Arc::clone(&counters),
+            stopped.clone(),
+        ))];
+        let mut queues = BTreeMap::new();
+        for (&peer, &addr) in &config.peers {
+            let (queue, queued) = mpsc::channel(config.queue_len.max(1));
+            queues.insert(peer, queue);
+            tasks.push(tokio::spawn(write_loop(
+                peer,
+                addr,
+                Arc::clone(&config),
+                queued,
+                Arc::clone(&counters),
+                stopped.clone(),
+            )));
+        }
+        Ok(Self {
+            queues,
+            counters,
+            local_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where the transport accepts connections.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters since the transport started.
+    pub fn stats(&self) -> TransportStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops every task (connections are closed); returns within a few seconds at most.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&self, message: Message) {
+        let delivered = self
+            .queues
+            .get(&message.to)
+            .is_some_and(|queue| queue.try_send(message).is_ok());
+        if !delivered {
+            Counters::add(&self.counters.dropped, 1);
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<TcpConfig>,
+    inbound: mpsc::Sender<Message>,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(read_loop(
+                        stream,
+                        remote,
+                        Arc::clone(&config),
+                        inbound.clone(),
+                        Arc::clone(&counters),
+                        stop.clone(),
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Reads one accepted connection: a hello first, then Raft messages from that peer.
+async fn read_loop(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    config: Arc<TcpConfig>,
+    inbound: mpsc::Sender<Message>,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut decoder = FrameDecoder::new(HELLO_MAX_FRAME);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut peer: Option<NodeId> = None;
+    let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    loop {
+        loop {
+            let frame = match decoder.next_frame::<PeerFrame>() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, %remote, ?peer, "bad frame; closing the connection");
+                    Counters::add(&counters.bad_frames, 1);
+                    return;
+                }
+            };
+            match (peer, frame) {
+                (
+                    None,
+                    PeerFrame::Hello {
+                        cluster_id,
+                        node_id,
+                    },
+                ) => {
+                    let members = &config.peers;
+                    if let Err(refusal) = check_hello(
+                        config.cluster_id,
+                        config.node_id,
+                        members,
+                        cluster_id,
+                        node_id,
+                    ) {
+                        tracing::warn!(%remote, %refusal, "refusing a connection");
+                        Counters::add(&counters.refused_connections, 1);
+                        return;
+                    }
+                    peer = Some(node_id);
+                    decoder.set_max_frame(config.max_frame);
+                }
+                (Some(from), PeerFrame::Raft(message)) => {
+                    if message.from == from
+                        && message.to == config.node_id
+                        && inbound.try_send(message).is_ok()
+                    {
+                        Counters::add(&counters.received, 1);
+                    } else {
+                        Counters::add(&counters.dropped, 1);
+                    }
+                }
+                (_, _) => {
+                    tracing::warn!(%remote, ?peer, "frame out of protocol; closing the connection");
+                    Counters::add(&counters.bad_frames, 1);
+                    return;
+                }
+            }
+        }
+        let read = async {
+            if peer.is_none() {
+                tokio::time::timeout_at(hello_deadline, stream.read(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            } else {
+                stream.read(&mut buf).await
+            }
+        };
+        let n = tokio::select! {
+            n = read => n,
+            _ = stop.changed() => return,
+        };
+        match n {
+            Ok(0) => return,
+            Ok(n) => decoder.extend(&buf[..n]),
+            Err(error) => {
+                if peer.is_none() {
+                    Counters::add(&counters.refused_connections, 1);
+                }
+                tracing::debug!(%error, %remote, ?peer, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+/// Owns the connection to one peer: connects (with backoff), says hello, writes what is
+/// queued; reconnects after an error.
+async fn write_loop(
+    peer: NodeId,
+    addr: SocketAddr,
+    config: Arc<TcpConfig>,
+    mut queue: mpsc::Receiver<Message>,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(20);
+    let mut out = Vec::new();
+    loop {
+        let connected = tokio::select! {
+            connected = TcpStream::connect(addr) => connected,
+            _ = stop.changed() => return,
+        };
+        let mut stream = match connected {
+            Ok(stream) => stream,
+            Err(_) => {
+                // Unreachable: what waits for it is stale by the time it comes back.
+                while queue.try_recv().is_ok() {
+                    Counters::add(&counters.dropped, 1);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(20);
+        let _ = stream.set_nodelay(true);
+        out.clear();
+        let hello = PeerFrame::Hello {
+            cluster_id: config.cluster_id,
+            node_id: config.node_id,
+        };
+        if encode_frame(&hello, config.max_frame, &mut out).is_err()
+            || stream.write_all(&out).await.is_err()
+        {
+            continue;
+        }
+        loop {
+            let first = tokio::select! {
+                message = queue.recv() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+                _ = stop.changed() => return,
+            };
+            out.clear();
+            let mut batch = 0u64;
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                if encode_frame(&PeerFrame::Raft(message), config.max_frame, &mut out).is_ok() {
+                    batch += 1;
+                } else {
+                    Counters::add(&counters.dropped, 1);
+                }
+                if batch < WRITE_BATCH as u64 {
+                    next = queue.try_recv().ok();
+                }
+            }
+            if stream.write_all(&out).await.is_err() {
+                tracing::debug!(peer, %addr, "write failed; reconnecting");
+                Counters::add(&counters.dropped, batch);
+                break;
+            }
+            Counters::add(&counters.sent, batch);
+        }
+    }
+}
