@@ -53,6 +53,8 @@
 //! # std::fs::remove_dir_all(&dir).ok();
 //! ```
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod driver;
 pub mod net;
 pub mod storage;

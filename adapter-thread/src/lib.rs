@@ -54,5 +54,8 @@ mod runtime;
 pub mod transport;
 
 pub use adapter_common::storage;
-pub use adapter_common::{NodeOptions, ProposeError, StartError, StateMachine, Status};
+pub use adapter_common::{
+    MemoryNetwork, NodeOptions, ProposeError, StartError, StateMachine, Status, TcpConfig,
+    Transport,
+};
 pub use runtime::{start, NodeHandle};

@@ -1,0 +1,51 @@
+//! The adapters' conformance suite (written once in `adapter-common`), on OS threads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_common::conformance::{Harness, LogMachine, TestNode};
+use adapter_thread::transport::TcpTransport;
+use adapter_thread::{NodeHandle, NodeOptions, ProposeError, Status, TcpConfig};
+
+struct Threads;
+
+struct Node {
+    handle: NodeHandle,
+    transport: std::sync::Mutex<Option<Arc<TcpTransport>>>,
+}
+
+impl TestNode for Node {
+    fn propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, ProposeError> {
+        self.handle.propose(command, timeout)
+    }
+    fn status(&self) -> Option<Status> {
+        self.handle.status()
+    }
+    fn shutdown(&self) {
+        self.handle.shutdown();
+        let transport = self
+            .transport
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(transport) = transport.and_then(|t| Arc::try_unwrap(t).ok()) {
+            transport.shutdown();
+        }
+    }
+}
+
+impl Harness for Threads {
+    fn start(&self, options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode> {
+        let (tx, rx) = crossbeam_channel::bounded(4096);
+        let transport = Arc::new(TcpTransport::start(tcp, tx).expect("listens"));
+        let handle =
+            adapter_thread::start(options, LogMachine::default(), Arc::clone(&transport), rx)
+                .expect("starts");
+        Box::new(Node {
+            handle,
+            transport: std::sync::Mutex::new(Some(transport)),
+        })
+    }
+}
+
+adapter_common::conformance_tests!(Threads);

@@ -1,0 +1,75 @@
+//! The adapters' conformance suite (written once in `adapter-common`), on tokio.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adapter_common::conformance::{Harness, LogMachine, TestNode};
+use adapter_tokio::transport::TcpTransport;
+use adapter_tokio::{NodeHandle, NodeOptions, ProposeError, Status, TcpConfig};
+
+struct Tokio {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Tokio {
+    fn new() -> Self {
+        Self {
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime"),
+        }
+    }
+}
+
+struct Node {
+    runtime: tokio::runtime::Handle,
+    handle: NodeHandle,
+    transport: Mutex<Option<Arc<TcpTransport>>>,
+}
+
+impl TestNode for Node {
+    fn propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, ProposeError> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, self.handle.propose(command))
+                .await
+                .unwrap_or(Err(ProposeError::TimedOut))
+        })
+    }
+    fn status(&self) -> Option<Status> {
+        self.runtime.block_on(self.handle.status())
+    }
+    fn shutdown(&self) {
+        self.runtime.block_on(self.handle.shutdown());
+        let transport = self
+            .transport
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(transport) = transport.and_then(|t| Arc::try_unwrap(t).ok()) {
+            self.runtime.block_on(transport.shutdown());
+        }
+    }
+}
+
+impl Harness for Tokio {
+    fn start(&self, options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode> {
+        let runtime = self.runtime.handle().clone();
+        let (transport, handle) = runtime.block_on(async {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            let transport = Arc::new(TcpTransport::start(tcp, tx).await.expect("listens"));
+            let handle =
+                adapter_tokio::start(options, LogMachine::default(), Arc::clone(&transport), rx)
+                    .expect("starts");
+            (transport, handle)
+        });
+        Box::new(Node {
+            runtime,
+            handle,
+            transport: Mutex::new(Some(transport)),
+        })
+    }
+}
+
+adapter_common::conformance_tests!(Tokio::new());
