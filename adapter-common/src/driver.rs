@@ -69,6 +69,10 @@ pub enum ProposeError {
     /// No answer within the timeout; the command may still commit.
     #[error("timed out waiting for the proposal to commit")]
     TimedOut,
+    /// The outcome is unknown: the node caught up through a snapshot from the leader that
+    /// covers the proposal's index, so it may have committed (without an answer here).
+    #[error("the outcome is unknown: a snapshot from the leader covered the proposal")]
+    Indeterminate,
     /// The node is shut down (or failed).
     #[error("the node is shut down")]
     ShutDown,
@@ -228,7 +232,8 @@ impl<S: StateMachine> Driver<S> {
         self.step(Event::Tick, out);
     }
 
-    /// Fails every waiting proposal: the node is stopping.
+    /// Fails every waiting proposal, and every queued one without proposing it: the node is
+    /// stopping. Call it before the last [`flush`](Self::flush).
     pub fn shut_down(&mut self) {
         for (_, (_, reply)) in std::mem::take(&mut self.waiting) {
             reply(Err(ProposeError::ShutDown));
@@ -311,11 +316,13 @@ impl<S: StateMachine> Driver<S> {
                 Action::RestoreSnapshot(snapshot) => {
                     self.state_machine.restore(&snapshot.data);
                     self.last_snapshot = snapshot.meta.last_index;
+                    // Those proposals may be committed inside the snapshot: say so, and let
+                    // the client find out rather than retry a command that may have run.
                     while let Some(waiting) = self.waiting.first_entry() {
                         if *waiting.key() > snapshot.meta.last_index {
                             break;
                         }
-                        (waiting.remove().1)(Err(ProposeError::Lost));
+                        (waiting.remove().1)(Err(ProposeError::Indeterminate));
                     }
                 }
                 Action::ProposalOutcome(outcome) => {
@@ -327,7 +334,13 @@ impl<S: StateMachine> Driver<S> {
                             first_index, term, ..
                         } => {
                             for (k, reply) in replies.into_iter().enumerate() {
-                                self.waiting.insert(first_index + k as Index, (term, reply));
+                                let index = first_index + k as Index;
+                                if let Some((_, earlier)) =
+                                    self.waiting.insert(index, (term, reply))
+                                {
+                                    // A new leader term re-used the index: the earlier one lost.
+                                    earlier(Err(ProposeError::Lost));
+                                }
                             }
                         }
                         ProposalOutcome::NotLeader { leader_hint, .. } => {

@@ -64,6 +64,6 @@ pub use driver::{
     Driver, Effects, NodeOptions, ProposeError, Reply, StartError, StateMachine, Status,
 };
 pub use net::{
-    check_hello, Inbox, MemoryNetwork, MemoryTransport, Refusal, TcpConfig, Transport,
-    TransportStats,
+    check_hello, Inbox, MemoryNetwork, MemoryTransport, PeerReader, PeerWriter, Refusal, TcpConfig,
+    Transport, TransportStats,
 };

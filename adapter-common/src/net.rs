@@ -150,6 +150,152 @@ pub fn check_hello(
     Ok(())
 }
 
+/// Before its hello, a connection may send frames of at most this many bytes.
+pub const HELLO_MAX_FRAME: usize = 64;
+
+/// The receiving side of the peer protocol, without the I/O: feed it the bytes read from an
+/// accepted connection and it checks the hello, decodes the frames, and hands the valid
+/// messages to the inbox. Every TCP transport drives one per accepted connection.
+#[derive(Debug)]
+pub struct PeerReader {
+    config: Arc<TcpConfig>,
+    counters: Arc<TransportCounters>,
+    decoder: raft_proto::wire::FrameDecoder,
+    peer: Option<NodeId>,
+}
+
+impl PeerReader {
+    /// A reader for a connection just accepted.
+    pub fn new(config: Arc<TcpConfig>, counters: Arc<TransportCounters>) -> Self {
+        Self {
+            config,
+            counters,
+            decoder: raft_proto::wire::FrameDecoder::new(HELLO_MAX_FRAME),
+            peer: None,
+        }
+    }
+
+    /// The peer, once it said hello.
+    pub fn peer(&self) -> Option<NodeId> {
+        self.peer
+    }
+
+    /// Takes bytes read from the connection; every valid message goes to `deliver` (which
+    /// returns false when it had to drop it). Returns false when the connection must be
+    /// closed: a refused hello, a bad or oversized frame, a frame out of protocol.
+    pub fn on_bytes(
+        &mut self,
+        bytes: &[u8],
+        remote: SocketAddr,
+        mut deliver: impl FnMut(Message) -> bool,
+    ) -> bool {
+        use raft_proto::wire::PeerFrame;
+        self.decoder.extend(bytes);
+        loop {
+            let frame = match self.decoder.next_frame::<PeerFrame>() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return true,
+                Err(error) => {
+                    tracing::warn!(%error, %remote, peer = ?self.peer, "bad frame; closing the connection");
+                    TransportCounters::add(&self.counters.bad_frames, 1);
+                    return false;
+                }
+            };
+            match (self.peer, frame) {
+                (
+                    None,
+                    PeerFrame::Hello {
+                        cluster_id,
+                        node_id,
+                    },
+                ) => {
+                    let config = &self.config;
+                    if let Err(refusal) = check_hello(
+                        config.cluster_id,
+                        config.node_id,
+                        &config.peers,
+                        cluster_id,
+                        node_id,
+                    ) {
+                        tracing::warn!(%remote, %refusal, "refusing a connection");
+                        TransportCounters::add(&self.counters.refused_connections, 1);
+                        return false;
+                    }
+                    self.peer = Some(node_id);
+                    self.decoder.set_max_frame(config.max_frame);
+                }
+                (Some(from), PeerFrame::Raft(message)) => {
+                    let valid = message.from == from && message.to == self.config.node_id;
+                    if valid && deliver(message) {
+                        TransportCounters::add(&self.counters.received, 1);
+                    } else {
+                        TransportCounters::add(&self.counters.dropped, 1);
+                    }
+                }
+                (peer, _) => {
+                    tracing::warn!(%remote, ?peer, "frame out of protocol; closing the connection");
+                    TransportCounters::add(&self.counters.bad_frames, 1);
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// The sending side of the peer protocol, without the I/O: the hello that opens a
+/// connection, then batches of messages.
+#[derive(Debug)]
+pub struct PeerWriter {
+    config: Arc<TcpConfig>,
+    counters: Arc<TransportCounters>,
+}
+
+impl PeerWriter {
+    /// A writer for connections to peers, set up by `config`.
+    pub fn new(config: Arc<TcpConfig>, counters: Arc<TransportCounters>) -> Self {
+        Self { config, counters }
+    }
+
+    /// Replaces `out` with the hello frame.
+    pub fn hello(&self, out: &mut Vec<u8>) {
+        out.clear();
+        let hello = raft_proto::wire::PeerFrame::Hello {
+            cluster_id: self.config.cluster_id,
+            node_id: self.config.node_id,
+        };
+        if raft_proto::wire::encode_frame(&hello, self.config.max_frame, out).is_err() {
+            out.clear();
+        }
+    }
+
+    /// Replaces `out` with the frames of `messages`; returns how many were framed (a message
+    /// too large to frame is dropped and counted).
+    pub fn frames(&self, messages: impl IntoIterator<Item = Message>, out: &mut Vec<u8>) -> u64 {
+        out.clear();
+        let mut framed = 0;
+        for message in messages {
+            let frame = raft_proto::wire::PeerFrame::Raft(message);
+            if raft_proto::wire::encode_frame(&frame, self.config.max_frame, out).is_ok() {
+                framed += 1;
+            } else {
+                TransportCounters::add(&self.counters.dropped, 1);
+            }
+        }
+        framed
+    }
+
+    /// The counters, for the transport to count sends and failures.
+    pub fn counters(&self) -> &TransportCounters {
+        &self.counters
+    }
+}
+
+/// How long a transport waits before reconnecting after `failures` failed attempts in a row:
+/// 20 ms, doubling, at most 1 s.
+pub fn reconnect_backoff(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(20u64.saturating_mul(1 << failures.min(6)).min(1000))
+}
+
 /// An in-process network for tests: endpoints deliver to each other's inbound channels
 /// directly, and any node can be cut off and reconnected. Clones are handles on the same
 /// network.

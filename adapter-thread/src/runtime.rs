@@ -167,8 +167,14 @@ fn run<S: StateMachine, T: Transport>(
             if stop {
                 break;
             }
-            if let Ok(Ok(seq)) = durable.try_recv() {
-                driver.on_persisted(seq, &mut effects);
+            if let Ok(result) = durable.try_recv() {
+                match result {
+                    Ok(seq) => driver.on_persisted(seq, &mut effects),
+                    Err(error) => {
+                        tracing::error!(id = driver.id(), %error, "storage failed; stopping");
+                        stop = true;
+                    }
+                }
             } else if let Ok(command) = commands.try_recv() {
                 stop = on_command(&mut driver, command, &mut effects);
             } else if let Ok(message) = inbound.try_recv() {
@@ -176,6 +182,11 @@ fn run<S: StateMachine, T: Transport>(
             } else {
                 break;
             }
+        }
+        if stop {
+            // Queued proposals are answered, not proposed; what the inputs above caused is
+            // still written and sent below.
+            driver.shut_down();
         }
         driver.flush(&mut effects);
         if !worker.write(std::mem::take(&mut effects.writes)) {

@@ -91,9 +91,11 @@ impl Cluster {
             .args(["--id", &id.to_string()])
             .args(["--peers", &peers.join(",")])
             .args(["--client-addr", &self.clients[&id].to_string()])
+            // The node exits when this process dies (its stdin closes): no orphans.
+            .arg("--exit-with-parent")
             .arg("--data-dir")
             .arg(self.dir.join(format!("node-{id}")))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log)
             .stderr(err)
             .spawn()
@@ -351,6 +353,13 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
                     None => bar.set_message("no new leader within 10 s".to_string()),
                 }
                 cluster.spawn(victim)?;
+                if failover.is_none() {
+                    return Err(format!(
+                        "no new leader within 10 s of killing node {victim}"
+                    ));
+                }
+            } else {
+                return Err("no leader to kill".to_string());
             }
         }
         Ok(())
@@ -455,7 +464,16 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<usize, String>
     let next = AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let acked: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    /// Stops the clients however the scope is left (an error would otherwise leave them
+    /// looping and the scope waiting for them forever).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|scope| -> Result<(), String> {
+        let _stop_clients = StopOnDrop(&stop);
         for _ in 0..config.clients {
             let mut client = Client::new(&cluster);
             let (next, stop, acked) = (&next, &stop, &acked);
@@ -472,18 +490,26 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<usize, String>
                 }
             });
         }
-        for _ in 0..config.rounds {
+        for round in 0..config.rounds {
             std::thread::sleep(Duration::from_millis(100 + random(400)));
-            let victim = match cluster.leader() {
-                Some((leader, _)) if random(2) == 0 => leader,
-                _ => 1 + random(NODES),
+            let victims: Vec<NodeId> = if round % 5 == 4 {
+                // Every fifth round the whole cluster crashes at once.
+                (1..=NODES).collect()
+            } else {
+                match cluster.leader() {
+                    Some((leader, _)) if random(2) == 0 => vec![leader],
+                    _ => vec![1 + random(NODES)],
+                }
             };
-            cluster.kill(victim);
+            for &victim in &victims {
+                cluster.kill(victim);
+            }
             std::thread::sleep(Duration::from_millis(random(300)));
-            cluster.spawn(victim)?;
+            for &victim in &victims {
+                cluster.spawn(victim)?;
+            }
         }
         std::thread::sleep(Duration::from_millis(300));
-        stop.store(true, Ordering::Relaxed);
         Ok(())
     })?;
     let acked = acked.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -48,6 +48,9 @@ enum Cmd {
         /// Snapshot the store every this many applied entries.
         #[arg(long, default_value_t = 1000)]
         snapshot_every: u64,
+        /// Exit when standard input closes (the parent process died).
+        #[arg(long)]
+        exit_with_parent: bool,
     },
     /// Start a 3-node cluster as child processes, drive a load, kill the leader, verify.
     Demo {
@@ -104,7 +107,16 @@ fn main() -> ExitCode {
             data_dir,
             cluster_id,
             snapshot_every,
+            exit_with_parent,
         } => {
+            if exit_with_parent {
+                std::thread::spawn(|| {
+                    let mut sink = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                    // The parent is gone: stop as a crash would (nothing acknowledged is lost).
+                    std::process::exit(3);
+                });
+            }
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()

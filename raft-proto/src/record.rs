@@ -28,7 +28,8 @@
 //!   end, or a record that fails a checksum (or does not decode) but is the very last thing in
 //!   the buffer, meaning its payload ends exactly at the end of the buffer, or its header is
 //!   the last 12 bytes, or its length checksum is wrong but the rest of the buffer has the
-//!   payload checksum the header names (only the length was damaged).
+//!   payload checksum the header names (only the length was damaged); and a tail of zeros
+//!   (space a file system allocated before the data landed).
 //! - Anything else that fails a checksum or does not decode, and any length above
 //!   [`MAX_RECORD_LEN`], is **corruption** ([`RecordError::Corrupt`], with the record's offset):
 //!   data after it was written completely, so cutting there would silently lose it.
@@ -381,6 +382,11 @@ pub fn scan(bytes: &[u8]) -> Result<Scan, RecordError> {
         let Some(header) = Header::read(rest) else {
             break pos; // An incomplete header at the end.
         };
+        if rest.iter().all(|&b| b == 0) {
+            // A file system may extend a file before the data lands: after a crash the tail
+            // can read as zeros. Nothing was written there, so nothing is lost by cutting it.
+            break pos;
+        }
         let body = &rest[HEADER_LEN..];
         if !header.len_ok() {
             // The length cannot be trusted. This is a torn tail only when nothing can follow:
@@ -586,6 +592,17 @@ mod tests {
         }
         offsets.push(out.len());
         (out, offsets)
+    }
+
+    #[test]
+    fn a_tail_of_zeros_is_torn_not_corrupt() {
+        let mut bytes = Vec::new();
+        encode_record(&Record::Truncate { from: 3 }, &mut bytes).unwrap();
+        let good = bytes.len() as u64;
+        bytes.extend(core::iter::repeat_n(0u8, 4096));
+        let scan = scan(&bytes).unwrap();
+        assert_eq!(scan.records.len(), 1);
+        assert_eq!((scan.valid_len, scan.torn_tail), (good, 4096));
     }
 
     #[test]
