@@ -14,17 +14,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_common::net::TransportCounters as Counters;
-use adapter_common::{check_hello, TcpConfig, Transport, TransportStats};
-use raft_proto::wire::{encode_frame, FrameDecoder, PeerFrame};
+use adapter_common::net::{reconnect_backoff, TransportCounters as Counters};
+use adapter_common::{PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
 use raft_proto::{Message, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// Before its hello, a connection may send frames of at most this many bytes.
-const HELLO_MAX_FRAME: usize = 64;
 /// A connection must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages written to a connection in one go, at most.
@@ -60,12 +57,12 @@ impl TcpTransport {
         for (&peer, &addr) in &config.peers {
             let (queue, queued) = mpsc::channel(config.queue_len.max(1));
             queues.insert(peer, queue);
+            let writer = PeerWriter::new(Arc::clone(&config), Arc::clone(&counters));
             tasks.push(tokio::spawn(write_loop(
                 peer,
                 addr,
-                Arc::clone(&config),
+                writer,
                 queued,
-                Arc::clone(&counters),
                 stopped.clone(),
             )));
         }
@@ -150,68 +147,18 @@ async fn read_loop(
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut decoder = FrameDecoder::new(HELLO_MAX_FRAME);
+    let mut reader = PeerReader::new(config, Arc::clone(&counters));
     let mut buf = vec![0u8; 64 * 1024];
-    let mut peer: Option<NodeId> = None;
     let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
     loop {
-        loop {
-            let frame = match decoder.next_frame::<PeerFrame>() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::warn!(%error, %remote, ?peer, "bad frame; closing the connection");
-                    Counters::add(&counters.bad_frames, 1);
-                    return;
-                }
-            };
-            match (peer, frame) {
-                (
-                    None,
-                    PeerFrame::Hello {
-                        cluster_id,
-                        node_id,
-                    },
-                ) => {
-                    let members = &config.peers;
-                    if let Err(refusal) = check_hello(
-                        config.cluster_id,
-                        config.node_id,
-                        members,
-                        cluster_id,
-                        node_id,
-                    ) {
-                        tracing::warn!(%remote, %refusal, "refusing a connection");
-                        Counters::add(&counters.refused_connections, 1);
-                        return;
-                    }
-                    peer = Some(node_id);
-                    decoder.set_max_frame(config.max_frame);
-                }
-                (Some(from), PeerFrame::Raft(message)) => {
-                    if message.from == from
-                        && message.to == config.node_id
-                        && inbound.try_send(message).is_ok()
-                    {
-                        Counters::add(&counters.received, 1);
-                    } else {
-                        Counters::add(&counters.dropped, 1);
-                    }
-                }
-                (_, _) => {
-                    tracing::warn!(%remote, ?peer, "frame out of protocol; closing the connection");
-                    Counters::add(&counters.bad_frames, 1);
-                    return;
-                }
-            }
-        }
+        let said_hello = reader.peer().is_some();
         let read = async {
-            if peer.is_none() {
+            if said_hello {
+                stream.read(&mut buf).await
+            } else {
                 tokio::time::timeout_at(hello_deadline, stream.read(&mut buf))
                     .await
                     .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-            } else {
-                stream.read(&mut buf).await
             }
         };
         let n = tokio::select! {
@@ -220,12 +167,16 @@ async fn read_loop(
         };
         match n {
             Ok(0) => return,
-            Ok(n) => decoder.extend(&buf[..n]),
+            Ok(n) => {
+                if !reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok()) {
+                    return;
+                }
+            }
             Err(error) => {
-                if peer.is_none() {
+                if !said_hello {
                     Counters::add(&counters.refused_connections, 1);
                 }
-                tracing::debug!(%error, %remote, ?peer, "connection closed");
+                tracing::debug!(%error, %remote, "connection closed");
                 return;
             }
         }
@@ -237,12 +188,12 @@ async fn read_loop(
 async fn write_loop(
     peer: NodeId,
     addr: SocketAddr,
-    config: Arc<TcpConfig>,
+    writer: PeerWriter,
     mut queue: mpsc::Receiver<Message>,
-    counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(20);
+    let counters = writer.counters();
+    let mut failures = 0;
     let mut out = Vec::new();
     loop {
         let connected = tokio::select! {
@@ -257,23 +208,17 @@ async fn write_loop(
                     Counters::add(&counters.dropped, 1);
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(reconnect_backoff(failures)) => {}
                     _ = stop.changed() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                failures += 1;
                 continue;
             }
         };
-        backoff = Duration::from_millis(20);
+        failures = 0;
         let _ = stream.set_nodelay(true);
-        out.clear();
-        let hello = PeerFrame::Hello {
-            cluster_id: config.cluster_id,
-            node_id: config.node_id,
-        };
-        if encode_frame(&hello, config.max_frame, &mut out).is_err()
-            || stream.write_all(&out).await.is_err()
-        {
+        writer.hello(&mut out);
+        if stream.write_all(&out).await.is_err() {
             continue;
         }
         loop {
@@ -284,19 +229,8 @@ async fn write_loop(
                 },
                 _ = stop.changed() => return,
             };
-            out.clear();
-            let mut batch = 0u64;
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                if encode_frame(&PeerFrame::Raft(message), config.max_frame, &mut out).is_ok() {
-                    batch += 1;
-                } else {
-                    Counters::add(&counters.dropped, 1);
-                }
-                if batch < WRITE_BATCH as u64 {
-                    next = queue.try_recv().ok();
-                }
-            }
+            let more = std::iter::from_fn(|| queue.try_recv().ok()).take(WRITE_BATCH - 1);
+            let batch = writer.frames(std::iter::once(first).chain(more), &mut out);
             if stream.write_all(&out).await.is_err() {
                 tracing::debug!(peer, %addr, "write failed; reconnecting");
                 Counters::add(&counters.dropped, batch);
