@@ -1,0 +1,60 @@
+//! Runs a [`raft_proto`] node on smol's building blocks — async-io timers and sockets,
+//! async-channel queues, disk writes on a dedicated thread — so that it runs under smol and,
+//! spawned with async-std's executor, under async-std too. It does not depend on tokio.
+//!
+//! Everything but the waiting and the sockets — storage, the step-and-execute driver, the
+//! state machine trait, the errors — comes from [`adapter_common`], shared with
+//! `adapter-thread` and `adapter-tokio`.
+//!
+//! # Example: a single-node cluster on smol (under async-std, pass
+//! `|f| { async_std::task::spawn(f); }` as the spawner)
+//!
+//! ```
+//! use adapter_smol::transport::TcpTransport;
+//! use adapter_smol::{NodeOptions, ProposeError, SmolSpawner, StateMachine, TcpConfig};
+//!
+//! struct Counter(u64);
+//!
+//! impl StateMachine for Counter {
+//!     fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+//!         self.0 += command.len() as u64;
+//!         self.0.to_le_bytes().to_vec()
+//!     }
+//!     fn snapshot(&self) -> Vec<u8> {
+//!         self.0.to_le_bytes().to_vec()
+//!     }
+//!     fn restore(&mut self, snapshot: &[u8]) {
+//!         self.0 = snapshot.try_into().map(u64::from_le_bytes).unwrap_or(0);
+//!     }
+//! }
+//!
+//! smol::block_on(async {
+//!     let dir = std::env::temp_dir().join(format!("adapter-smol-doc-{}", std::process::id()));
+//!     let (inbound_tx, inbound_rx) = async_channel::bounded(1024);
+//!     let tcp = TcpConfig::new(7, 1, "127.0.0.1:0".parse().unwrap(), Default::default());
+//!     let transport = TcpTransport::start(tcp, inbound_tx, SmolSpawner).await.unwrap();
+//!     let options = NodeOptions::new(1, vec![1], &dir);
+//!     let node = adapter_smol::start(options, Counter(0), transport, inbound_rx).unwrap();
+//!     let answer = loop {
+//!         match node.propose(b"hello".to_vec()).await {
+//!             Err(ProposeError::NotLeader { .. }) => {
+//!                 smol::Timer::after(std::time::Duration::from_millis(20)).await;
+//!             }
+//!             other => break other.expect("committed"),
+//!         }
+//!     };
+//!     assert_eq!(answer, 5u64.to_le_bytes());
+//!     node.shutdown().await;
+//!     std::fs::remove_dir_all(&dir).ok();
+//! });
+//! ```
+
+mod node;
+pub mod transport;
+
+pub use adapter_common::storage;
+pub use adapter_common::{
+    MemoryNetwork, NodeOptions, ProposeError, StartError, StateMachine, Status, TcpConfig,
+    Transport,
+};
+pub use node::{start, start_with, BoxFuture, NodeHandle, SmolSpawner, Spawn};

@@ -1,0 +1,272 @@
+//! The node as an async task on smol's building blocks: wait for the next input or deadline
+//! (async-channel, async-io timers), feed the shared [`Driver`], carry out its [`Effects`].
+//! Disk writes and syncs run on the storage worker's own thread ([`StorageWorker`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use adapter_common::storage::FileStorage;
+use adapter_common::writer::StorageWorker;
+use adapter_common::{
+    Driver, Effects, NodeOptions, ProposeError, StartError, StateMachine, Status, Transport,
+};
+use async_channel::{Receiver, Sender};
+use futures_lite::future;
+use raft_proto::{Message, NodeId};
+
+/// A future an executor runs to completion.
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Starts futures on an executor: smol's ([`SmolSpawner`]), async-std's
+/// (`|f| { async_std::task::spawn(f); }`), or any other. Everything the adapter spawns is
+/// built on async-io and async-channel, which run under any executor.
+pub trait Spawn: Send + Sync + 'static {
+    /// Runs `future` in the background.
+    fn spawn(&self, future: BoxFuture);
+}
+
+/// Spawns on smol's global executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmolSpawner;
+
+impl Spawn for SmolSpawner {
+    fn spawn(&self, future: BoxFuture) {
+        smol::spawn(future).detach();
+    }
+}
+
+impl<F: Fn(BoxFuture) + Send + Sync + 'static> Spawn for F {
+    fn spawn(&self, future: BoxFuture) {
+        self(future);
+    }
+}
+
+type Answer = Result<Vec<u8>, ProposeError>;
+
+enum Command {
+    Propose(Vec<u8>, Sender<Answer>),
+    Status(Sender<Status>),
+    Shutdown,
+}
+
+/// The application's handle on a running node. Cloneable; every clone talks to the same node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    commands: Sender<Command>,
+    done: Receiver<()>,
+    id: NodeId,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").field("id", &self.id).finish()
+    }
+}
+
+impl NodeHandle {
+    /// Proposes `command`; resolves when it is committed and applied (with the state
+    /// machine's answer) or refused.
+    ///
+    /// Cancellation-safe: dropping the future abandons the wait, nothing else. The command
+    /// may still commit; its answer is then discarded, and no state is kept for it.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+        let (reply, answer) = async_channel::bounded(1);
+        self.commands
+            .send(Command::Propose(command, reply))
+            .await
+            .map_err(|_| ProposeError::ShutDown)?;
+        answer.recv().await.unwrap_or(Err(ProposeError::ShutDown))
+    }
+
+    /// The node's current state, or None once it is shut down.
+    pub async fn status(&self) -> Option<Status> {
+        let (reply, answer) = async_channel::bounded(1);
+        self.commands.send(Command::Status(reply)).await.ok()?;
+        answer.recv().await.ok()
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Stops the node: waiting proposals fail with [`ProposeError::ShutDown`], writes already
+    /// issued are completed (nothing acknowledged is lost), and the node's task ends.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+        // The task closes `done` when it ends.
+        let _ = self.done.recv().await;
+    }
+}
+
+/// Starts a node on smol's global executor; see [`start_with`].
+pub fn start<S: StateMachine, T: Transport>(
+    options: NodeOptions,
+    state_machine: S,
+    transport: T,
+    inbound: Receiver<Message>,
+) -> Result<NodeHandle, StartError> {
+    start_with(options, state_machine, transport, inbound, &SmolSpawner)
+}
+
+/// Starts a node as a task spawned by `spawner`: recovers its state from `options.data_dir`,
+/// restores the state machine from the latest snapshot, and runs it with `transport` for
+/// outgoing messages and `inbound` for incoming ones.
+pub fn start_with<S: StateMachine, T: Transport>(
+    options: NodeOptions,
+    state_machine: S,
+    transport: T,
+    inbound: Receiver<Message>,
+    spawner: &impl Spawn,
+) -> Result<NodeHandle, StartError> {
+    let (storage, durable, report) = FileStorage::open(&options.data_dir)?;
+    if report.repaired_bytes > 0 {
+        tracing::warn!(
+            repaired_bytes = report.repaired_bytes,
+            "cut a torn tail off the log (an unacknowledged write)"
+        );
+    }
+    let driver = Driver::new(&options, state_machine, durable)?;
+    let id = driver.id();
+    let (commands_tx, commands_rx) = async_channel::unbounded();
+    let (durable_tx, durable_rx) = async_channel::unbounded();
+    let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+    let worker = StorageWorker::spawn(storage, format!("raft-{id}-storage"), move |result| {
+        let _ = durable_tx.send_blocking(result);
+    })?;
+    spawner.spawn(Box::pin(async move {
+        run(driver, worker, transport, inbound, commands_rx, durable_rx).await;
+        drop(done_tx);
+    }));
+    Ok(NodeHandle {
+        commands: commands_tx,
+        done: done_rx,
+        id,
+    })
+}
+
+/// How much input one wake-up takes before stepping the timers again.
+const MAX_INPUTS_PER_WAKE: usize = 4096;
+
+enum Wake {
+    Message(Option<Message>),
+    Command(Option<Command>),
+    Durable(Option<Result<u64, String>>),
+    Deadline,
+}
+
+async fn run<S: StateMachine, T: Transport>(
+    mut driver: Driver<S>,
+    worker: StorageWorker,
+    transport: T,
+    inbound: Receiver<Message>,
+    commands: Receiver<Command>,
+    durable: Receiver<Result<u64, String>>,
+) {
+    let mut effects = Effects::default();
+    let mut inbound_open = true;
+    let mut stop = false;
+    while !stop {
+        let deadline = driver.time_to_deadline();
+        let wake = future::or(
+            future::or(async { Wake::Command(commands.recv().await.ok()) }, async {
+                Wake::Durable(durable.recv().await.ok())
+            }),
+            future::or(
+                async {
+                    if inbound_open {
+                        Wake::Message(inbound.recv().await.ok())
+                    } else {
+                        future::pending().await
+                    }
+                },
+                async {
+                    sleep(deadline).await;
+                    Wake::Deadline
+                },
+            ),
+        )
+        .await;
+        match wake {
+            Wake::Message(Some(message)) => driver.on_message(message, &mut effects),
+            // The transport is gone: no more messages, but the handle is still served.
+            Wake::Message(None) => inbound_open = false,
+            Wake::Command(Some(command)) => stop = on_command(&mut driver, command, &mut effects),
+            Wake::Command(None) => stop = true,
+            Wake::Durable(Some(Ok(seq))) => driver.on_persisted(seq, &mut effects),
+            Wake::Durable(_) => {
+                tracing::error!(id = driver.id(), "storage failed; stopping");
+                break;
+            }
+            Wake::Deadline => {}
+        }
+        // Take whatever else is ready, bounded, so a busy node still keeps its timers.
+        for _ in 0..MAX_INPUTS_PER_WAKE {
+            if stop {
+                break;
+            }
+            if let Ok(result) = durable.try_recv() {
+                match result {
+                    Ok(seq) => driver.on_persisted(seq, &mut effects),
+                    Err(error) => {
+                        tracing::error!(id = driver.id(), %error, "storage failed; stopping");
+                        stop = true;
+                    }
+                }
+            } else if let Ok(command) = commands.try_recv() {
+                stop = on_command(&mut driver, command, &mut effects);
+            } else if let Ok(message) = inbound.try_recv() {
+                driver.on_message(message, &mut effects);
+            } else {
+                break;
+            }
+        }
+        if stop {
+            // Queued proposals are answered, not proposed; what the inputs above caused is
+            // still written and sent below.
+            driver.shut_down();
+        }
+        driver.flush(&mut effects);
+        if !worker.write(std::mem::take(&mut effects.writes)) {
+            tracing::error!(id = driver.id(), "the storage worker is gone; stopping");
+            break;
+        }
+        for message in effects.messages.drain(..) {
+            transport.send(message);
+        }
+    }
+    driver.shut_down();
+    // Completing the writes handed over joins a thread: do it off the executor's threads.
+    smol::unblock(move || worker.finish()).await;
+}
+
+/// Waits `duration` on async-io's timer (any executor).
+pub(crate) async fn sleep(duration: Duration) {
+    smol::Timer::after(duration).await;
+}
+
+/// Handles a command; true when the node must stop.
+fn on_command<S: StateMachine>(
+    driver: &mut Driver<S>,
+    command: Command,
+    effects: &mut Effects,
+) -> bool {
+    match command {
+        Command::Propose(data, reply) => {
+            driver.propose(
+                data,
+                Box::new(move |answer| {
+                    let _ = reply.try_send(answer);
+                }),
+                effects,
+            );
+            false
+        }
+        Command::Status(reply) => {
+            let _ = reply.try_send(driver.status());
+            false
+        }
+        Command::Shutdown => true,
+    }
+}

@@ -1,0 +1,266 @@
+//! TCP transport on smol's building blocks (async-net sockets, async-io timers,
+//! async-channel queues): the same protocol as every adapter's (the shared
+//! [`PeerReader`] / [`PeerWriter`]), runnable under any executor.
+//!
+//! One task accepts connections and one task reads each of them; one task per peer owns the
+//! outgoing connection, fed by a bounded queue: [`Transport::send`] never waits (a message
+//! that does not fit is dropped and counted), and a dead peer is reconnected with exponential
+//! backoff. Garbage, truncated or oversized frames close that connection only.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use adapter_common::net::{reconnect_backoff, TransportCounters as Counters};
+use adapter_common::{PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
+use async_channel::{Receiver, Sender};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use raft_proto::{Message, NodeId};
+use smol::net::{TcpListener, TcpStream};
+
+use crate::node::{sleep, Spawn};
+
+/// A connection must say hello within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages written to a connection in one go, at most.
+const WRITE_BATCH: usize = 256;
+
+/// A TCP transport whose tasks run on the executor given at start.
+#[derive(Debug)]
+pub struct TcpTransport {
+    queues: BTreeMap<NodeId, Sender<Message>>,
+    counters: Arc<Counters>,
+    local_addr: SocketAddr,
+    /// Dropping the sender closes the channel: every task sees it and ends.
+    stop: Mutex<Option<Sender<()>>>,
+}
+
+impl TcpTransport {
+    /// Binds `config.listen` and starts the transport's tasks with `spawner`; received
+    /// messages go to `inbound` (dropped when it is full).
+    pub async fn start(
+        config: TcpConfig,
+        inbound: Sender<Message>,
+        spawner: impl Spawn + Clone,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let config = Arc::new(config);
+        let counters = Arc::new(Counters::default());
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let accept = accept_loop(
+            listener,
+            Arc::clone(&config),
+            inbound,
+            Arc::clone(&counters),
+            stopped.clone(),
+            spawner.clone(),
+        );
+        spawner.spawn(Box::pin(accept));
+        let mut queues = BTreeMap::new();
+        for (&peer, &addr) in &config.peers {
+            let (queue, queued) = async_channel::bounded(config.queue_len.max(1));
+            queues.insert(peer, queue);
+            let writer = PeerWriter::new(Arc::clone(&config), Arc::clone(&counters));
+            spawner.spawn(Box::pin(write_loop(
+                peer,
+                addr,
+                writer,
+                queued,
+                stopped.clone(),
+            )));
+        }
+        Ok(Self {
+            queues,
+            counters,
+            local_addr,
+            stop: Mutex::new(Some(stop)),
+        })
+    }
+
+    /// Where the transport accepts connections.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters since the transport started.
+    pub fn stats(&self) -> TransportStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops every task; their connections close as they end.
+    pub fn shutdown(&self) {
+        self.stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        for queue in self.queues.values() {
+            queue.close();
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&self, message: Message) {
+        let delivered = self
+            .queues
+            .get(&message.to)
+            .is_some_and(|queue| queue.try_send(message).is_ok());
+        if !delivered {
+            Counters::add(&self.counters.dropped, 1);
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<TcpConfig>,
+    inbound: Sender<Message>,
+    counters: Arc<Counters>,
+    stopped: Receiver<()>,
+    spawner: impl Spawn,
+) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let _ = stopped.recv().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok((stream, remote))) => {
+                let _ = stream.set_nodelay(true);
+                spawner.spawn(Box::pin(read_loop(
+                    stream,
+                    remote,
+                    PeerReader::new(Arc::clone(&config), Arc::clone(&counters)),
+                    inbound.clone(),
+                    Arc::clone(&counters),
+                    stopped.clone(),
+                )));
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, "accept failed");
+                sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Reads one accepted connection: a hello first, then Raft messages from that peer.
+async fn read_loop(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    mut reader: PeerReader,
+    inbound: Sender<Message>,
+    counters: Arc<Counters>,
+    stopped: Receiver<()>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let hello_deadline = Instant::now() + HELLO_TIMEOUT;
+    loop {
+        let said_hello = reader.peer().is_some();
+        let limit = if said_hello {
+            Duration::MAX
+        } else {
+            hello_deadline.saturating_duration_since(Instant::now())
+        };
+        let read = future::or(
+            async { Some(stream.read(&mut buf).await) },
+            future::or(
+                async {
+                    let _ = stopped.recv().await;
+                    None
+                },
+                async {
+                    if limit == Duration::MAX {
+                        future::pending::<()>().await;
+                    }
+                    sleep(limit).await;
+                    Some(Err(io::ErrorKind::TimedOut.into()))
+                },
+            ),
+        )
+        .await;
+        match read {
+            None | Some(Ok(0)) => return,
+            Some(Ok(n)) => {
+                if !reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok()) {
+                    return;
+                }
+            }
+            Some(Err(error)) => {
+                if !said_hello {
+                    Counters::add(&counters.refused_connections, 1);
+                }
+                tracing::debug!(%error, %remote, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+/// Owns the connection to one peer: connects (with backoff), says hello, writes what is
+/// queued; reconnects after an error. Ends when the transport stops.
+async fn write_loop(
+    peer: NodeId,
+    addr: SocketAddr,
+    writer: PeerWriter,
+    queue: Receiver<Message>,
+    stopped: Receiver<()>,
+) {
+    let counters = writer.counters();
+    let mut failures = 0;
+    let mut out = Vec::new();
+    loop {
+        let connected = future::or(async { Some(TcpStream::connect(addr).await) }, async {
+            let _ = stopped.recv().await;
+            None
+        })
+        .await;
+        let mut stream = match connected {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(_)) => {
+                // Unreachable: what waits for it is stale by the time it comes back.
+                while queue.try_recv().is_ok() {
+                    Counters::add(&counters.dropped, 1);
+                }
+                if queue.is_closed() {
+                    return;
+                }
+                sleep(reconnect_backoff(failures)).await;
+                failures += 1;
+                continue;
+            }
+        };
+        failures = 0;
+        let _ = stream.set_nodelay(true);
+        writer.hello(&mut out);
+        if stream.write_all(&out).await.is_err() {
+            continue;
+        }
+        // A closed queue (the transport stopped) ends the task.
+        while let Ok(first) = queue.recv().await {
+            let more = std::iter::from_fn(|| queue.try_recv().ok()).take(WRITE_BATCH - 1);
+            let batch = writer.frames(std::iter::once(first).chain(more), &mut out);
+            if stream.write_all(&out).await.is_err() {
+                tracing::debug!(peer, %addr, "write failed; reconnecting");
+                Counters::add(&counters.dropped, batch);
+                break;
+            }
+            Counters::add(&counters.sent, batch);
+        }
+        if queue.is_closed() {
+            return;
+        }
+    }
+}

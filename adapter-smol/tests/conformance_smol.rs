@@ -1,0 +1,58 @@
+//! The adapters' conformance suite (written once in `adapter-common`), on smol.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adapter_common::conformance::{Harness, LogMachine, TestNode};
+use adapter_smol::transport::TcpTransport;
+use adapter_smol::{NodeHandle, NodeOptions, ProposeError, SmolSpawner, Status, TcpConfig};
+
+struct Smol;
+
+struct Node {
+    handle: NodeHandle,
+    transport: Mutex<Option<Arc<TcpTransport>>>,
+}
+
+impl TestNode for Node {
+    fn propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, ProposeError> {
+        smol::block_on(futures_lite::future::or(
+            self.handle.propose(command),
+            async {
+                smol::Timer::after(timeout).await;
+                Err(ProposeError::TimedOut)
+            },
+        ))
+    }
+    fn status(&self) -> Option<Status> {
+        smol::block_on(self.handle.status())
+    }
+    fn shutdown(&self) {
+        smol::block_on(self.handle.shutdown());
+        if let Some(transport) = self
+            .transport
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            transport.shutdown();
+        }
+    }
+}
+
+impl Harness for Smol {
+    fn start(&self, options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode> {
+        let (tx, rx) = async_channel::bounded(4096);
+        let transport =
+            Arc::new(smol::block_on(TcpTransport::start(tcp, tx, SmolSpawner)).expect("listens"));
+        let handle =
+            adapter_smol::start(options, LogMachine::default(), Arc::clone(&transport), rx)
+                .expect("starts");
+        Box::new(Node {
+            handle,
+            transport: Mutex::new(Some(transport)),
+        })
+    }
+}
+
+adapter_common::conformance_tests!(Smol);
