@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use raft_proto::NodeId;
 
+use clap::ValueEnum;
+
 use crate::protocol::{Connection, Request, Response};
+use crate::runtime::Runtime;
 use crate::store::KvCommand;
 
 /// What the demo does.
@@ -25,6 +28,7 @@ pub(crate) struct DemoConfig {
     /// Kill the leader when this fraction of the writes is acknowledged (None: never).
     pub(crate) kill_at: Option<f64>,
     pub(crate) quiet: bool,
+    pub(crate) runtime: Runtime,
 }
 
 /// What the demo measured.
@@ -44,6 +48,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A cluster of `raft-kv serve` child processes.
 pub(crate) struct Cluster {
     exe: PathBuf,
+    runtime: Runtime,
     dir: PathBuf,
     peers: BTreeMap<NodeId, SocketAddr>,
     clients: BTreeMap<NodeId, SocketAddr>,
@@ -52,7 +57,7 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Starts three nodes with data under `dir` (emptied first).
-    pub(crate) fn start(exe: PathBuf, dir: &Path) -> Result<Self, String> {
+    pub(crate) fn start(exe: PathBuf, runtime: Runtime, dir: &Path) -> Result<Self, String> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -65,6 +70,7 @@ impl Cluster {
         }
         let mut cluster = Self {
             exe,
+            runtime,
             dir: dir.to_path_buf(),
             peers,
             clients,
@@ -93,6 +99,12 @@ impl Cluster {
             .args(["--client-addr", &self.clients[&id].to_string()])
             // The node exits when this process dies (its stdin closes): no orphans.
             .arg("--exit-with-parent")
+            .arg("--runtime")
+            .arg(
+                self.runtime
+                    .to_possible_value()
+                    .map_or_else(|| "thread".to_string(), |v| v.get_name().to_string()),
+            )
             .arg("--data-dir")
             .arg(self.dir.join(format!("node-{id}")))
             .stdin(Stdio::piped())
@@ -268,14 +280,15 @@ impl Client {
 
 /// Runs the demo.
 pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, String> {
-    let mut cluster = Cluster::start(exe, &config.dir)?;
+    let mut cluster = Cluster::start(exe, config.runtime, &config.dir)?;
     let say = |line: String| {
         if !config.quiet {
             println!("{line}");
         }
     };
     say(format!(
-        "started 3 nodes on 127.0.0.1 (data in {})",
+        "started 3 nodes on 127.0.0.1 with the {:?} adapter (data in {})",
+        config.runtime,
         config.dir.display()
     ));
     let (first_leader, _) = cluster
@@ -445,12 +458,13 @@ pub(crate) struct ChaosConfig {
     pub(crate) rounds: usize,
     pub(crate) clients: usize,
     pub(crate) seed: u64,
+    pub(crate) runtime: Runtime,
 }
 
 /// Runs the chaos test; fails if an acknowledged write is missing anywhere at the end or the
 /// nodes do not converge.
 pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<usize, String> {
-    let mut cluster = Cluster::start(exe, &config.dir)?;
+    let mut cluster = Cluster::start(exe, config.runtime, &config.dir)?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;

@@ -8,6 +8,7 @@
 
 mod demo;
 mod protocol;
+mod runtime;
 mod server;
 mod store;
 
@@ -51,6 +52,9 @@ enum Cmd {
         /// Exit when standard input closes (the parent process died).
         #[arg(long)]
         exit_with_parent: bool,
+        /// Which adapter runs the node.
+        #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
+        runtime: runtime::Runtime,
     },
     /// Start a 3-node cluster as child processes, drive a load, kill the leader, verify.
     Demo {
@@ -63,6 +67,9 @@ enum Cmd {
         /// Concurrent clients.
         #[arg(long, default_value_t = 32)]
         clients: usize,
+        /// Which adapter runs the nodes.
+        #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
+        runtime: runtime::Runtime,
     },
     /// The crash test: SIGKILL nodes at random moments under load, restart them, and check
     /// that every acknowledged write survives on every node.
@@ -79,6 +86,9 @@ enum Cmd {
         /// Seeds the choice of victims and pauses.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Which adapter runs the nodes.
+        #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
+        runtime: runtime::Runtime,
     },
 }
 
@@ -108,6 +118,7 @@ fn main() -> ExitCode {
             cluster_id,
             snapshot_every,
             exit_with_parent,
+            runtime,
         } => {
             if exit_with_parent {
                 std::thread::spawn(|| {
@@ -130,12 +141,14 @@ fn main() -> ExitCode {
                 client_addr,
                 data_dir,
                 snapshot_every,
+                runtime,
             })
         }
         Cmd::Demo {
             dir,
             writes,
             clients,
+            runtime,
         } => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))
             .and_then(|exe| {
@@ -147,6 +160,7 @@ fn main() -> ExitCode {
                         clients,
                         kill_at: Some(0.5),
                         quiet: false,
+                        runtime,
                     },
                 )
             })
@@ -156,6 +170,7 @@ fn main() -> ExitCode {
             rounds,
             clients,
             seed,
+            runtime,
         } => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))
             .and_then(|exe| {
@@ -166,6 +181,7 @@ fn main() -> ExitCode {
                         rounds,
                         clients,
                         seed,
+                        runtime,
                     },
                 )
             })

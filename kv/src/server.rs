@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_thread::transport::{TcpConfig, TcpTransport};
-use adapter_thread::{NodeHandle, NodeOptions, ProposeError};
+use adapter_common::{NodeOptions, ProposeError, TcpConfig};
 use raft_proto::wire::FrameDecoder;
 use raft_proto::NodeId;
 
 use crate::protocol::{read_frame, write_frame, Request, Response, MAX_FRAME};
+use crate::runtime::{Node, Runtime};
 use crate::store::KvStore;
 
 /// Everything `serve` needs.
@@ -25,6 +25,8 @@ pub(crate) struct ServeConfig {
     pub(crate) client_addr: SocketAddr,
     pub(crate) data_dir: PathBuf,
     pub(crate) snapshot_every: u64,
+    /// Which adapter runs the node.
+    pub(crate) runtime: Runtime,
 }
 
 /// How long a client request may wait for its command to commit.
@@ -38,28 +40,25 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
         .ok_or_else(|| format!("node {} is not among the peers", config.id))?;
     let mut others = config.peers.clone();
     others.remove(&config.id);
-    let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(16 * 1024);
     let mut tcp = TcpConfig::new(config.cluster_id, config.id, listen, others);
     tcp.queue_len = 4096;
-    let transport = Arc::new(
-        TcpTransport::start(tcp, inbound_tx)
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?,
-    );
     let voters = config.peers.keys().copied().collect();
     let mut options = NodeOptions::new(config.id, voters, &config.data_dir);
     options.snapshot_every = Some(config.snapshot_every);
     let store = KvStore::default();
-    let node = adapter_thread::start(options, store.clone(), Arc::clone(&transport), inbound_rx)
-        .map_err(|e| format!("cannot start node {}: {e}", config.id))?;
+    let node = Arc::new(
+        Node::start(config.runtime, options, store.clone(), tcp)
+            .map_err(|e| format!("cannot start node {}: {e}", config.id))?,
+    );
     let clients = TcpListener::bind(config.client_addr)
         .map_err(|e| format!("cannot listen for clients on {}: {e}", config.client_addr))?;
-    tracing::info!(id = config.id, raft = %listen, clients = %config.client_addr, "serving");
+    tracing::info!(id = config.id, raft = %listen, clients = %config.client_addr, runtime = ?config.runtime, "serving");
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     std::thread::spawn({
-        let node = node.clone();
+        let node = Arc::clone(&node);
         move || {
             for stream in clients.incoming().flatten() {
-                let node = node.clone();
+                let node = Arc::clone(&node);
                 let store = store.clone();
                 let stop = stop_tx.clone();
                 std::thread::spawn(move || serve_client(stream, &node, &store, &stop));
@@ -68,10 +67,25 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     });
     // Block until asked to stop, then stop cleanly: nothing acknowledged is lost.
     let _ = stop_rx.recv();
-    node.shutdown();
-    match Arc::try_unwrap(transport) {
-        Ok(transport) => transport.shutdown(),
-        Err(_) => tracing::warn!("transport still shared at shutdown"),
+    // Client threads may still hold the node; shut it down through a last reference or, if
+    // they do not let go within a few seconds, by exiting (nothing acknowledged is lost).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut node = node;
+    loop {
+        match Arc::try_unwrap(node) {
+            Ok(node) => {
+                node.shutdown();
+                break;
+            }
+            Err(shared) if std::time::Instant::now() < deadline => {
+                node = shared;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => {
+                tracing::warn!("clients still connected at shutdown; exiting");
+                break;
+            }
+        }
     }
     tracing::info!(id = config.id, "shut down");
     Ok(())
@@ -79,7 +93,7 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
 
 fn serve_client(
     mut stream: TcpStream,
-    node: &NodeHandle,
+    node: &Node,
     store: &KvStore,
     stop: &crossbeam_channel::Sender<()>,
 ) {

@@ -49,3 +49,32 @@ fn random_sigkills_under_load_lose_no_acknowledged_write() {
         );
     }
 }
+
+/// The demo on each async runtime: the same replica, only the adapter changes.
+#[test]
+fn the_demo_runs_on_every_runtime() {
+    for runtime in ["tokio", "smol", "async-std"] {
+        let dir = scratch(&format!("demo-{runtime}"));
+        let output = raft_kv()
+            .args([
+                "demo",
+                "--writes",
+                "1000",
+                "--clients",
+                "8",
+                "--runtime",
+                runtime,
+                "--dir",
+            ])
+            .arg(&dir)
+            .output()
+            .expect("runs");
+        let _ = std::fs::remove_dir_all(&dir);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("present on 3/3 nodes"),
+            "demo on {runtime} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

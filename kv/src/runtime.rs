@@ -1,0 +1,164 @@
+//! The replica on the runtime of your choice: `--runtime thread|tokio|smol|async-std`. The
+//! state machine, the options and the TCP configuration are the same for every runtime; only
+//! the crate `start` comes from changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_common::{NodeOptions, ProposeError, StartError, Status, TcpConfig};
+
+use crate::store::KvStore;
+
+/// Which adapter runs the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Runtime {
+    /// adapter-thread: OS threads and channels.
+    Thread,
+    /// adapter-tokio: a tokio task.
+    Tokio,
+    /// adapter-smol on smol's executor.
+    Smol,
+    /// adapter-smol on async-std's executor.
+    AsyncStd,
+}
+
+/// A running replica, seen through blocking calls whatever runs it.
+pub(crate) enum Node {
+    Thread {
+        node: adapter_thread::NodeHandle,
+        transport: Arc<adapter_thread::transport::TcpTransport>,
+    },
+    Tokio {
+        runtime: tokio::runtime::Runtime,
+        node: adapter_tokio::NodeHandle,
+        transport: Arc<adapter_tokio::transport::TcpTransport>,
+    },
+    Smol {
+        node: adapter_smol::NodeHandle,
+        transport: Arc<adapter_smol::transport::TcpTransport>,
+    },
+}
+
+fn async_std_spawner(future: adapter_smol::BoxFuture) {
+    async_std::task::spawn(future);
+}
+
+fn io_error(e: std::io::Error) -> StartError {
+    StartError::Spawn(e)
+}
+
+impl Node {
+    /// Starts the replica's transport and node on `runtime`.
+    pub(crate) fn start(
+        runtime: Runtime,
+        options: NodeOptions,
+        store: KvStore,
+        tcp: TcpConfig,
+    ) -> Result<Self, StartError> {
+        match runtime {
+            Runtime::Thread => {
+                let (tx, rx) = crossbeam_channel::bounded(16 * 1024);
+                let transport = Arc::new(
+                    adapter_thread::transport::TcpTransport::start(tcp, tx).map_err(io_error)?,
+                );
+                let node = adapter_thread::start(options, store, Arc::clone(&transport), rx)?;
+                Ok(Self::Thread { node, transport })
+            }
+            Runtime::Tokio => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(io_error)?;
+                let (node, transport) = runtime.block_on(async {
+                    let (tx, rx) = tokio::sync::mpsc::channel(16 * 1024);
+                    let transport = Arc::new(
+                        adapter_tokio::transport::TcpTransport::start(tcp, tx)
+                            .await
+                            .map_err(io_error)?,
+                    );
+                    let node = adapter_tokio::start(options, store, Arc::clone(&transport), rx)?;
+                    Ok::<_, StartError>((node, transport))
+                })?;
+                Ok(Self::Tokio {
+                    runtime,
+                    node,
+                    transport,
+                })
+            }
+            Runtime::Smol => start_smol(adapter_smol::SmolSpawner, options, store, tcp),
+            Runtime::AsyncStd => start_smol(async_std_spawner, options, store, tcp),
+        }
+    }
+
+    /// Proposes and waits up to `timeout` for the answer.
+    pub(crate) fn propose(
+        &self,
+        command: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ProposeError> {
+        match self {
+            Self::Thread { node, .. } => node.propose(command, timeout),
+            Self::Tokio { runtime, node, .. } => runtime.block_on(async {
+                tokio::time::timeout(timeout, node.propose(command))
+                    .await
+                    .unwrap_or(Err(ProposeError::TimedOut))
+            }),
+            Self::Smol { node, .. } => {
+                smol::block_on(futures_lite::future::or(node.propose(command), async {
+                    smol::Timer::after(timeout).await;
+                    Err(ProposeError::TimedOut)
+                }))
+            }
+        }
+    }
+
+    /// The node's status, None once it is shut down.
+    pub(crate) fn status(&self) -> Option<Status> {
+        match self {
+            Self::Thread { node, .. } => node.status(),
+            Self::Tokio { runtime, node, .. } => runtime.block_on(node.status()),
+            Self::Smol { node, .. } => smol::block_on(node.status()),
+        }
+    }
+
+    /// Stops the node, then its transport.
+    pub(crate) fn shutdown(self) {
+        match self {
+            Self::Thread { node, transport } => {
+                node.shutdown();
+                if let Ok(transport) = Arc::try_unwrap(transport) {
+                    transport.shutdown();
+                }
+            }
+            Self::Tokio {
+                runtime,
+                node,
+                transport,
+            } => runtime.block_on(async {
+                node.shutdown().await;
+                if let Ok(transport) = Arc::try_unwrap(transport) {
+                    transport.shutdown().await;
+                }
+            }),
+            Self::Smol { node, transport } => {
+                smol::block_on(node.shutdown());
+                transport.shutdown();
+            }
+        }
+    }
+}
+
+/// adapter-smol with its tasks on the executor `spawner` stands for (smol's or async-std's).
+fn start_smol(
+    spawner: impl adapter_smol::Spawn + Clone,
+    options: NodeOptions,
+    store: KvStore,
+    tcp: TcpConfig,
+) -> Result<Node, StartError> {
+    let (tx, rx) = async_channel::bounded(16 * 1024);
+    let transport = adapter_smol::transport::TcpTransport::start(tcp, tx, spawner.clone());
+    let transport = Arc::new(smol::block_on(transport).map_err(io_error)?);
+    let node = adapter_smol::start_with(options, store, Arc::clone(&transport), rx, &spawner)?;
+    Ok(Node::Smol { node, transport })
+}
