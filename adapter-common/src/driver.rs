@@ -116,6 +116,43 @@ pub struct Status {
 /// reply channel in it (a crossbeam sender, a tokio or async oneshot).
 pub type Reply = Box<dyn FnOnce(Result<Vec<u8>, ProposeError>) + Send>;
 
+/// A request from the application's handle to the node's loop.
+#[non_exhaustive]
+pub enum Command {
+    /// Propose a command; the reply completes the proposal.
+    Propose(Vec<u8>, Reply),
+    /// Report the node's status.
+    Status(Box<dyn FnOnce(Status) + Send>),
+    /// Stop the node.
+    Shutdown,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Propose(data, _) => write!(f, "Propose({} bytes)", data.len()),
+            Self::Status(_) => write!(f, "Status"),
+            Self::Shutdown => write!(f, "Shutdown"),
+        }
+    }
+}
+
+/// One input of a node's loop.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Input {
+    /// A message from a peer.
+    Message(Message),
+    /// A command from the application's handle.
+    Command(Command),
+    /// The storage worker's report: every write up to this sequence number is durable, or
+    /// storage failed.
+    Durable(Result<u64, String>),
+}
+
+/// How much input one wake-up takes before stepping the timers again.
+pub const MAX_INPUTS_PER_WAKE: usize = 4096;
+
 /// What the adapter must carry out after feeding the driver.
 #[derive(Debug, Default)]
 pub struct Effects {
@@ -182,6 +219,27 @@ impl<S: StateMachine> Driver<S> {
         })
     }
 
+    /// What every adapter's `start` does first: recovers the node's state from
+    /// `options.data_dir` (cutting a torn tail, which only an unacknowledged write can leave),
+    /// builds the driver, and starts the storage worker, which reports to `on_durable`.
+    pub fn open(
+        options: &NodeOptions,
+        state_machine: S,
+        on_durable: impl Fn(Result<u64, String>) + Send + 'static,
+    ) -> Result<(Self, crate::writer::StorageWorker), StartError> {
+        let (storage, durable, report) = crate::storage::FileStorage::open(&options.data_dir)?;
+        if report.repaired_bytes > 0 {
+            tracing::warn!(
+                repaired_bytes = report.repaired_bytes,
+                "cut a torn tail off the log (an unacknowledged write)"
+            );
+        }
+        let driver = Self::new(options, state_machine, durable)?;
+        let name = format!("raft-{}-storage", driver.id());
+        let worker = crate::writer::StorageWorker::spawn(storage, name, on_durable)?;
+        Ok((driver, worker))
+    }
+
     /// The node's id.
     pub fn id(&self) -> NodeId {
         self.core.id()
@@ -204,6 +262,63 @@ impl<S: StateMachine> Driver<S> {
             applied_index: core.applied_index(),
             snapshot_index: core.snapshot_index(),
         }
+    }
+
+    /// Handles one input of the node's loop; returns true when the node must stop (asked to,
+    /// or storage failed).
+    pub fn on_input(&mut self, input: Input, out: &mut Effects) -> bool {
+        match input {
+            Input::Message(message) => self.on_message(message, out),
+            Input::Durable(Ok(seq)) => self.on_persisted(seq, out),
+            Input::Durable(Err(error)) => {
+                tracing::error!(id = self.id(), %error, "storage failed; stopping");
+                return true;
+            }
+            Input::Command(Command::Propose(data, reply)) => self.propose(data, reply, out),
+            Input::Command(Command::Status(reply)) => reply(self.status()),
+            Input::Command(Command::Shutdown) => return true,
+        }
+        false
+    }
+
+    /// Ends one wake-up of the node's loop, the same way in every runtime: takes the inputs
+    /// already waiting (from `next`, at most [`MAX_INPUTS_PER_WAKE`], so that a busy node
+    /// still keeps its timers), steps the batched proposals and the time, and carries out the
+    /// effects — writes to `worker`, messages to `transport`. Returns false when the loop
+    /// must end (`stop`, or an input or the storage worker said so); the proposals still
+    /// waiting are then answered.
+    pub fn finish_wake<T: crate::Transport>(
+        &mut self,
+        mut stop: bool,
+        mut next: impl FnMut() -> Option<Input>,
+        out: &mut Effects,
+        worker: &crate::writer::StorageWorker,
+        transport: &T,
+    ) -> bool {
+        for _ in 0..MAX_INPUTS_PER_WAKE {
+            if stop {
+                break;
+            }
+            match next() {
+                Some(input) => stop = self.on_input(input, out),
+                None => break,
+            }
+        }
+        if stop {
+            // Queued proposals are answered, not proposed; what the inputs caused is still
+            // written and sent below.
+            self.shut_down();
+        }
+        self.flush(out);
+        if !worker.write(std::mem::take(&mut out.writes)) {
+            tracing::error!(id = self.id(), "the storage worker is gone; stopping");
+            stop = true;
+            self.shut_down();
+        }
+        for message in out.messages.drain(..) {
+            transport.send(message);
+        }
+        !stop
     }
 
     /// A message from a peer.

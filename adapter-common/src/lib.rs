@@ -61,7 +61,8 @@ pub mod storage;
 pub mod writer;
 
 pub use driver::{
-    Driver, Effects, NodeOptions, ProposeError, Reply, StartError, StateMachine, Status,
+    Command, Driver, Effects, Input, NodeOptions, ProposeError, Reply, StartError, StateMachine,
+    Status,
 };
 pub use net::{
     check_hello, Inbox, MemoryNetwork, MemoryTransport, PeerReader, PeerWriter, Refusal, TcpConfig,

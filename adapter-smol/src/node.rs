@@ -6,10 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use adapter_common::storage::FileStorage;
 use adapter_common::writer::StorageWorker;
 use adapter_common::{
-    Driver, Effects, NodeOptions, ProposeError, StartError, StateMachine, Status, Transport,
+    Command, Driver, Effects, Input, NodeOptions, ProposeError, StartError, StateMachine, Status,
+    Transport,
 };
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
@@ -42,14 +42,6 @@ impl<F: Fn(BoxFuture) + Send + Sync + 'static> Spawn for F {
     }
 }
 
-type Answer = Result<Vec<u8>, ProposeError>;
-
-enum Command {
-    Propose(Vec<u8>, Sender<Answer>),
-    Status(Sender<Status>),
-    Shutdown,
-}
-
 /// The application's handle on a running node. Cloneable; every clone talks to the same node.
 #[derive(Clone)]
 pub struct NodeHandle {
@@ -73,7 +65,12 @@ impl NodeHandle {
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
         let (reply, answer) = async_channel::bounded(1);
         self.commands
-            .send(Command::Propose(command, reply))
+            .send(Command::Propose(
+                command,
+                Box::new(move |answer| {
+                    let _ = reply.try_send(answer);
+                }),
+            ))
             .await
             .map_err(|_| ProposeError::ShutDown)?;
         answer.recv().await.unwrap_or(Err(ProposeError::ShutDown))
@@ -82,6 +79,9 @@ impl NodeHandle {
     /// The node's current state, or None once it is shut down.
     pub async fn status(&self) -> Option<Status> {
         let (reply, answer) = async_channel::bounded(1);
+        let reply = Box::new(move |status| {
+            let _ = reply.try_send(status);
+        });
         self.commands.send(Command::Status(reply)).await.ok()?;
         answer.recv().await.ok()
     }
@@ -120,21 +120,13 @@ pub fn start_with<S: StateMachine, T: Transport>(
     inbound: Receiver<Message>,
     spawner: &impl Spawn,
 ) -> Result<NodeHandle, StartError> {
-    let (storage, durable, report) = FileStorage::open(&options.data_dir)?;
-    if report.repaired_bytes > 0 {
-        tracing::warn!(
-            repaired_bytes = report.repaired_bytes,
-            "cut a torn tail off the log (an unacknowledged write)"
-        );
-    }
-    let driver = Driver::new(&options, state_machine, durable)?;
-    let id = driver.id();
     let (commands_tx, commands_rx) = async_channel::unbounded();
     let (durable_tx, durable_rx) = async_channel::unbounded();
     let (done_tx, done_rx) = async_channel::bounded::<()>(1);
-    let worker = StorageWorker::spawn(storage, format!("raft-{id}-storage"), move |result| {
+    let (driver, worker) = Driver::open(&options, state_machine, move |result| {
         let _ = durable_tx.send_blocking(result);
     })?;
+    let id = driver.id();
     spawner.spawn(Box::pin(async move {
         run(driver, worker, transport, inbound, commands_rx, durable_rx).await;
         drop(done_tx);
@@ -146,13 +138,9 @@ pub fn start_with<S: StateMachine, T: Transport>(
     })
 }
 
-/// How much input one wake-up takes before stepping the timers again.
-const MAX_INPUTS_PER_WAKE: usize = 4096;
-
 enum Wake {
-    Message(Option<Message>),
-    Command(Option<Command>),
-    Durable(Option<Result<u64, String>>),
+    Input(Input),
+    InboundClosed,
     Deadline,
 }
 
@@ -166,19 +154,29 @@ async fn run<S: StateMachine, T: Transport>(
 ) {
     let mut effects = Effects::default();
     let mut inbound_open = true;
-    let mut stop = false;
-    while !stop {
+    loop {
         let deadline = driver.time_to_deadline();
         let wake = future::or(
-            future::or(async { Wake::Command(commands.recv().await.ok()) }, async {
-                Wake::Durable(durable.recv().await.ok())
-            }),
             future::or(
                 async {
-                    if inbound_open {
-                        Wake::Message(inbound.recv().await.ok())
-                    } else {
-                        future::pending().await
+                    let command = commands.recv().await;
+                    Wake::Input(Input::Command(command.unwrap_or(Command::Shutdown)))
+                },
+                async {
+                    let result = durable.recv().await;
+                    let result =
+                        result.unwrap_or_else(|_| Err("the storage worker is gone".into()));
+                    Wake::Input(Input::Durable(result))
+                },
+            ),
+            future::or(
+                async {
+                    if !inbound_open {
+                        future::pending::<()>().await;
+                    }
+                    match inbound.recv().await {
+                        Ok(message) => Wake::Input(Input::Message(message)),
+                        Err(_) => Wake::InboundClosed,
                     }
                 },
                 async {
@@ -188,55 +186,26 @@ async fn run<S: StateMachine, T: Transport>(
             ),
         )
         .await;
-        match wake {
-            Wake::Message(Some(message)) => driver.on_message(message, &mut effects),
+        let input = match wake {
+            Wake::Input(input) => Some(input),
             // The transport is gone: no more messages, but the handle is still served.
-            Wake::Message(None) => inbound_open = false,
-            Wake::Command(Some(command)) => stop = on_command(&mut driver, command, &mut effects),
-            Wake::Command(None) => stop = true,
-            Wake::Durable(Some(Ok(seq))) => driver.on_persisted(seq, &mut effects),
-            Wake::Durable(_) => {
-                tracing::error!(id = driver.id(), "storage failed; stopping");
-                break;
+            Wake::InboundClosed => {
+                inbound_open = false;
+                None
             }
-            Wake::Deadline => {}
-        }
-        // Take whatever else is ready, bounded, so a busy node still keeps its timers.
-        for _ in 0..MAX_INPUTS_PER_WAKE {
-            if stop {
-                break;
-            }
-            if let Ok(result) = durable.try_recv() {
-                match result {
-                    Ok(seq) => driver.on_persisted(seq, &mut effects),
-                    Err(error) => {
-                        tracing::error!(id = driver.id(), %error, "storage failed; stopping");
-                        stop = true;
-                    }
-                }
-            } else if let Ok(command) = commands.try_recv() {
-                stop = on_command(&mut driver, command, &mut effects);
-            } else if let Ok(message) = inbound.try_recv() {
-                driver.on_message(message, &mut effects);
-            } else {
-                break;
-            }
-        }
-        if stop {
-            // Queued proposals are answered, not proposed; what the inputs above caused is
-            // still written and sent below.
-            driver.shut_down();
-        }
-        driver.flush(&mut effects);
-        if !worker.write(std::mem::take(&mut effects.writes)) {
-            tracing::error!(id = driver.id(), "the storage worker is gone; stopping");
+            Wake::Deadline => None,
+        };
+        let stop = input.is_some_and(|input| driver.on_input(input, &mut effects));
+        let next = || {
+            let durable = durable.try_recv().ok().map(Input::Durable);
+            durable
+                .or_else(|| commands.try_recv().ok().map(Input::Command))
+                .or_else(|| inbound.try_recv().ok().map(Input::Message))
+        };
+        if !driver.finish_wake(stop, next, &mut effects, &worker, &transport) {
             break;
         }
-        for message in effects.messages.drain(..) {
-            transport.send(message);
-        }
     }
-    driver.shut_down();
     // Completing the writes handed over joins a thread: do it off the executor's threads.
     smol::unblock(move || worker.finish()).await;
 }
@@ -244,29 +213,4 @@ async fn run<S: StateMachine, T: Transport>(
 /// Waits `duration` on async-io's timer (any executor).
 pub(crate) async fn sleep(duration: Duration) {
     smol::Timer::after(duration).await;
-}
-
-/// Handles a command; true when the node must stop.
-fn on_command<S: StateMachine>(
-    driver: &mut Driver<S>,
-    command: Command,
-    effects: &mut Effects,
-) -> bool {
-    match command {
-        Command::Propose(data, reply) => {
-            driver.propose(
-                data,
-                Box::new(move |answer| {
-                    let _ = reply.try_send(answer);
-                }),
-                effects,
-            );
-            false
-        }
-        Command::Status(reply) => {
-            let _ = reply.try_send(driver.status());
-            false
-        }
-        Command::Shutdown => true,
-    }
 }

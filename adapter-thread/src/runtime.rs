@@ -13,21 +13,13 @@
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use adapter_common::storage::FileStorage;
 use adapter_common::writer::StorageWorker;
 use adapter_common::{
-    Driver, Effects, NodeOptions, ProposeError, StartError, StateMachine, Status, Transport,
+    Command, Driver, Effects, Input, NodeOptions, ProposeError, StartError, StateMachine, Status,
+    Transport,
 };
 use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
 use raft_proto::{Message, NodeId};
-
-type Answer = Result<Vec<u8>, ProposeError>;
-
-enum Command {
-    Propose(Vec<u8>, Sender<Answer>),
-    Status(Sender<Status>),
-    Shutdown,
-}
 
 /// The application's handle on a running node. Cloneable; every clone talks to the same node.
 #[derive(Clone)]
@@ -49,7 +41,12 @@ impl NodeHandle {
     pub fn propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, ProposeError> {
         let (reply, answer) = bounded(1);
         self.commands
-            .send(Command::Propose(command, reply))
+            .send(Command::Propose(
+                command,
+                Box::new(move |answer| {
+                    let _ = reply.send(answer);
+                }),
+            ))
             .map_err(|_| ProposeError::ShutDown)?;
         match answer.recv_timeout(timeout) {
             Ok(result) => result,
@@ -61,6 +58,9 @@ impl NodeHandle {
     /// The node's current state, or None once it is shut down.
     pub fn status(&self) -> Option<Status> {
         let (reply, answer) = bounded(1);
+        let reply = Box::new(move |status| {
+            let _ = reply.send(status);
+        });
         self.commands.send(Command::Status(reply)).ok()?;
         answer.recv_timeout(Duration::from_secs(5)).ok()
     }
@@ -94,20 +94,12 @@ pub fn start<S: StateMachine, T: Transport>(
     transport: T,
     inbound: Receiver<Message>,
 ) -> Result<NodeHandle, StartError> {
-    let (storage, durable, report) = FileStorage::open(&options.data_dir)?;
-    if report.repaired_bytes > 0 {
-        tracing::warn!(
-            repaired_bytes = report.repaired_bytes,
-            "cut a torn tail off the log (an unacknowledged write)"
-        );
-    }
-    let driver = Driver::new(&options, state_machine, durable)?;
-    let id = driver.id();
     let (commands_tx, commands_rx) = unbounded();
     let (durable_tx, durable_rx) = unbounded();
-    let worker = StorageWorker::spawn(storage, format!("raft-{id}-storage"), move |result| {
+    let (driver, worker) = Driver::open(&options, state_machine, move |result| {
         let _ = durable_tx.send(result);
     })?;
+    let id = driver.id();
     let node_thread = std::thread::Builder::new()
         .name(format!("raft-{id}-node"))
         .spawn(move || {
@@ -127,9 +119,6 @@ pub fn start<S: StateMachine, T: Transport>(
     })
 }
 
-/// How much input one wake-up takes before stepping the timers again.
-const MAX_INPUTS_PER_WAKE: usize = 4096;
-
 fn run<S: StateMachine, T: Transport>(
     mut driver: Driver<S>,
     worker: StorageWorker,
@@ -141,88 +130,33 @@ fn run<S: StateMachine, T: Transport>(
     let never = crossbeam_channel::never();
     let mut inbound = inbound;
     let mut effects = Effects::default();
-    let mut stop = false;
-    while !stop {
-        select! {
+    loop {
+        let input = select! {
             recv(inbound) -> message => match message {
-                Ok(message) => driver.on_message(message, &mut effects),
+                Ok(message) => Some(Input::Message(message)),
                 // The transport is gone: no more messages, but the handle is still served.
-                Err(_) => inbound = &never,
-            },
-            recv(commands) -> command => match command {
-                Ok(command) => stop = on_command(&mut driver, command, &mut effects),
-                Err(_) => stop = true,
-            },
-            recv(durable) -> seq => match seq {
-                Ok(Ok(seq)) => driver.on_persisted(seq, &mut effects),
-                _ => {
-                    tracing::error!(id = driver.id(), "storage failed; stopping");
-                    break;
+                Err(_) => {
+                    inbound = &never;
+                    None
                 }
             },
-            default(driver.time_to_deadline()) => {}
-        }
-        // Take whatever else is ready, bounded, so a busy node still keeps its timers.
-        for _ in 0..MAX_INPUTS_PER_WAKE {
-            if stop {
-                break;
-            }
-            if let Ok(result) = durable.try_recv() {
-                match result {
-                    Ok(seq) => driver.on_persisted(seq, &mut effects),
-                    Err(error) => {
-                        tracing::error!(id = driver.id(), %error, "storage failed; stopping");
-                        stop = true;
-                    }
-                }
-            } else if let Ok(command) = commands.try_recv() {
-                stop = on_command(&mut driver, command, &mut effects);
-            } else if let Ok(message) = inbound.try_recv() {
-                driver.on_message(message, &mut effects);
-            } else {
-                break;
-            }
-        }
-        if stop {
-            // Queued proposals are answered, not proposed; what the inputs above caused is
-            // still written and sent below.
-            driver.shut_down();
-        }
-        driver.flush(&mut effects);
-        if !worker.write(std::mem::take(&mut effects.writes)) {
-            tracing::error!(id = driver.id(), "the storage worker is gone; stopping");
+            recv(commands) -> command => Some(Input::Command(command.unwrap_or(Command::Shutdown))),
+            recv(durable) -> result => Some(Input::Durable(
+                result.unwrap_or_else(|_| Err("the storage worker is gone".into())),
+            )),
+            default(driver.time_to_deadline()) => None,
+        };
+        let stop = input.is_some_and(|input| driver.on_input(input, &mut effects));
+        let next = || {
+            let durable = durable.try_recv().ok().map(Input::Durable);
+            durable
+                .or_else(|| commands.try_recv().ok().map(Input::Command))
+                .or_else(|| inbound.try_recv().ok().map(Input::Message))
+        };
+        if !driver.finish_wake(stop, next, &mut effects, &worker, transport) {
             break;
         }
-        for message in effects.messages.drain(..) {
-            transport.send(message);
-        }
     }
-    driver.shut_down();
     // Every write handed over is completed before the thread ends.
     worker.finish();
-}
-
-/// Handles a command; true when the node must stop.
-fn on_command<S: StateMachine>(
-    driver: &mut Driver<S>,
-    command: Command,
-    effects: &mut Effects,
-) -> bool {
-    match command {
-        Command::Propose(data, reply) => {
-            driver.propose(
-                data,
-                Box::new(move |answer| {
-                    let _ = reply.send(answer);
-                }),
-                effects,
-            );
-            false
-        }
-        Command::Status(reply) => {
-            let _ = reply.send(driver.status());
-            false
-        }
-        Command::Shutdown => true,
-    }
 }

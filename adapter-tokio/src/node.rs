@@ -4,22 +4,14 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use adapter_common::storage::FileStorage;
 use adapter_common::writer::StorageWorker;
 use adapter_common::{
-    Driver, Effects, NodeOptions, ProposeError, StartError, StateMachine, Status, Transport,
+    Command, Driver, Effects, Input, NodeOptions, ProposeError, StartError, StateMachine, Status,
+    Transport,
 };
 use raft_proto::{Message, NodeId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-type Answer = Result<Vec<u8>, ProposeError>;
-
-enum Command {
-    Propose(Vec<u8>, oneshot::Sender<Answer>),
-    Status(oneshot::Sender<Status>),
-    Shutdown,
-}
 
 /// The application's handle on a running node. Cloneable; every clone talks to the same node.
 #[derive(Clone)]
@@ -44,7 +36,12 @@ impl NodeHandle {
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Propose(command, reply))
+            .send(Command::Propose(
+                command,
+                Box::new(move |answer| {
+                    let _ = reply.send(answer);
+                }),
+            ))
             .map_err(|_| ProposeError::ShutDown)?;
         answer.await.unwrap_or(Err(ProposeError::ShutDown))
     }
@@ -52,6 +49,9 @@ impl NodeHandle {
     /// The node's current state, or None once it is shut down.
     pub async fn status(&self) -> Option<Status> {
         let (reply, answer) = oneshot::channel();
+        let reply = Box::new(move |status| {
+            let _ = reply.send(status);
+        });
         self.commands.send(Command::Status(reply)).ok()?;
         answer.await.ok()
     }
@@ -87,20 +87,12 @@ pub fn start<S: StateMachine, T: Transport>(
     transport: T,
     inbound: mpsc::Receiver<Message>,
 ) -> Result<NodeHandle, StartError> {
-    let (storage, durable, report) = FileStorage::open(&options.data_dir)?;
-    if report.repaired_bytes > 0 {
-        tracing::warn!(
-            repaired_bytes = report.repaired_bytes,
-            "cut a torn tail off the log (an unacknowledged write)"
-        );
-    }
-    let driver = Driver::new(&options, state_machine, durable)?;
-    let id = driver.id();
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
-    let worker = StorageWorker::spawn(storage, format!("raft-{id}-storage"), move |result| {
+    let (driver, worker) = Driver::open(&options, state_machine, move |result| {
         let _ = durable_tx.send(result);
     })?;
+    let id = driver.id();
     let task = tokio::spawn(run(
         driver,
         worker,
@@ -116,9 +108,6 @@ pub fn start<S: StateMachine, T: Transport>(
     })
 }
 
-/// How much input one wake-up takes before stepping the timers again.
-const MAX_INPUTS_PER_WAKE: usize = 4096;
-
 async fn run<S: StateMachine, T: Transport>(
     mut driver: Driver<S>,
     worker: StorageWorker,
@@ -129,87 +118,33 @@ async fn run<S: StateMachine, T: Transport>(
 ) {
     let mut effects = Effects::default();
     let mut inbound_open = true;
-    let mut stop = false;
-    while !stop {
-        tokio::select! {
+    loop {
+        let input = tokio::select! {
             message = inbound.recv(), if inbound_open => match message {
-                Some(message) => driver.on_message(message, &mut effects),
-                None => inbound_open = false,
-            },
-            command = commands.recv() => match command {
-                Some(command) => stop = on_command(&mut driver, command, &mut effects),
-                None => stop = true,
-            },
-            seq = durable.recv() => match seq {
-                Some(Ok(seq)) => driver.on_persisted(seq, &mut effects),
-                _ => {
-                    tracing::error!(id = driver.id(), "storage failed; stopping");
-                    break;
+                Some(message) => Some(Input::Message(message)),
+                // The transport is gone: no more messages, but the handle is still served.
+                None => {
+                    inbound_open = false;
+                    None
                 }
             },
-            () = tokio::time::sleep(driver.time_to_deadline()) => {}
-        }
-        // Take whatever else is ready, bounded, so a busy node still keeps its timers.
-        for _ in 0..MAX_INPUTS_PER_WAKE {
-            if stop {
-                break;
-            }
-            if let Ok(result) = durable.try_recv() {
-                match result {
-                    Ok(seq) => driver.on_persisted(seq, &mut effects),
-                    Err(error) => {
-                        tracing::error!(id = driver.id(), %error, "storage failed; stopping");
-                        stop = true;
-                    }
-                }
-            } else if let Ok(command) = commands.try_recv() {
-                stop = on_command(&mut driver, command, &mut effects);
-            } else if let Ok(message) = inbound.try_recv() {
-                driver.on_message(message, &mut effects);
-            } else {
-                break;
-            }
-        }
-        if stop {
-            // Queued proposals are answered, not proposed; what the inputs above caused is
-            // still written and sent below.
-            driver.shut_down();
-        }
-        driver.flush(&mut effects);
-        if !worker.write(std::mem::take(&mut effects.writes)) {
-            tracing::error!(id = driver.id(), "the storage worker is gone; stopping");
+            command = commands.recv() => Some(Input::Command(command.unwrap_or(Command::Shutdown))),
+            result = durable.recv() => Some(Input::Durable(
+                result.unwrap_or_else(|| Err("the storage worker is gone".into())),
+            )),
+            () = tokio::time::sleep(driver.time_to_deadline()) => None,
+        };
+        let stop = input.is_some_and(|input| driver.on_input(input, &mut effects));
+        let next = || {
+            let durable = durable.try_recv().ok().map(Input::Durable);
+            durable
+                .or_else(|| commands.try_recv().ok().map(Input::Command))
+                .or_else(|| inbound.try_recv().ok().map(Input::Message))
+        };
+        if !driver.finish_wake(stop, next, &mut effects, &worker, &transport) {
             break;
         }
-        for message in effects.messages.drain(..) {
-            transport.send(message);
-        }
     }
-    driver.shut_down();
     // Completing the writes handed over joins a thread: do it off the runtime's threads.
     let _ = tokio::task::spawn_blocking(move || worker.finish()).await;
-}
-
-/// Handles a command; true when the node must stop.
-fn on_command<S: StateMachine>(
-    driver: &mut Driver<S>,
-    command: Command,
-    effects: &mut Effects,
-) -> bool {
-    match command {
-        Command::Propose(data, reply) => {
-            driver.propose(
-                data,
-                Box::new(move |answer| {
-                    let _ = reply.send(answer);
-                }),
-                effects,
-            );
-            false
-        }
-        Command::Status(reply) => {
-            let _ = reply.send(driver.status());
-            false
-        }
-        Command::Shutdown => true,
-    }
 }
