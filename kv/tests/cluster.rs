@@ -31,10 +31,26 @@ fn the_demo_loses_no_acknowledged_write_across_a_leader_kill() {
 
 #[test]
 fn random_sigkills_under_load_lose_no_acknowledged_write() {
-    for seed in [1, 2] {
-        let dir = scratch(&format!("chaos-{seed}"));
+    // Crash and restart from disk, for real, on every runtime.
+    for (runtime, seed) in [
+        ("thread", 1),
+        ("thread", 2),
+        ("tokio", 3),
+        ("smol", 4),
+        ("async-std", 5),
+    ] {
+        let dir = scratch(&format!("chaos-{runtime}-{seed}"));
         let output = raft_kv()
-            .args(["chaos", "--rounds", "6", "--clients", "4", "--seed"])
+            .args([
+                "chaos",
+                "--rounds",
+                "5",
+                "--clients",
+                "4",
+                "--runtime",
+                runtime,
+                "--seed",
+            ])
             .arg(seed.to_string())
             .arg("--dir")
             .arg(&dir)
@@ -43,7 +59,7 @@ fn random_sigkills_under_load_lose_no_acknowledged_write() {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
             output.status.success(),
-            "chaos seed {seed} failed:\n{}\n{}",
+            "chaos on {runtime} (seed {seed}) failed:\n{}\n{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
