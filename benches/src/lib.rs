@@ -1,0 +1,371 @@
+//! What the benchmarks drive: a cluster of bare cores stepped in one thread
+//! ([`CoreCluster`]), and three-node clusters of each adapter over TCP on 127.0.0.1 with real
+//! fsync ([`AdapterCluster`]).
+
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adapter_common::{NodeOptions, ProposeError, StateMachine, TcpConfig};
+use raft_proto::{Action, Config, Event, Message, Node, NodeId, Payload, Role};
+
+/// A cluster of cores in one thread: messages are handed over in memory, every write is
+/// durable at once, and time does not pass (no I/O, no simulated latency).
+#[derive(Debug)]
+pub struct CoreCluster {
+    nodes: Vec<Node>,
+    queue: VecDeque<Message>,
+    actions: Vec<Action>,
+    /// Entries the leader applied.
+    applied: u64,
+    /// Compact every node's log every this many applied entries, to keep memory flat.
+    compact_every: u64,
+}
+
+impl CoreCluster {
+    /// `n` nodes; node 1 is elected leader.
+    pub fn new(n: usize) -> Self {
+        let voters: Vec<NodeId> = (1..=n as NodeId).collect();
+        let nodes = voters
+            .iter()
+            .map(|&id| {
+                let mut config = Config::new(id, voters.clone());
+                // Node 1 times out first and wins; nobody else ever times out (time stands
+                // still after the election).
+                if id == 1 {
+                    config.election_timeout_min = 2;
+                    config.election_timeout_max = 3;
+                    config.heartbeat_interval = 1;
+                }
+                Node::new(config, 0).expect("a valid config")
+            })
+            .collect();
+        let mut cluster = Self {
+            nodes,
+            queue: VecDeque::new(),
+            actions: Vec::new(),
+            applied: 0,
+            compact_every: 4096,
+        };
+        cluster.step(0, 3, Event::Tick);
+        cluster.run();
+        assert_eq!(cluster.nodes[0].role(), Role::Leader, "node 1 leads");
+        cluster
+    }
+
+    /// Proposes `commands` at the leader in one batch and runs until the leader applied them.
+    pub fn commit(&mut self, commands: Vec<Payload>) {
+        let target = self.nodes[0].last_log_index() + commands.len() as u64;
+        self.step(0, 3, Event::Propose(commands));
+        self.run();
+        debug_assert!(self.nodes[0].applied_index() >= target);
+    }
+
+    fn run(&mut self) {
+        while let Some(message) = self.queue.pop_front() {
+            let to = (message.to - 1) as usize;
+            self.step(to, 3, Event::Message(message));
+        }
+    }
+
+    fn step(&mut self, s: usize, now: u64, event: Event) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.nodes[s].step_into(now, event, &mut actions);
+        let mut durable = None;
+        for action in actions.drain(..) {
+            match action {
+                Action::Persist(write) => durable = Some(write.seq),
+                Action::Send(message) => self.queue.push_back(message),
+                Action::Apply { entries, .. } if s == 0 => self.applied += entries.len() as u64,
+                _ => {}
+            }
+        }
+        self.actions = actions;
+        if let Some(seq) = durable {
+            self.step(s, now, Event::Persisted { seq });
+        }
+        if s == 0 && self.applied >= self.compact_every {
+            self.applied = 0;
+            self.compact();
+        }
+    }
+
+    /// Every node snapshots what it applied (an empty state: the benchmark has none).
+    fn compact(&mut self) {
+        for s in 0..self.nodes.len() {
+            let last_index = self.nodes[s].applied_index();
+            let event = Event::SnapshotTaken {
+                last_index,
+                data: Payload::from(&[][..]),
+            };
+            self.step(s, 3, event);
+        }
+    }
+}
+
+/// Answers the number of commands applied so far (8 bytes); snapshots are that count.
+#[derive(Debug, Default)]
+pub struct Counter(u64);
+
+impl StateMachine for Counter {
+    fn apply(&mut self, _index: u64, _command: &[u8]) -> Vec<u8> {
+        self.0 += 1;
+        self.0.to_le_bytes().to_vec()
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+    fn restore(&mut self, snapshot: &[u8]) {
+        self.0 = snapshot.try_into().map(u64::from_le_bytes).unwrap_or(0);
+    }
+}
+
+/// Which adapter a cluster runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    /// adapter-thread.
+    Thread,
+    /// adapter-tokio.
+    Tokio,
+    /// adapter-smol on smol's executor.
+    Smol,
+}
+
+enum Handle {
+    Thread(
+        adapter_thread::NodeHandle,
+        Arc<adapter_thread::transport::TcpTransport>,
+    ),
+    Tokio(
+        adapter_tokio::NodeHandle,
+        Arc<adapter_tokio::transport::TcpTransport>,
+    ),
+    Smol(
+        adapter_smol::NodeHandle,
+        Arc<adapter_smol::transport::TcpTransport>,
+    ),
+}
+
+/// Three nodes of one adapter on 127.0.0.1, with data (and real fsync) under a temporary
+/// directory on disk.
+pub struct AdapterCluster {
+    adapter: Adapter,
+    runtime: tokio::runtime::Runtime,
+    dir: PathBuf,
+    nodes: Vec<Handle>,
+    leader: usize,
+}
+
+impl std::fmt::Debug for AdapterCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdapterCluster")
+            .field("adapter", &self.adapter)
+            .finish()
+    }
+}
+
+impl AdapterCluster {
+    /// Starts the cluster and waits for a leader.
+    pub fn start(adapter: Adapter) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("raft-bench-{adapter:?}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .collect();
+        let peers: std::collections::BTreeMap<NodeId, _> = (1..=3)
+            .zip(&listeners)
+            .map(|(id, l)| (id, l.local_addr().expect("bound")))
+            .collect();
+        drop(listeners);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            let mut options = NodeOptions::new(id, vec![1, 2, 3], dir.join(format!("node-{id}")));
+            options.snapshot_every = Some(10_000);
+            let mut others = peers.clone();
+            others.remove(&id);
+            let tcp = TcpConfig::new(9, id, peers[&id], others);
+            nodes.push(match adapter {
+                Adapter::Thread => {
+                    let (tx, rx) = crossbeam_channel::bounded(64 * 1024);
+                    let transport = Arc::new(
+                        adapter_thread::transport::TcpTransport::start(tcp, tx).expect("listens"),
+                    );
+                    let node = adapter_thread::start(
+                        options,
+                        Counter::default(),
+                        Arc::clone(&transport),
+                        rx,
+                    )
+                    .expect("starts");
+                    Handle::Thread(node, transport)
+                }
+                Adapter::Tokio => runtime.block_on(async {
+                    let (tx, rx) = tokio::sync::mpsc::channel(64 * 1024);
+                    let transport = Arc::new(
+                        adapter_tokio::transport::TcpTransport::start(tcp, tx)
+                            .await
+                            .expect("listens"),
+                    );
+                    let node = adapter_tokio::start(
+                        options,
+                        Counter::default(),
+                        Arc::clone(&transport),
+                        rx,
+                    )
+                    .expect("starts");
+                    Handle::Tokio(node, transport)
+                }),
+                Adapter::Smol => {
+                    let (tx, rx) = async_channel::bounded(64 * 1024);
+                    let transport = Arc::new(
+                        smol::block_on(adapter_smol::transport::TcpTransport::start(
+                            tcp,
+                            tx,
+                            adapter_smol::SmolSpawner,
+                        ))
+                        .expect("listens"),
+                    );
+                    let node = adapter_smol::start(
+                        options,
+                        Counter::default(),
+                        Arc::clone(&transport),
+                        rx,
+                    )
+                    .expect("starts");
+                    Handle::Smol(node, transport)
+                }
+            });
+        }
+        let mut cluster = Self {
+            adapter,
+            runtime,
+            dir,
+            nodes,
+            leader: 0,
+        };
+        cluster.leader = cluster.find_leader();
+        cluster
+    }
+
+    fn find_leader(&self) -> usize {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            for (i, node) in self.nodes.iter().enumerate() {
+                let status = match node {
+                    Handle::Thread(n, _) => n.status(),
+                    Handle::Tokio(n, _) => self.runtime.block_on(n.status()),
+                    Handle::Smol(n, _) => smol::block_on(n.status()),
+                };
+                if status.is_some_and(|s| s.role == Role::Leader) {
+                    return i;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no leader within 10 s");
+    }
+
+    /// Commits `total` 16-byte commands through `proposers` concurrent proposers; returns
+    /// how long it took.
+    pub fn commit_concurrently(&self, total: u64, proposers: usize) -> Duration {
+        let proposers = proposers.max(1);
+        let per = total.div_ceil(proposers as u64).max(1);
+        let start = Instant::now();
+        match &self.nodes[self.leader] {
+            Handle::Thread(node, _) => std::thread::scope(|scope| {
+                for _ in 0..proposers {
+                    scope.spawn(|| {
+                        for _ in 0..per {
+                            expect_commit(node.propose(vec![7; 16], Duration::from_secs(30)));
+                        }
+                    });
+                }
+            }),
+            Handle::Tokio(node, _) => self.runtime.block_on(async {
+                let tasks: Vec<_> = (0..proposers)
+                    .map(|_| {
+                        let node = node.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..per {
+                                expect_commit(node.propose(vec![7; 16]).await);
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("a proposer");
+                }
+            }),
+            Handle::Smol(node, _) => smol::block_on(async {
+                let tasks: Vec<_> = (0..proposers)
+                    .map(|_| {
+                        let node = node.clone();
+                        smol::spawn(async move {
+                            for _ in 0..per {
+                                expect_commit(node.propose(vec![7; 16]).await);
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await;
+                }
+            }),
+        }
+        start.elapsed()
+    }
+
+    /// Commit latencies of `count` commands proposed one after the other, sorted.
+    pub fn latencies(&self, count: usize) -> Vec<Duration> {
+        let mut latencies: Vec<Duration> =
+            (0..count).map(|_| self.commit_concurrently(1, 1)).collect();
+        latencies.sort();
+        latencies
+    }
+
+    /// Stops the nodes and their transports, and removes the data.
+    pub fn stop(self) {
+        for node in self.nodes {
+            match node {
+                Handle::Thread(node, transport) => {
+                    node.shutdown();
+                    if let Ok(t) = Arc::try_unwrap(transport) {
+                        t.shutdown();
+                    }
+                }
+                Handle::Tokio(node, transport) => self.runtime.block_on(async {
+                    node.shutdown().await;
+                    if let Ok(t) = Arc::try_unwrap(transport) {
+                        t.shutdown().await;
+                    }
+                }),
+                Handle::Smol(node, transport) => {
+                    smol::block_on(node.shutdown());
+                    transport.shutdown();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn expect_commit(result: Result<Vec<u8>, ProposeError>) {
+    if let Err(e) = result {
+        panic!("a benchmark proposal failed: {e}");
+    }
+}
+
+/// The peak resident memory of this process so far (VmHWM), in KiB, where Linux reports it.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
