@@ -42,13 +42,15 @@ fn main() {
     let mut actions = Vec::new();
     node.step_into(3, Event::Tick, &mut actions);
     let durable = |actions: &mut Vec<Action>| {
-        actions
-            .drain(..)
+        let seq = actions
+            .iter()
             .filter_map(|a| match a {
                 Action::Persist(p) => Some(p.seq),
                 _ => None,
             })
-            .last()
+            .next_back();
+        actions.clear();
+        seq
     };
     if let Some(seq) = durable(&mut actions) {
         node.step_into(3, Event::Persisted { seq }, &mut actions);

@@ -85,7 +85,7 @@ impl Log {
         }
         let start = self.position(from);
         let mut bytes = 0usize;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max_count.min(self.entries.len() - start));
         for entry in self.entries[start..].iter().take(max_count) {
             bytes = bytes.saturating_add(entry.data.len());
             if !out.is_empty() && bytes > max_bytes {
@@ -104,6 +104,11 @@ impl Log {
             return Vec::new();
         }
         self.entries[self.position(from)..=self.position(to)].to_vec()
+    }
+
+    /// Makes room for `additional` more entries.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
     }
 
     pub(crate) fn append(&mut self, entry: Entry) {

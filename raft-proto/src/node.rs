@@ -505,6 +505,7 @@ impl Node {
             return;
         };
         let mut index = prev_log_index;
+        self.reserve_log(entries.len());
         for entry in entries {
             index += 1;
             match self.log.term(index) {
@@ -759,6 +760,7 @@ impl Node {
         }
         let term = self.hard_state.term;
         let first_index = self.log.last_index() + 1;
+        self.reserve_log(commands.len());
         for data in commands {
             self.append_to_log(Entry::command(term, data));
         }
@@ -1071,6 +1073,13 @@ impl Node {
             });
             self.applied_index = commit;
         }
+    }
+
+    /// Makes room for `additional` entries in the log and in this step's write, so that a
+    /// batch is appended without repeated reallocation.
+    fn reserve_log(&mut self, additional: usize) {
+        self.log.reserve(additional);
+        self.write.entries.reserve(additional);
     }
 
     fn append_to_log(&mut self, entry: Entry) {
