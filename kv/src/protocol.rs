@@ -54,7 +54,7 @@ pub(crate) fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> st
 }
 
 /// Reads one frame (blocking, with the stream's timeout).
-pub(crate) fn read_frame<T: serde::de::DeserializeOwned>(
+pub(crate) fn read_frame<T: Serialize + serde::de::DeserializeOwned>(
     stream: &mut TcpStream,
     decoder: &mut FrameDecoder,
 ) -> std::io::Result<T> {

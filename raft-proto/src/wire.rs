@@ -173,18 +173,24 @@ pub fn encode_frame<T: Serialize>(
 }
 
 /// Decodes one payload, insisting that it holds exactly one value.
-fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
+fn decode_payload<T: Serialize + DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
     let (value, rest) =
         postcard::take_from_bytes::<T>(payload).map_err(|_| WireError::Malformed {
             reason: "does not decode as the expected type",
         })?;
-    if rest.is_empty() {
-        Ok(value)
-    } else {
-        Err(WireError::Malformed {
+    if !rest.is_empty() {
+        return Err(WireError::Malformed {
             reason: "bytes left over after the value",
-        })
+        });
     }
+    // postcard also accepts integers spelled with more bytes than needed; only the shortest
+    // spelling is ours, so that a decoded frame re-encodes to exactly the bytes received.
+    if postcard::experimental::serialized_size(&value).ok() != Some(payload.len()) {
+        return Err(WireError::Malformed {
+            reason: "not the canonical encoding",
+        });
+    }
+    Ok(value)
 }
 
 /// Splits a byte stream into frames and decodes them.
@@ -247,7 +253,7 @@ impl FrameDecoder {
     /// stays stuck on it (the stream cannot be resynchronised). A complete payload that is not
     /// exactly one encoded `T` is [`WireError::Malformed`]; that frame is skipped and
     /// the next call goes on with the following one.
-    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, WireError> {
+    pub fn next_frame<T: Serialize + DeserializeOwned>(&mut self) -> Result<Option<T>, WireError> {
         let available = &self.buf[self.start..];
         let Some(prefix) = available.first_chunk::<LEN_PREFIX>() else {
             return Ok(None);
