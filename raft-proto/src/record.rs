@@ -516,29 +516,12 @@ mod tests {
     use super::*;
     use crate::types::EntryKind;
 
-    /// A small deterministic generator (xorshift64*), so failures reproduce.
-    struct Rng(u64);
+    use crate::rng::Rng;
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-
-        fn blob(&mut self, max_len: u64) -> Vec<u8> {
-            let len = self.below(max_len) as usize;
-            self.bytes(len)
-        }
+    /// Up to `max_len - 1` random bytes.
+    fn blob(rng: &mut Rng, max_len: u64) -> Vec<u8> {
+        let len = rng.below(max_len) as usize;
+        rng.bytes(len)
     }
 
     fn entry(term: u64, data: &[u8]) -> Entry {
@@ -725,7 +708,7 @@ mod tests {
 
     #[test]
     fn random_garbage_never_panics() {
-        let mut rng = Rng(0x5eed_0f4e_c0de);
+        let mut rng = Rng::new(0x5eed_0f4e_c0de);
         let (valid, _) = encode_all(&sample_records());
         for round in 0..3000 {
             let bytes = match round % 3 {
@@ -739,7 +722,7 @@ mod tests {
                     let mut bytes = valid.clone();
                     for _ in 0..=rng.below(4) {
                         let at = rng.below(bytes.len() as u64) as usize;
-                        bytes[at] = rng.next() as u8;
+                        bytes[at] = rng.next_u64() as u8;
                     }
                     bytes.truncate(rng.below(bytes.len() as u64 + 1) as usize);
                     bytes
@@ -791,7 +774,7 @@ mod tests {
                     last_index,
                     last_term: rng.below(5),
                 },
-                data: rng.blob(20).into(),
+                data: blob(rng, 20).into(),
             }
         });
         let entries = (0..rng.below(5))
@@ -802,7 +785,7 @@ mod tests {
                 } else {
                     EntryKind::Command
                 },
-                data: rng.blob(30).into(),
+                data: blob(rng, 30).into(),
             })
             .collect();
         let hard_state = (rng.below(3) == 0).then(|| HardState {
@@ -822,7 +805,7 @@ mod tests {
     /// Encoding persists, scanning and replaying gives what `apply_to` gives, with the caller
     /// filling in each snapshot's data from "the snapshot file".
     fn replay_matches_apply_to(max: usize) {
-        let mut rng = Rng(0xdecade + max as u64);
+        let mut rng = Rng::new(0xdecade + max as u64);
         let mut reference = DurableState::default();
         let mut replayed = DurableState::default();
         for seq in 1..400 {

@@ -35,4 +35,16 @@ impl Rng {
     pub(crate) fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
         self.range(0, denominator) < numerator
     }
+
+    /// A value in `0..n` (0 when `n` is 0), for tests.
+    #[cfg(test)]
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.range(0, n)
+    }
+
+    /// `n` random bytes, for tests.
+    #[cfg(test)]
+    pub(crate) fn bytes(&mut self, n: usize) -> alloc::vec::Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
 }
