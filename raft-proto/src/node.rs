@@ -640,13 +640,16 @@ impl Node {
             };
             return self.send_when_durable(leader, body);
         }
+        // A transfer belongs to one leader, in one term, of one snapshot: bytes from anyone
+        // else never continue it (two leaders' snapshots of the same index may differ byte for
+        // byte). A chunk of another transfer restarts it, from its first chunk.
         let term = self.hard_state.term;
         let same = self
             .incoming
             .as_ref()
             .is_some_and(|i| i.leader == leader && i.term == term && i.meta == meta);
-        if offset == 0 && !same {
-            self.incoming = Some(IncomingSnapshot {
+        if !same {
+            self.incoming = (offset == 0).then(|| IncomingSnapshot {
                 leader,
                 term,
                 meta,
@@ -654,7 +657,7 @@ impl Node {
             });
         }
         let received = match self.incoming.as_mut() {
-            Some(incoming) if incoming.meta == meta && incoming.data.len() as u64 == offset => {
+            Some(incoming) if incoming.data.len() as u64 == offset => {
                 incoming.data.extend_from_slice(&data);
                 if done {
                     let data = Payload::from(core::mem::take(&mut incoming.data));
@@ -669,9 +672,10 @@ impl Node {
                 }
                 incoming.data.len() as u64
             }
-            // A gap, a duplicate or a chunk of another snapshot: say where we are.
-            Some(incoming) if incoming.meta == meta => incoming.data.len() as u64,
-            _ => 0,
+            // A gap or a duplicate: say where we are.
+            Some(incoming) => incoming.data.len() as u64,
+            // A later chunk of a transfer we do not hold: start over.
+            None => 0,
         };
         let body = MessageBody::SnapshotAck {
             last_index: meta.last_index,

@@ -24,8 +24,19 @@ fn follower(log_terms: &[u64], term: u64) -> Node {
 }
 
 fn chunk(term: u64, meta: SnapshotMeta, offset: u64, data: &[u8], done: bool) -> Event {
+    chunk_from(1, term, meta, offset, data, done)
+}
+
+fn chunk_from(
+    from: u64,
+    term: u64,
+    meta: SnapshotMeta,
+    offset: u64,
+    data: &[u8],
+    done: bool,
+) -> Event {
     Event::Message(Message {
-        from: 1,
+        from,
         to: 2,
         term,
         body: MessageBody::SnapshotChunk {
@@ -172,6 +183,52 @@ fn chunks_are_assembled_in_order_whatever_arrives() {
     assert!(sent(&again).contains(&MessageBody::AppendResponse {
         outcome: AppendOutcome::Accepted { match_index: 9 }
     }));
+}
+
+/// Two leaders' snapshots of the same index may differ byte for byte (a non-canonical
+/// serialization): a transfer from leader 1 in term 1 must never be continued by leader 3's
+/// chunks in term 2, even for the same `(last_index, last_term)`.
+#[test]
+fn a_transfer_is_never_continued_by_another_leader() {
+    let mut node = follower(&[], 1);
+    let meta = SnapshotMeta {
+        last_index: 5,
+        last_term: 1,
+    };
+    let ack_to = |actions: &[Action], to: u64| {
+        actions.iter().find_map(|a| match a {
+            Action::Send(Message {
+                to: t,
+                body: MessageBody::SnapshotAck { received, .. },
+                ..
+            }) if *t == to => Some(*received),
+            _ => None,
+        })
+    };
+    let first = step_durably(&mut node, chunk_from(1, 1, meta, 0, b"AAAA", false));
+    assert_eq!(ack_to(&first, 1), Some(4));
+    // Leader 3 of term 2 sends its last chunk while its first one is lost or late.
+    let spliced = step_durably(&mut node, chunk_from(3, 2, meta, 4, b"bbbb", true));
+    assert!(
+        !spliced
+            .iter()
+            .any(|a| matches!(a, Action::RestoreSnapshot(_))),
+        "a snapshot spliced from two leaders was installed"
+    );
+    assert_eq!(node.snapshot_index(), 0);
+    assert_eq!(
+        ack_to(&spliced, 3),
+        Some(0),
+        "leader 3 must be told to start over, not that 4 bytes are held"
+    );
+    // Leader 3's own transfer from the start installs its bytes only.
+    let actions = step_durably(&mut node, chunk_from(3, 2, meta, 0, b"aaaa", false));
+    assert_eq!(ack_to(&actions, 3), Some(4));
+    let actions = step_durably(&mut node, chunk_from(3, 2, meta, 4, b"bbbb", true));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::RestoreSnapshot(s) if &s.data[..] == b"aaaabbbb")));
+    assert_eq!(node.snapshot_index(), 5);
 }
 
 #[test]

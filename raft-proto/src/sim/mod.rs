@@ -333,9 +333,28 @@ struct App {
 }
 
 impl App {
-    fn snapshot_bytes(&self) -> Payload {
+    /// The state as `node` serializes it: the same state gives different bytes on different
+    /// nodes (a node tag at both ends, as a real application's non-canonical serialization
+    /// would: map order, timestamps, compression), so that a snapshot spliced from two
+    /// nodes' transfers cannot be restored (see [`App::decode_snapshot`]).
+    fn snapshot_bytes(&self, node: NodeId) -> Payload {
         let state = (self.last_index, self.digest, &self.commands);
-        Payload::from(postcard::to_allocvec(&state).unwrap_or_default())
+        let mut bytes = node.to_le_bytes().to_vec();
+        bytes.extend(postcard::to_allocvec(&state).unwrap_or_default());
+        bytes.extend(node.to_le_bytes());
+        Payload::from(bytes)
+    }
+
+    /// The state in snapshot bytes made by [`App::snapshot_bytes`] on any node: the tags at
+    /// both ends must be the same node's.
+    fn decode_snapshot(bytes: &[u8]) -> Result<(Index, u64, Vec<Payload>), String> {
+        const TAG: usize = core::mem::size_of::<NodeId>();
+        if bytes.len() < 2 * TAG || bytes[..TAG] != bytes[bytes.len() - TAG..] {
+            return Err(
+                "its two ends carry different node tags (spliced from two nodes' snapshots)".into(),
+            );
+        }
+        postcard::from_bytes(&bytes[TAG..bytes.len() - TAG]).map_err(|e| e.to_string())
     }
 }
 
@@ -1003,7 +1022,7 @@ impl Sim {
             }
             if let Some(interval) = self.options.snapshot_interval {
                 if (index + 1).is_multiple_of(interval) {
-                    app.due_snapshot = Some((index, app.snapshot_bytes()));
+                    app.due_snapshot = Some((index, app.snapshot_bytes(id)));
                 }
             }
             let position = (index - 1) as usize;
@@ -1178,9 +1197,8 @@ impl Sim {
     fn restore_app(&mut self, s: usize, snapshot: &Snapshot) -> Result<(), String> {
         let id = self.servers[s].id;
         let last = snapshot.meta.last_index;
-        let (index, digest, commands): (Index, u64, Vec<Payload>) =
-            postcard::from_bytes(&snapshot.data)
-                .map_err(|e| format!("node {id} got a snapshot it cannot decode: {e}"))?;
+        let (index, digest, commands) = App::decode_snapshot(&snapshot.data)
+            .map_err(|e| format!("node {id} got a snapshot it cannot decode: {e}"))?;
         let expected: Vec<&Payload> = self
             .history
             .iter()
