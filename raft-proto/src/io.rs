@@ -56,8 +56,9 @@ pub enum Event {
     /// A message from a peer, exactly as received. Anything is accepted: malformed, stale or
     /// misaddressed messages are dropped and counted in [`NodeStats`](crate::NodeStats).
     Message(Message),
-    /// The application asks to append these commands. Answered by one
-    /// [`Action::ProposalOutcome`]; all of them go into one log append.
+    /// The application asks to append these commands. Answered by exactly one
+    /// [`Action::ProposalOutcome`] (an empty list is refused with
+    /// [`ProposalRefusal::Empty`]); all of them go into one log append.
     Propose(Vec<Payload>),
     /// Every [`Persist`] with a sequence number up to `seq` is durable.
     Persisted {
@@ -161,4 +162,19 @@ pub enum ProposalOutcome {
         /// The leader this node knows of, if any.
         leader_hint: Option<NodeId>,
     },
+    /// The node refused the proposal for `reason`; nothing was appended.
+    Refused {
+        /// How many commands were refused.
+        count: usize,
+        /// Why.
+        reason: ProposalRefusal,
+    },
+}
+
+/// Why a node refused a proposal although it may be the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProposalRefusal {
+    /// The proposal held no command.
+    Empty,
 }

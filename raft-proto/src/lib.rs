@@ -81,7 +81,7 @@ pub mod wire;
 #[cfg(feature = "bug-injection")]
 pub use config::InjectedBugs;
 pub use config::{Config, ConfigError};
-pub use io::{Action, Event, Persist, ProposalOutcome};
+pub use io::{Action, Event, Persist, ProposalOutcome, ProposalRefusal};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, NodeStats, StartError};
 pub use types::{

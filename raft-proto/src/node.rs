@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::config::{Config, ConfigError};
-use crate::io::{Action, Event, Persist, ProposalOutcome};
+use crate::io::{Action, Event, Persist, ProposalOutcome, ProposalRefusal};
 use crate::log::Log;
 use crate::message::{AppendOutcome, Message, MessageBody};
 use crate::progress::{Mode, Progress};
@@ -80,7 +80,9 @@ pub struct NodeStats {
     /// Responses that arrived when no longer relevant (role changed, reordered, duplicated).
     pub stale_response: u64,
     /// Messages that contradict the protocol (an index the leader never sent, a second leader
-    /// in the same term, a rewrite of committed entries).
+    /// in the same term, a rewrite of committed entries) or carry an implausible term or index
+    /// (a term at or above 2^62 or more than 2^32 ahead of this node's, an index at or above
+    /// 2^62).
     pub invalid: u64,
 }
 
@@ -348,7 +350,9 @@ impl Node {
             self.stats.unknown_sender += 1;
             return;
         }
-        if !indexes_are_plausible(&message.body) {
+        if !indexes_are_plausible(&message.body)
+            || !term_is_plausible(message.term, self.hard_state.term)
+        {
             self.stats.invalid += 1;
             return;
         }
@@ -752,7 +756,11 @@ impl Node {
 
     fn on_propose(&mut self, commands: Vec<Payload>) {
         if commands.is_empty() {
-            return;
+            let refusal = ProposalOutcome::Refused {
+                count: 0,
+                reason: ProposalRefusal::Empty,
+            };
+            return self.actions.push(Action::ProposalOutcome(refusal));
         }
         if self.role != Role::Leader {
             self.actions
@@ -912,7 +920,7 @@ impl Node {
     /// next chunks). What was sent before the previous round and is still unanswered, with no
     /// progress since, is presumed lost and sent again: a probe is repeated, a pipelined
     /// follower restarts from its match point, a snapshot transfer from its last acknowledged
-    /// byte.
+    /// byte with a single chunk per round until the follower answers again.
     fn heartbeat(&mut self) {
         for pos in 0..self.progress.len() {
             let progress = &mut self.progress[pos];
@@ -926,8 +934,7 @@ impl Node {
                 Mode::Replicate => {}
                 Mode::Snapshot => {
                     if let Some(t) = progress.transfer.as_mut().filter(|_| lost) {
-                        t.sent = t.acked;
-                        t.done_sent = false;
+                        t.rewind_to_probe();
                     }
                 }
             }
@@ -1005,17 +1012,17 @@ impl Node {
     }
 
     /// Sends the next chunks of the snapshot transfer to follower `pos`, keeping at most
-    /// `max_inflight_appends` chunks unacknowledged.
+    /// `max_inflight_appends` chunks unacknowledged (one while the follower is silent).
     fn send_snapshot_chunks(&mut self, pos: usize) {
         let chunk = self.config.max_snapshot_chunk as u64;
-        let window = chunk.saturating_mul(self.config.max_inflight_appends as u64);
+        let chunks = self.config.max_inflight_appends as u64;
         let to = self.progress[pos].id;
         loop {
             let Some(t) = self.progress[pos].transfer.as_mut() else {
                 return;
             };
             let len = t.snapshot.data.len() as u64;
-            if t.done_sent || t.sent - t.acked >= window {
+            if t.done_sent || t.sent - t.acked >= t.window(chunk, chunks) {
                 return;
             }
             let end = (t.sent + chunk).min(len);
@@ -1193,6 +1200,19 @@ impl Node {
 /// No real log reaches 2^62 entries; refusing larger indexes up front keeps every index
 /// computation far from overflow, whatever a peer sends.
 const MAX_PLAUSIBLE_INDEX: Index = 1 << 62;
+
+/// Terms grow by one per election attempt, and a node attempts at most one election per
+/// minimum election timeout: no real cluster reaches 2^62, nor moves 2^32 terms (decades of
+/// back-to-back elections) ahead of one of its members. A message claiming either comes from a
+/// corrupt or hostile frame; adopting it could use up the term space in one step (a node at
+/// `u64::MAX` can never campaign again, and its replies spread that term to everyone).
+const MAX_PLAUSIBLE_TERM: Term = 1 << 62;
+/// See [`MAX_PLAUSIBLE_TERM`].
+const MAX_TERM_JUMP: Term = 1 << 32;
+
+fn term_is_plausible(term: Term, current: Term) -> bool {
+    term < MAX_PLAUSIBLE_TERM && term <= current.saturating_add(MAX_TERM_JUMP)
+}
 
 fn indexes_are_plausible(body: &MessageBody) -> bool {
     let ok = |i: &Index| *i < MAX_PLAUSIBLE_INDEX;

@@ -28,6 +28,28 @@ pub(crate) struct SnapshotTransfer {
     pub(crate) sent: u64,
     /// Whether the final chunk has been sent since the last rewind.
     pub(crate) done_sent: bool,
+    /// The follower went silent: one chunk per heartbeat round probes it, instead of the
+    /// whole window, until it answers.
+    pub(crate) probing: bool,
+}
+
+impl SnapshotTransfer {
+    /// Presumes everything unacknowledged lost: the next chunk sent is the first one the
+    /// follower lacks, and only it, until the follower answers.
+    pub(crate) fn rewind_to_probe(&mut self) {
+        self.sent = self.acked;
+        self.done_sent = false;
+        self.probing = true;
+    }
+
+    /// How many bytes may be unacknowledged: a window of chunks, or one chunk while probing.
+    pub(crate) fn window(&self, chunk: u64, chunks: u64) -> u64 {
+        if self.probing {
+            chunk
+        } else {
+            chunk.saturating_mul(chunks)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +135,7 @@ impl Progress {
             acked: 0,
             sent: 0,
             done_sent: false,
+            probing: false,
         });
     }
 
@@ -124,6 +147,8 @@ impl Progress {
         if t.snapshot.meta.last_index != last_index || received > t.snapshot.data.len() as u64 {
             return false;
         }
+        // The follower answers: send the whole window again.
+        t.probing = false;
         if received > t.acked {
             t.acked = received;
             t.sent = t.sent.max(received);

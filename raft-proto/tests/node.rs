@@ -430,3 +430,71 @@ fn messages_round_trip_through_postcard() {
         assert_eq!(back, message);
     }
 }
+
+/// One frame with an absurd term (corrupt or hostile) must not use up the term space: a node
+/// that adopted `u64::MAX` could never campaign again, and would spread that term to everyone.
+#[test]
+fn a_frame_with_an_absurd_term_does_not_stop_elections() {
+    use raft_proto::sim::{Sim, SimOptions, SECOND};
+    for seed in 0..20 {
+        let mut sim = Sim::new(SimOptions::new(3, seed));
+        let leader = sim.check_one_leader().unwrap();
+        let term = sim.node(leader).unwrap().term();
+        for (s, absurd) in [(0, u64::MAX), (1, (1 << 62) - 1), (2, term + (1 << 33))] {
+            let to = s as u64 + 1;
+            let from = (to % 3) + 1;
+            let body = MessageBody::VoteRequest {
+                last_log_index: u64::MAX >> 3,
+                last_log_term: absurd,
+            };
+            sim.inject(
+                s,
+                Message {
+                    from,
+                    to,
+                    term: absurd,
+                    body,
+                },
+            );
+            let node = sim.node(s).unwrap();
+            assert_eq!(node.term(), term, "node {to} adopted the term {absurd}");
+            assert!(node.stats().invalid > 0);
+        }
+        // The cluster keeps electing leaders and committing.
+        for round in 0..3 {
+            let leader = sim.check_one_leader().unwrap();
+            sim.disconnect(leader);
+            sim.sleep(2 * SECOND).unwrap();
+            let next = sim.check_one_leader().unwrap();
+            assert_ne!(next, leader, "seed {seed} round {round}: no new leader");
+            sim.connect(leader);
+            sim.one(vec![round as u8 + 1], 3, true).unwrap();
+        }
+    }
+}
+
+/// The io contract promises exactly one outcome per proposal, an empty one included.
+#[test]
+fn an_empty_proposal_is_answered() {
+    use raft_proto::ProposalRefusal;
+    let (mut leader, now) = leader();
+    let follower = &mut Node::new(config(2), 0).unwrap();
+    for node in [&mut leader, follower] {
+        let actions = node.step(now, Event::Propose(Vec::new()));
+        let outcomes: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ProposalOutcome(o) => Some(*o),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![ProposalOutcome::Refused {
+                count: 0,
+                reason: ProposalRefusal::Empty
+            }]
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Persist(_))));
+    }
+}

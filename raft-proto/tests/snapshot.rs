@@ -347,3 +347,46 @@ fn memory_is_bounded_by_the_snapshot_interval_not_by_history() {
         );
     }
 }
+
+/// A follower that goes silent during a snapshot transfer is probed with one chunk per
+/// heartbeat round, not sent the whole window again every round.
+#[test]
+fn a_silent_snapshot_follower_gets_one_chunk_per_heartbeat() {
+    use raft_proto::sim::{MS, SECOND};
+    let mut options = SimOptions::new(3, 7);
+    options.snapshot_interval = Some(10);
+    options.snapshot_chunk = 16;
+    let mut sim = Sim::new(options);
+    let leader = sim.check_one_leader().unwrap();
+    let lagging = (leader + 1) % 3;
+    sim.disconnect(lagging);
+    for i in 0..60u8 {
+        sim.one(vec![i; 64], 2, true).unwrap();
+    }
+    // Reconnect until the transfer starts, then cut the follower off again.
+    sim.connect(lagging);
+    let before = sim.counters().snapshot_chunks;
+    for _ in 0..30_000 {
+        if sim.counters().snapshot_chunks > before {
+            break;
+        }
+        sim.sleep(MS / 10).unwrap();
+    }
+    assert!(
+        sim.counters().snapshot_chunks > before,
+        "no transfer started"
+    );
+    sim.disconnect(lagging);
+    sim.sleep(200 * MS).unwrap();
+    let start = sim.counters().snapshot_chunks;
+    sim.sleep(2 * SECOND).unwrap();
+    let sent = sim.counters().snapshot_chunks - start;
+    // 100 ms heartbeats: about 20 rounds in 2 s, one chunk each (a window is 8 chunks).
+    assert!(
+        (15..=25).contains(&sent),
+        "{sent} chunks sent to a silent follower in 20 heartbeat rounds"
+    );
+    // When it comes back, the transfer completes.
+    sim.connect(lagging);
+    sim.one(vec![99], 3, true).unwrap();
+}

@@ -736,6 +736,18 @@ impl Sim {
         accepted
     }
 
+    /// Delivers `message` to server `s` now, as if it came off the wire, although no node sent
+    /// it: a corrupt or hostile frame. Nothing happens if `s` is not running.
+    pub fn inject(&mut self, s: usize, message: Message) {
+        self.record(Trace::Deliver {
+            from: message.from,
+            to: message.to,
+            term: message.term,
+            what: message_kind(&message.body),
+        });
+        self.step(s, Event::Message(message));
+    }
+
     // --- Internals ---------------------------------------------------------------------------
 
     fn node_config(&self, s: usize) -> Config {
