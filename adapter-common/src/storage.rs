@@ -14,19 +14,22 @@
 //!
 //! # Segments and group commits
 //!
-//! Every log segment is **self-contained**: it starts with a *base*, the records that rebuild
-//! the whole state at the time it was created ([`Record::Snapshot`] marker if there is a
-//! snapshot, the retained log entries, the hard state), followed by one *group* per
-//! [`FileStorage::persist`] call. A group is the whole batch merged into the equivalent single
-//! persist (truncate, entries, hard state) and **always ends with exactly one
-//! [`Record::HardState`]**, written even when the term and vote did not change: that record
-//! closes the group. On recovery everything after the last hard-state record is a group whose
-//! write was interrupted (it was never acknowledged) and is cut off, so a batch is durable
-//! entirely or not at all. Each group is one `write` and one `fdatasync`.
+//! Every log segment is **self-contained**: it starts with a *base* group, the records that
+//! rebuild the whole state at the time it was created ([`Record::Snapshot`] marker if there is
+//! a snapshot, the retained log entries, the hard state), followed by one *group* per
+//! [`FileStorage::persist`] call. A group ([`record::encode_group`]) opens with a
+//! [`Record::GroupStart`] giving its number and length, then holds the whole batch merged into
+//! the equivalent single persist (truncate, entries, hard state, the hard state always
+//! written). Each group is one `write` and one `fdatasync`, and the next group is written
+//! only after that sync returned. So a crash can damage only the last group, which was never
+//! acknowledged: recovery ([`record::scan_groups`]) cuts it off whether it is cut short or
+//! has a damaged region inside it (a page that reads as zeros after a power loss), and a batch
+//! is durable entirely or not at all. Damage followed by a later group is corruption.
 //!
 //! A batch that carries a snapshot starts a new segment instead of appending:
 //!
-//! 1. the snapshot is written to `snapshot.tmp` and synced;
+//! 1. the snapshot is written to `snapshot.tmp` and synced, then the directory (so that
+//!    its name is durable before anything refers to it);
 //! 2. the new segment `log-{n+1}.wal` is written with the base of the state after the whole
 //!    batch (snapshot marker, retained tail, hard state) and synced, then the directory;
 //! 3. `snapshot.tmp` is renamed over `snapshot.bin` and the directory synced;
@@ -41,14 +44,21 @@
 //! # Recovery
 //!
 //! [`FileStorage::open`] picks the newest segment. If it holds no complete group (a crash
-//! while step 2 was writing it) and an older segment exists, it is abandoned and the older
-//! one is used, which must then be entirely intact. The chosen segment is scanned: a torn
-//! tail or an unfinished group at its end is cut off (the file is truncated) and counted in
-//! [`RecoveryReport::repaired_bytes`]; any other damage is [`StorageError::Corrupt`], as is a
-//! record that does not continue the log. The snapshot whose meta the segment's marker names
-//! is loaded from `snapshot.bin` (or from `snapshot.tmp`, finishing step 3). Older segments
-//! are deleted. All checks happen before any log or snapshot file is changed: an open that
-//! fails leaves them as they were.
+//! while step 2 was writing it), or names a snapshot found in neither snapshot file (its batch
+//! was never acknowledged: that happens only after step 3), and an older segment exists, it is
+//! abandoned and the older one is used, which must then be entirely intact. The chosen
+//! segment is scanned: a torn or damaged last group is cut off (the file is truncated) and
+//! counted in [`RecoveryReport::repaired_bytes`]; any other damage is
+//! [`StorageError::Corrupt`], as is a record that does not continue the log. The snapshot
+//! whose meta the segment's marker names is loaded from `snapshot.bin` (or from
+//! `snapshot.tmp`, finishing step 3). Older segments are deleted. All checks happen before any
+//! log or snapshot file is changed: an open that fails leaves them as they were.
+//!
+//! What recovery read may never have been synced (a process killed after its `write` and
+//! before its `fdatasync` leaves the data in the page cache, readable but not durable), and
+//! the node about to start treats it as durable. So before returning, `open` syncs the
+//! segment it continues, the snapshot file and the directory
+//! ([`RecoveryReport::synced`]); a directory it creates is made durable in its parent.
 //!
 //! # Memory
 //!
@@ -116,6 +126,9 @@ pub struct RecoveryReport {
     /// Whether a snapshot was found in `snapshot.tmp`, already referenced by the log, and moved
     /// into place (a crash interrupted a snapshot installation).
     pub snapshot_rolled_forward: bool,
+    /// The files and directories recovery synced before returning, because the recovered state
+    /// was read from them and may not have been durable yet.
+    pub synced: Vec<PathBuf>,
 }
 
 /// A node's durable state in a directory: one log segment of checksummed records and a
@@ -134,6 +147,8 @@ pub struct FileStorage {
     segment_path: PathBuf,
     segment_seq: u64,
     segment_len: u64,
+    /// The number of the next group written to the segment.
+    next_group: u64,
     /// Set when a write failed: what is on disk is then unknown until the next open.
     failed: bool,
     /// Reused for encoding.
@@ -196,8 +211,7 @@ fn exists(path: &Path) -> Result<bool, StorageError> {
     path.try_exists().map_err(io_error(path))
 }
 
-/// The records that rebuild `state` from nothing: the base of a new segment. Always ends with
-/// the hard state.
+/// The group that rebuilds `state` from nothing: the base of a new segment, its group 0.
 fn encode_base(state: &DurableState, out: &mut Vec<u8>) -> Result<(), RecordError> {
     let base = Persist {
         seq: 0,
@@ -207,39 +221,28 @@ fn encode_base(state: &DurableState, out: &mut Vec<u8>) -> Result<(), RecordErro
         entries: state.log.clone(),
         hard_state: Some(state.hard_state),
     };
-    record::encode_persist(&base, out)
+    record::encode_group(0, &base, out)
 }
 
 /// The committed content of a segment file.
 struct SegmentScan {
-    /// Records up to and including the last hard state, with their offsets.
+    /// The records of its complete groups, with their offsets.
     records: Vec<(u64, Record)>,
-    /// Where the last hard-state record ends (0 when there is none).
+    /// Where the last complete group ends (0 when there is none).
     committed_len: u64,
+    /// The number of the next group to write.
+    next_group: u64,
     /// The file's length.
     file_len: u64,
 }
 
 fn scan_segment(path: &Path) -> Result<SegmentScan, StorageError> {
     let bytes = fs::read(path).map_err(io_error(path))?;
-    let scan = record::scan(&bytes).map_err(|e| record_error(path, e))?;
-    let mut records = scan.records;
-    // Each record ends where the next one starts; the last one at `valid_len`.
-    let ends: Vec<u64> = records
-        .iter()
-        .skip(1)
-        .map(|(offset, _)| *offset)
-        .chain([scan.valid_len])
-        .collect();
-    let committed = records
-        .iter()
-        .rposition(|(_, r)| matches!(r, Record::HardState(_)))
-        .map_or(0, |i| i + 1);
-    let committed_len = committed.checked_sub(1).map_or(0, |i| ends[i]);
-    records.truncate(committed);
+    let scan = record::scan_groups(&bytes).map_err(|e| record_error(path, e))?;
     Ok(SegmentScan {
-        records,
-        committed_len,
+        records: scan.records,
+        committed_len: scan.valid_len,
+        next_group: scan.last_group.map_or(0, |g| g.saturating_add(1)),
         file_len: bytes.len() as u64,
     })
 }
@@ -279,22 +282,28 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
     }
 }
 
-/// The snapshot with `meta`: from `bin`, or else from `tmp` (then `true`: it must be moved
-/// into place). When neither has it, the error is about `bin`.
-fn find_snapshot(
-    bin: &Path,
-    tmp: &Path,
-    meta: SnapshotMeta,
-) -> Result<(Snapshot, bool), StorageError> {
+/// Where the snapshot a segment names was found.
+enum Found {
+    /// In `snapshot.bin`.
+    InPlace(Snapshot),
+    /// In `snapshot.tmp`: it must be moved into place.
+    Pending(Snapshot),
+    /// In neither; the error says what `snapshot.bin` holds instead.
+    Missing(StorageError),
+}
+
+/// The snapshot with `meta`: from `bin`, or else from `tmp`. A damaged `bin` is an error
+/// only when `tmp` does not have the snapshot either.
+fn find_snapshot(bin: &Path, tmp: &Path, meta: SnapshotMeta) -> Result<Found, StorageError> {
     let in_place = read_snapshot(bin);
     if let Ok(Some(snapshot)) = &in_place {
         if snapshot.meta == meta {
-            return Ok((snapshot.clone(), false));
+            return Ok(Found::InPlace(snapshot.clone()));
         }
     }
     if let Ok(Some(snapshot)) = read_snapshot(tmp) {
         if snapshot.meta == meta {
-            return Ok((snapshot, true));
+            return Ok(Found::Pending(snapshot));
         }
     }
     let reason = match in_place? {
@@ -307,15 +316,102 @@ fn find_snapshot(
             other.meta.last_index, other.meta.last_term, meta.last_index, meta.last_term
         ),
     };
-    Err(corrupt(bin, 0, reason))
+    Ok(Found::Missing(corrupt(bin, 0, reason)))
+}
+
+/// The segment recovery continues.
+struct Current {
+    /// Its sequence number.
+    seq: u64,
+    path: PathBuf,
+    /// The length to cut it to: the end of its last complete group.
+    len: u64,
+    /// The number of the next group to write to it.
+    next_group: u64,
+}
+
+/// A segment replayed, with its snapshot found.
+struct Loaded {
+    state: DurableState,
+    /// Records replayed.
+    records: usize,
+    scan_committed_len: u64,
+    scan_file_len: u64,
+    next_group: u64,
+    /// The snapshot is in `snapshot.tmp` and must be moved into place.
+    roll_forward: bool,
+}
+
+/// Replays a scanned segment and loads the snapshot its marker names. The inner `Err` is the
+/// case where neither snapshot file holds that snapshot.
+fn load_segment(
+    path: &Path,
+    scanned: SegmentScan,
+    bin: &Path,
+    tmp: &Path,
+) -> Result<Result<Loaded, StorageError>, StorageError> {
+    let records = scanned.records.len();
+    let mut state = replay_segment(path, scanned.records)?;
+    let mut roll_forward = false;
+    match state.snapshot.as_mut() {
+        None => {
+            if exists(bin)? {
+                return Err(corrupt(
+                    bin,
+                    0,
+                    format!("the log ({}) holds no snapshot marker", path.display()),
+                ));
+            }
+        }
+        Some(snapshot) => match find_snapshot(bin, tmp, snapshot.meta)? {
+            Found::InPlace(found) => *snapshot = found,
+            Found::Pending(found) => {
+                *snapshot = found;
+                roll_forward = true;
+            }
+            Found::Missing(error) => return Ok(Err(error)),
+        },
+    }
+    Ok(Ok(Loaded {
+        state,
+        records,
+        scan_committed_len: scanned.committed_len,
+        scan_file_len: scanned.file_len,
+        next_group: scanned.next_group,
+        roll_forward,
+    }))
+}
+
+/// Creates `dir` and any missing parent, each made durable in its own parent.
+fn create_dir_durably(dir: &Path) -> Result<(), StorageError> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if exists(path)? {
+            break;
+        }
+        missing.push(path);
+        at = path.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    for created in missing.iter().rev() {
+        let parent = created
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 /// What recovery decided, before it changes anything on disk.
 struct Plan {
     state: DurableState,
-    /// The segment to continue, its sequence number and the length to cut it to; `None` to
-    /// start a fresh segment.
-    current: Option<(u64, PathBuf, u64)>,
+    /// The segment to continue; `None` to start a fresh segment.
+    current: Option<Current>,
     /// The highest segment sequence number seen.
     max_seq: u64,
     /// Segments to delete.
@@ -336,7 +432,7 @@ impl FileStorage {
     /// has been changed. Fails with [`io::ErrorKind::WouldBlock`] if another `FileStorage` has the
     /// directory open.
     pub fn open(dir: &Path) -> Result<(Self, DurableState, RecoveryReport), StorageError> {
-        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        create_dir_durably(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
@@ -355,17 +451,18 @@ impl FileStorage {
             fs::TryLockError::Error(source) => io_error(&lock_path)(source),
         })?;
 
-        let plan = Self::plan(dir)?;
         let Plan {
             state,
             current,
             max_seq,
             remove,
             roll_forward,
-            report,
-        } = plan;
+            mut report,
+        } = Self::plan(dir)?;
 
-        // Carry out the plan; every step is safe to repeat if a crash interrupts it.
+        // Carry out the plan; every step is safe to repeat if a crash interrupts it. What was
+        // read may only be in the page cache (its writer was killed before syncing): make it
+        // durable before the node acts on it.
         let bin = dir.join(SNAPSHOT_FILE);
         let tmp = dir.join(SNAPSHOT_TMP);
         if roll_forward {
@@ -373,28 +470,42 @@ impl FileStorage {
         } else if exists(&tmp)? {
             fs::remove_file(&tmp).map_err(io_error(&tmp))?;
         }
-        if let Some((_, path, len)) = &current {
+        if state.snapshot.is_some() {
+            File::open(&bin)
+                .and_then(|file| file.sync_all())
+                .map_err(io_error(&bin))?;
+            report.synced.push(bin.clone());
+        }
+        if let Some(current) = &current {
+            let path = &current.path;
             let file = OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(io_error(path))?;
-            if file.metadata().map_err(io_error(path))?.len() != *len {
-                file.set_len(*len).map_err(io_error(path))?;
-                file.sync_all().map_err(io_error(path))?;
+            if file.metadata().map_err(io_error(path))?.len() != current.len {
+                file.set_len(current.len).map_err(io_error(path))?;
             }
+            file.sync_all().map_err(io_error(path))?;
+            report.synced.push(path.clone());
         }
         for path in &remove {
             fs::remove_file(path).map_err(io_error(path))?;
         }
         sync_dir(dir)?;
+        report.synced.push(dir.to_path_buf());
 
-        let (segment_seq, segment_path, segment, segment_len) = match current {
-            Some((seq, path, len)) => {
+        let (segment_seq, segment_path, segment, segment_len, next_group) = match current {
+            Some(Current {
+                seq,
+                path,
+                len,
+                next_group,
+            }) => {
                 let file = OpenOptions::new()
                     .append(true)
                     .open(&path)
                     .map_err(io_error(&path))?;
-                (seq, path, file, len)
+                (seq, path, file, len, next_group)
             }
             None => {
                 let seq = next_seq(dir, max_seq)?;
@@ -402,7 +513,7 @@ impl FileStorage {
                 let mut buf = Vec::new();
                 encode_base(&state, &mut buf).map_err(|e| record_error(&path, e))?;
                 let file = create_segment(dir, &path, &buf)?;
-                (seq, path, file, buf.len() as u64)
+                (seq, path, file, buf.len() as u64, 1)
             }
         };
         tracing::debug!(
@@ -420,6 +531,7 @@ impl FileStorage {
             segment_path,
             segment_seq,
             segment_len,
+            next_group,
             failed: false,
             buf: Vec::new(),
         };
@@ -463,72 +575,78 @@ impl FileStorage {
         };
         let mut remove = Vec::new();
         let newest = scan_segment(&newest_path)?;
-        let (seq, path, scanned) = if newest.committed_len > 0 {
-            (newest_seq, newest_path, newest)
-        } else if let Some((older_seq, older_path)) = segments.pop() {
-            // A segment whose base never became durable: a crash while a snapshot was being
-            // installed. The older segment is still the current one and must be whole.
-            report.repaired_bytes += newest.file_len;
-            remove.push(newest_path);
-            let older = scan_segment(&older_path)?;
-            if older.committed_len != older.file_len {
-                return Err(corrupt(
-                    &older_path,
-                    older.committed_len,
-                    "incomplete write at the end of a segment that is not the last",
-                ));
+        let newest_len = newest.file_len;
+        let loaded = if newest.committed_len > 0 {
+            match load_segment(&newest_path, newest, &bin, &tmp)? {
+                Ok(loaded) => Some((newest_seq, newest_path.clone(), loaded)),
+                // The snapshot it names never got its name: its batch was not acknowledged.
+                Err(missing) if segments.is_empty() => return Err(missing),
+                Err(_) => None,
             }
-            (older_seq, older_path, older)
-        } else if !exists(&bin)? {
-            // Nothing was ever acknowledged: the very first base was being written.
-            report.repaired_bytes += newest.file_len;
-            report.removed_segments = 1;
-            return Ok(Plan {
-                state: DurableState::default(),
-                current: None,
-                max_seq,
-                remove: vec![newest_path],
-                roll_forward: false,
-                report,
-            });
         } else {
-            return Err(corrupt(
-                &newest_path,
-                newest.committed_len,
-                "the only log segment holds no complete record group",
-            ));
+            None
         };
-        report.repaired_bytes += scanned.file_len - scanned.committed_len;
-        report.records = scanned.records.len();
-        let mut state = replay_segment(&path, scanned.records)?;
-
-        let mut roll_forward = false;
-        match state.snapshot.as_mut() {
+        let (seq, path, loaded) = match loaded {
+            Some(chosen) => chosen,
             None => {
-                if exists(&bin)? {
-                    return Err(corrupt(
-                        &bin,
-                        0,
-                        format!("the log ({}) holds no snapshot marker", path.display()),
-                    ));
+                // A segment whose base never became durable, or whose snapshot was never put
+                // in place: a crash while a snapshot was being installed. The older segment
+                // is still the current one and must be whole.
+                report.repaired_bytes += newest_len;
+                remove.push(newest_path.clone());
+                match segments.pop() {
+                    Some((older_seq, older_path)) => {
+                        let older = scan_segment(&older_path)?;
+                        if older.committed_len != older.file_len {
+                            return Err(corrupt(
+                                &older_path,
+                                older.committed_len,
+                                "incomplete write at the end of a segment that is not the last",
+                            ));
+                        }
+                        match load_segment(&older_path, older, &bin, &tmp)? {
+                            Ok(loaded) => (older_seq, older_path, loaded),
+                            Err(missing) => return Err(missing),
+                        }
+                    }
+                    None if !exists(&bin)? => {
+                        // Nothing was ever acknowledged: the very first base was being written.
+                        report.removed_segments = 1;
+                        return Ok(Plan {
+                            state: DurableState::default(),
+                            current: None,
+                            max_seq,
+                            remove,
+                            roll_forward: false,
+                            report,
+                        });
+                    }
+                    None => {
+                        return Err(corrupt(
+                            &newest_path,
+                            0,
+                            "the only log segment holds no complete record group",
+                        ))
+                    }
                 }
             }
-            Some(snapshot) => {
-                let (found, from_tmp) = find_snapshot(&bin, &tmp, snapshot.meta)?;
-                roll_forward = from_tmp;
-                *snapshot = found;
-            }
-        }
-
+        };
+        report.repaired_bytes += loaded.scan_file_len - loaded.scan_committed_len;
+        report.records = loaded.records;
         remove.extend(segments.into_iter().map(|(_, path)| path));
         report.removed_segments = remove.len();
-        report.snapshot_rolled_forward = roll_forward;
+        report.snapshot_rolled_forward = loaded.roll_forward;
         Ok(Plan {
-            state,
-            current: Some((seq, path, scanned.committed_len)),
+            state: loaded.state,
+            current: Some(Current {
+                seq,
+                path,
+                len: loaded.scan_committed_len,
+                next_group: loaded.next_group,
+            }),
             max_seq,
             remove,
-            roll_forward,
+            roll_forward: loaded.roll_forward,
             report,
         })
     }
@@ -625,7 +743,7 @@ impl FileStorage {
             hard_state: Some(hard_state),
         };
         self.buf.clear();
-        record::encode_persist(&merged, &mut self.buf)
+        record::encode_group(self.next_group, &merged, &mut self.buf)
             .map_err(|e| record_error(&self.segment_path, e))?;
 
         let written = self
@@ -639,6 +757,7 @@ impl FileStorage {
             return Err(io_error(&self.segment_path)(source));
         }
         self.segment_len += self.buf.len() as u64;
+        self.next_group += 1;
         merged.apply_to(&mut self.state);
         Ok(())
     }
@@ -665,6 +784,8 @@ impl FileStorage {
 
         let result = (|| {
             write_file(&tmp, &snapshot_bytes)?;
+            // Its name must be durable before the new segment refers to it.
+            sync_dir(&self.dir)?;
             let segment = create_segment(&self.dir, &path, &self.buf)?;
             fs::rename(&tmp, &bin).map_err(io_error(&tmp))?;
             sync_dir(&self.dir)?;
@@ -689,6 +810,7 @@ impl FileStorage {
         self.segment = segment;
         self.segment_seq = seq;
         self.segment_len = self.buf.len() as u64;
+        self.next_group = 1;
         self.state = next;
         Ok(())
     }

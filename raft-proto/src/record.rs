@@ -40,9 +40,16 @@
 //! [`Persist::apply_to`] applies its parts: [`Record::Truncate`], [`Record::Snapshot`],
 //! [`Record::Entries`] (split into several records when very large), [`Record::HardState`].
 //! [`replay`] applies one record to a [`DurableState`] with the same semantics. A record is
-//! atomic on its own; making a group of records atomic (one persist, or a whole group commit)
-//! is the storage's business, for example by cutting everything after the last record that
-//! closes a group.
+//! atomic on its own.
+//!
+//! # Groups
+//!
+//! A storage makes a batch of records atomic by writing it as a **group** ([`encode_group`]):
+//! a [`Record::GroupStart`] carrying the group's number and the byte length of the records
+//! that follow, then those records, all in one write made durable by one sync before the next
+//! group is written. [`scan_groups`] returns the records of complete groups only, and uses the
+//! lengths to tell a crash (damage anywhere inside the last group, which was never
+//! acknowledged) from corruption (damage followed by a later group).
 //!
 //! # Snapshot file
 //!
@@ -97,6 +104,14 @@ pub enum Record {
     /// A snapshot with this meta is now the base: drop the entries up to
     /// `meta.last_index`. The snapshot's bytes are in the snapshot file, not in the log.
     Snapshot(SnapshotMeta),
+    /// Opens a group: the records of one durable write, `len` bytes of them, follow (see
+    /// [`scan_groups`]). Changes nothing in the state.
+    GroupStart {
+        /// The group's number; groups in one file have increasing numbers.
+        seq: u64,
+        /// The length in bytes of the records that follow in the group (headers included).
+        len: u64,
+    },
 }
 
 /// The same encoding as [`Record`], borrowing its contents, so writing a persist copies no
@@ -112,6 +127,10 @@ enum RecordRef<'a> {
         from: Index,
     },
     Snapshot(&'a SnapshotMeta),
+    GroupStart {
+        seq: u64,
+        len: u64,
+    },
 }
 
 impl<'a> From<&'a Record> for RecordRef<'a> {
@@ -127,6 +146,10 @@ impl<'a> From<&'a Record> for RecordRef<'a> {
             },
             Record::Truncate { from } => Self::Truncate { from: *from },
             Record::Snapshot(meta) => Self::Snapshot(meta),
+            Record::GroupStart { seq, len } => Self::GroupStart {
+                seq: *seq,
+                len: *len,
+            },
         }
     }
 }
@@ -369,58 +392,216 @@ fn encode_persist_parts(
     Ok(())
 }
 
+/// What [`read_at`] found at one position.
+enum At {
+    /// An intact record, and where the next one starts.
+    Record(Record, usize),
+    /// Nothing intact here, and nothing can follow: the end of the buffer, or the tail of an
+    /// interrupted write (see the [module docs](self)).
+    End,
+    /// Damaged bytes that are not the end of the buffer.
+    Damaged(&'static str),
+}
+
+/// Reads the record at `pos`, telling intact, torn and damaged apart. Never panics.
+fn read_at(bytes: &[u8], pos: usize) -> At {
+    let Some(rest) = bytes.get(pos..).filter(|rest| !rest.is_empty()) else {
+        return At::End;
+    };
+    let Some(header) = Header::read(rest) else {
+        return At::End; // An incomplete header at the end.
+    };
+    if rest.iter().all(|&b| b == 0) {
+        // A file system may extend a file before the data lands: after a crash the tail
+        // can read as zeros. Nothing was written there, so nothing is lost by cutting it.
+        return At::End;
+    }
+    let body = &rest[HEADER_LEN..];
+    if !header.len_ok() {
+        // The length cannot be trusted. This is a torn tail only when nothing can follow:
+        // the header is the last thing, or the rest is exactly this record's payload.
+        if body.is_empty() || crc32fast::hash(body) == header.payload_crc {
+            return At::End;
+        }
+        return At::Damaged("length checksum mismatch");
+    }
+    let len = header.len();
+    if len > MAX_RECORD_LEN {
+        return At::Damaged("record length above the maximum");
+    }
+    let Some(payload) = body.get(..len) else {
+        return At::End; // The payload runs past the end.
+    };
+    let is_last = body.len() == len;
+    if crc32fast::hash(payload) != header.payload_crc {
+        return if is_last {
+            At::End
+        } else {
+            At::Damaged("payload checksum mismatch")
+        };
+    }
+    match decode_payload::<Record>(payload) {
+        Ok(record) => At::Record(record, pos + HEADER_LEN + len),
+        Err(_) if is_last => At::End,
+        Err(reason) => At::Damaged(reason),
+    }
+}
+
 /// Reads every record in `bytes` (the whole content of one log file), telling an interrupted
 /// append at the end (cut off, see [`Scan::torn_tail`]) apart from corruption (an error). The
 /// rules are in the [module docs](self). Never panics, whatever the input.
 pub fn scan(bytes: &[u8]) -> Result<Scan, RecordError> {
     let mut records = Vec::new();
     let mut pos = 0usize;
-    let valid_len = loop {
-        let Some(rest) = bytes.get(pos..).filter(|rest| !rest.is_empty()) else {
-            break pos;
-        };
-        let Some(header) = Header::read(rest) else {
-            break pos; // An incomplete header at the end.
-        };
-        if rest.iter().all(|&b| b == 0) {
-            // A file system may extend a file before the data lands: after a crash the tail
-            // can read as zeros. Nothing was written there, so nothing is lost by cutting it.
-            break pos;
-        }
-        let body = &rest[HEADER_LEN..];
-        if !header.len_ok() {
-            // The length cannot be trusted. This is a torn tail only when nothing can follow:
-            // the header is the last thing, or the rest is exactly this record's payload.
-            if body.is_empty() || crc32fast::hash(body) == header.payload_crc {
-                break pos;
+    loop {
+        match read_at(bytes, pos) {
+            At::Record(record, next) => {
+                records.push((pos as u64, record));
+                pos = next;
             }
-            return Err(corrupt(pos, "length checksum mismatch"));
+            At::End => break,
+            At::Damaged(reason) => return Err(corrupt(pos, reason)),
         }
-        let len = header.len();
-        if len > MAX_RECORD_LEN {
-            return Err(corrupt(pos, "record length above the maximum"));
-        }
-        let Some(payload) = body.get(..len) else {
-            break pos; // The payload runs past the end.
-        };
-        let is_last = body.len() == len;
-        if crc32fast::hash(payload) != header.payload_crc {
-            if is_last {
-                break pos;
-            }
-            return Err(corrupt(pos, "payload checksum mismatch"));
-        }
-        match decode_payload::<Record>(payload) {
-            Ok(record) => records.push((pos as u64, record)),
-            Err(_) if is_last => break pos,
-            Err(reason) => return Err(corrupt(pos, reason)),
-        }
-        pos += HEADER_LEN + len;
-    };
+    }
     Ok(Scan {
         records,
-        valid_len: valid_len as u64,
-        torn_tail: (bytes.len() - valid_len) as u64,
+        valid_len: pos as u64,
+        torn_tail: (bytes.len() - pos) as u64,
+    })
+}
+
+/// What [`scan_groups`] found in a buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupScan {
+    /// The records of every complete group, in order, with the offset of each header; the
+    /// [`Record::GroupStart`] records themselves are left out.
+    pub records: Vec<(u64, Record)>,
+    /// Where the last complete group ends: where the next group should be written.
+    pub valid_len: u64,
+    /// How many bytes after `valid_len` belong to an interrupted write and must be cut off.
+    pub torn_tail: u64,
+    /// The number of the last complete group, if there is one.
+    pub last_group: Option<u64>,
+}
+
+/// Appends one group to `out`: a [`Record::GroupStart`] numbered `seq`, then the records of
+/// `persist` as [`encode_persist`] writes them. Written with one write and made durable with
+/// one sync, a group is what [`scan_groups`] recovers whole or not at all. On error `out` is
+/// left as it was.
+pub fn encode_group(seq: u64, persist: &Persist, out: &mut Vec<u8>) -> Result<(), RecordError> {
+    let start = out.len();
+    encode_persist(persist, out)?;
+    let len = (out.len() - start) as u64;
+    let mut head = Vec::with_capacity(HEADER_LEN + 24);
+    if let Err(e) = encode_frame(
+        &RecordRef::GroupStart { seq, len },
+        MAX_RECORD_LEN,
+        &mut head,
+    ) {
+        out.truncate(start);
+        return Err(e);
+    }
+    out.splice(start..start, head);
+    Ok(())
+}
+
+/// Reads a log file written as groups ([`encode_group`]) and returns the records of its
+/// complete groups. A group is complete when all the bytes its start announces are present
+/// and every record in them is intact.
+///
+/// A file's groups are written one after the other, each only once the one before is durable,
+/// so a crash can damage **only the last group**, and any way: cut short, or with a region
+/// inside it (a page) that reads as zeros or garbage while its end is intact. Therefore:
+///
+/// - damage inside a group that extends to the end of the buffer, or a group cut short, is a
+///   torn write: the group is cut off ([`GroupScan::torn_tail`]);
+/// - damage inside a group followed by more bytes is [`RecordError::Corrupt`]: a later write
+///   exists, so the damaged group had been made durable;
+/// - damage where a group should start is a torn write unless an intact
+///   [`Record::GroupStart`] with a higher number appears anywhere after it (then it is
+///   corruption, at the damaged offset);
+/// - a record outside any group, one crossing its group's end, or groups out of order are
+///   corruption.
+///
+/// Checksums cannot tell a crash's damage from later decay of the same bytes: damage inside
+/// the last group is always taken for a torn write. Never panics, whatever the input.
+pub fn scan_groups(bytes: &[u8]) -> Result<GroupScan, RecordError> {
+    let mut found = GroupScan::default();
+    let mut pos = 0usize;
+    // The group being read: where it starts, where it ends, its number, its records.
+    let mut open: Option<(usize, usize, u64)> = None;
+    let mut pending: Vec<(u64, Record)> = Vec::new();
+    loop {
+        if let Some((_, _, seq)) = open.filter(|&(_, end, _)| end == pos) {
+            found.records.append(&mut pending);
+            found.valid_len = pos as u64;
+            found.last_group = Some(seq);
+            open = None;
+        }
+        let damage = match read_at(bytes, pos) {
+            At::Record(Record::GroupStart { seq, len }, next) => {
+                if open.is_some() {
+                    "a group starts inside another one"
+                } else if found.last_group.is_some_and(|last| seq <= last) {
+                    "groups out of order"
+                } else {
+                    let end = usize::try_from(len)
+                        .ok()
+                        .and_then(|len| next.checked_add(len))
+                        .unwrap_or(usize::MAX);
+                    open = Some((pos, end, seq));
+                    pos = next;
+                    continue;
+                }
+            }
+            At::Record(record, next) => match open {
+                Some((_, end, _)) if next <= end => {
+                    pending.push((pos as u64, record));
+                    pos = next;
+                    continue;
+                }
+                Some(_) => "a record crosses the end of its group",
+                None => "a record outside any group",
+            },
+            At::End => match open {
+                // A torn write, unless the group was followed by more bytes.
+                Some((_, end, _)) if end < bytes.len() => "damaged group followed by more data",
+                _ => break,
+            },
+            At::Damaged(reason) => reason,
+        };
+        let followed = match open {
+            Some((_, end, _)) => end < bytes.len(),
+            None => later_group_start(bytes, pos + 1, found.last_group),
+        };
+        if followed {
+            return Err(corrupt(pos, damage));
+        }
+        break;
+    }
+    found.torn_tail = bytes.len() as u64 - found.valid_len;
+    Ok(found)
+}
+
+/// Whether an intact [`Record::GroupStart`] numbered above `after` starts anywhere at or
+/// after `from` (looked for byte by byte: the damage before it hides record boundaries).
+fn later_group_start(bytes: &[u8], from: usize, after: Option<u64>) -> bool {
+    (from..bytes.len()).any(|pos| {
+        let Some(header) = Header::read(&bytes[pos..]) else {
+            return false;
+        };
+        if !header.len_ok() {
+            return false;
+        }
+        let payload = bytes[pos + HEADER_LEN..].get(..header.len());
+        payload.is_some_and(|payload| {
+            crc32fast::hash(payload) == header.payload_crc
+                && matches!(
+                    decode_payload::<Record>(payload),
+                    Ok(Record::GroupStart { seq, .. }) if after.is_none_or(|a| seq > a)
+                )
+        })
     })
 }
 
@@ -462,6 +643,7 @@ pub fn replay(state: &mut DurableState, record: Record) {
             let skip = usize::try_from(skip).unwrap_or(usize::MAX);
             state.log.extend(entries.into_iter().skip(skip));
         }
+        Record::GroupStart { .. } => {}
         Record::Snapshot(meta) => {
             if state.snapshot.as_ref().map(|s| s.meta) == Some(meta) {
                 return;
@@ -1005,5 +1187,195 @@ mod tests {
         );
         let e = RecordError::TooLarge { len: 10, max: 5 };
         assert!(alloc::format!("{e}").contains("10 bytes"));
+    }
+
+    /// Three groups, the last one spanning several pages; the start offset of each group and
+    /// the end.
+    fn three_groups() -> (Vec<u8>, Vec<usize>, Vec<Persist>) {
+        let persists: Vec<Persist> = (1..=3u64)
+            .map(|g| Persist {
+                seq: g,
+                truncate_from: None,
+                snapshot: None,
+                first_index: 1 + (g - 1) * 40,
+                entries: (0..40)
+                    .map(|k| entry(g, &[k as u8; 300][..if g == 3 { 300 } else { 5 }]))
+                    .collect(),
+                hard_state: Some(HardState {
+                    term: g,
+                    voted_for: Some(g),
+                }),
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for (k, p) in persists.iter().enumerate() {
+            starts.push(bytes.len());
+            encode_group(k as u64, p, &mut bytes).unwrap();
+        }
+        starts.push(bytes.len());
+        (bytes, starts, persists)
+    }
+
+    /// The records of the first `groups` groups, as `scan_groups` must return them.
+    fn records_of(persists: &[Persist], groups: usize) -> Vec<Record> {
+        let mut expected = Vec::new();
+        for p in &persists[..groups] {
+            let mut bytes = Vec::new();
+            encode_persist(p, &mut bytes).unwrap();
+            expected.extend(scan(&bytes).unwrap().records.into_iter().map(|(_, r)| r));
+        }
+        expected
+    }
+
+    fn records(found: &GroupScan) -> Vec<Record> {
+        found.records.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    #[test]
+    fn groups_round_trip_and_are_cut_whole() {
+        let (bytes, starts, persists) = three_groups();
+        assert!(
+            starts[3] - starts[2] > 2 * 4096,
+            "the last group spans pages"
+        );
+        let found = scan_groups(&bytes).unwrap();
+        assert_eq!(records(&found), records_of(&persists, 3));
+        assert_eq!((found.valid_len, found.torn_tail), (bytes.len() as u64, 0));
+        assert_eq!(found.last_group, Some(2));
+        assert_eq!(scan_groups(&[]).unwrap(), GroupScan::default());
+        for cut in 0..bytes.len() {
+            let found = scan_groups(&bytes[..cut]).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            let whole = starts[1..].iter().take_while(|&&end| end <= cut).count();
+            assert_eq!(records(&found), records_of(&persists, whole), "cut {cut}");
+            assert_eq!(found.valid_len, starts[whole] as u64, "cut {cut}");
+            assert_eq!(found.torn_tail, (cut - starts[whole]) as u64, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_zeroed_page_inside_the_last_group_is_a_torn_write() {
+        let (bytes, starts, persists) = three_groups();
+        // Every page-aligned 4 KiB region that lies inside the last group, its end intact.
+        let mut page = starts[2].next_multiple_of(4096);
+        let mut pages = 0;
+        while page + 4096 < bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[page..page + 4096].fill(0);
+            let found = scan_groups(&damaged).unwrap_or_else(|e| panic!("page {page}: {e}"));
+            assert_eq!(records(&found), records_of(&persists, 2), "page {page}");
+            assert_eq!(found.valid_len, starts[2] as u64);
+            assert_eq!(found.torn_tail, (bytes.len() - starts[2]) as u64);
+            page += 4096;
+            pages += 1;
+        }
+        assert!(pages >= 2);
+        // The same page of zeros covering the last group's start.
+        let mut damaged = bytes.clone();
+        damaged[starts[2]..starts[2] + 64].fill(0);
+        let found = scan_groups(&damaged).unwrap();
+        assert_eq!(found.valid_len, starts[2] as u64);
+    }
+
+    #[test]
+    fn damage_followed_by_a_later_group_is_corruption() {
+        let (bytes, starts, _) = three_groups();
+        for (from, to) in [
+            (starts[1] + 40, starts[1] + 90),
+            (starts[0] + 3, starts[0] + 5),
+        ] {
+            let mut damaged = bytes.clone();
+            damaged[from..to].fill(0);
+            assert!(
+                matches!(scan_groups(&damaged), Err(RecordError::Corrupt { .. })),
+                "zeros at {from}..{to}"
+            );
+        }
+        // A damaged group start with an intact later group.
+        let mut damaged = bytes.clone();
+        damaged[starts[1] + 2] ^= 0x40;
+        assert_eq!(
+            scan_groups(&damaged),
+            Err(RecordError::Corrupt {
+                offset: starts[1] as u64,
+                reason: "length checksum mismatch"
+            })
+        );
+    }
+
+    #[test]
+    fn bit_flips_are_corruption_except_in_the_last_group() {
+        let (bytes, starts, persists) = three_groups();
+        // Every bit of the first two groups, and a sample of the (large) last one.
+        let bits = (0..starts[2] * 8).chain((starts[2] * 8..bytes.len() * 8).step_by(61));
+        for bit in bits {
+            let mut damaged = bytes.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            let result = scan_groups(&damaged);
+            if bit / 8 >= starts[2] {
+                let found = result.unwrap_or_else(|e| panic!("bit {bit}: {e}"));
+                assert_eq!(records(&found), records_of(&persists, 2), "bit {bit}");
+            } else {
+                assert!(
+                    matches!(result, Err(RecordError::Corrupt { .. })),
+                    "bit {bit}: {result:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn records_outside_groups_and_groups_out_of_order_are_corruption() {
+        let (bytes, _, _) = three_groups();
+        let mut outside = Vec::new();
+        encode_record(&Record::Truncate { from: 1 }, &mut outside).unwrap();
+        outside.extend_from_slice(&bytes);
+        assert!(matches!(
+            scan_groups(&outside),
+            Err(RecordError::Corrupt { offset: 0, .. })
+        ));
+        let persist = Persist {
+            seq: 1,
+            truncate_from: None,
+            snapshot: None,
+            first_index: 1,
+            entries: Vec::new(),
+            hard_state: Some(HardState::default()),
+        };
+        let mut twice = Vec::new();
+        encode_group(5, &persist, &mut twice).unwrap();
+        let first = twice.len();
+        encode_group(5, &persist, &mut twice).unwrap();
+        encode_group(6, &persist, &mut twice).unwrap();
+        assert_eq!(
+            scan_groups(&twice),
+            Err(RecordError::Corrupt {
+                offset: first as u64,
+                reason: "groups out of order"
+            })
+        );
+    }
+
+    #[test]
+    fn random_bytes_into_scan_groups_never_panic() {
+        let mut rng = Rng::new(0x6e0_0b5);
+        let (valid, _, _) = three_groups();
+        for round in 0..2000 {
+            let mut bytes = if round % 2 == 0 {
+                let len = rng.below(300) as usize;
+                rng.bytes(len)
+            } else {
+                valid[..rng.below(valid.len() as u64) as usize].to_vec()
+            };
+            for _ in 0..rng.below(4) {
+                if !bytes.is_empty() {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] ^= rng.below(255) as u8 + 1;
+                }
+            }
+            if let Ok(found) = scan_groups(&bytes) {
+                assert!(found.valid_len + found.torn_tail == bytes.len() as u64);
+            }
+        }
     }
 }
