@@ -70,6 +70,8 @@ pub struct Cluster<'h> {
     dir: PathBuf,
     peers: BTreeMap<NodeId, SocketAddr>,
     nodes: BTreeMap<NodeId, Box<dyn TestNode>>,
+    /// Applied to every node's options before it starts.
+    tweak: fn(&mut NodeOptions),
 }
 
 const CLUSTER_ID: u64 = 42;
@@ -77,6 +79,11 @@ const CLUSTER_ID: u64 = 42;
 impl<'h> Cluster<'h> {
     /// Three nodes with data under a fresh temporary directory named after `name`.
     pub fn new(harness: &'h dyn Harness, name: &str) -> Self {
+        Self::with_options(harness, name, |_| {})
+    }
+
+    /// Like [`new`](Self::new), with `tweak` applied to every node's options.
+    pub fn with_options(harness: &'h dyn Harness, name: &str, tweak: fn(&mut NodeOptions)) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "raft-conformance-{name}-{}-{:?}",
             std::process::id(),
@@ -96,6 +103,7 @@ impl<'h> Cluster<'h> {
             dir,
             peers,
             nodes: BTreeMap::new(),
+            tweak,
         };
         for id in 1..=3 {
             cluster.start(id);
@@ -112,6 +120,7 @@ impl<'h> Cluster<'h> {
         let mut options = NodeOptions::new(id, vec![1, 2, 3], Self::data_dir(&self.dir, id));
         options.snapshot_every = Some(50);
         options.raft.max_snapshot_chunk = 256;
+        (self.tweak)(&mut options);
         let mut others = self.peers.clone();
         others.remove(&id);
         let tcp = TcpConfig::new(CLUSTER_ID, id, self.peers[&id], others);
@@ -315,6 +324,35 @@ pub fn shutdown(harness: &dyn Harness) {
     assert!(node.status().is_none());
 }
 
+/// A proposal to a leader that lost its quorum is answered within the configured proposal
+/// timeout, however long its caller is prepared to wait.
+pub fn proposal_times_out_without_quorum(harness: &dyn Harness) {
+    let mut cluster = Cluster::with_options(harness, "no-quorum", |options| {
+        options.proposal_timeout = Duration::from_millis(1500);
+    });
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"x");
+    for id in (1..=3).filter(|&id| id != leader) {
+        cluster.stop(id);
+    }
+    let started = Instant::now();
+    let result = cluster
+        .node(leader)
+        .propose(b"y".to_vec(), Duration::from_secs(60));
+    let waited = started.elapsed();
+    assert!(
+        matches!(
+            result,
+            Err(ProposeError::TimedOut | ProposeError::NotLeader { .. })
+        ),
+        "{result:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered after {waited:?}, not within the proposal timeout"
+    );
+}
+
 /// Random bytes, a truncated frame and an oversized length prefix on a node's Raft port close
 /// those connections; the cluster keeps working.
 pub fn bad_frames_on_the_port(harness: &dyn Harness) {
@@ -346,7 +384,8 @@ macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@tests $harness;
             election, proposals_under_load, failover, restart_from_disk,
-            snapshot_to_lagging_node, shutdown, bad_frames_on_the_port);
+            snapshot_to_lagging_node, shutdown, bad_frames_on_the_port,
+            proposal_times_out_without_quorum);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

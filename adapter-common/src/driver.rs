@@ -7,7 +7,7 @@
 //! committed entries, answering proposers, taking and restoring snapshots — the driver does
 //! itself, so that the adapters differ only in how they wait and how they do I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -35,20 +35,28 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     /// Take a snapshot after this many applied entries (None: never compact).
     pub snapshot_every: Option<u64>,
+    /// A proposal accepted by the leader but not applied within this time is answered with
+    /// [`ProposeError::TimedOut`] (it may still commit later): a leader that lost its quorum
+    /// otherwise keeps its proposers waiting for ever.
+    pub proposal_timeout: Duration,
 }
 
 impl NodeOptions {
-    /// Options with elections after 300–600 ms, heartbeats every 50 ms, and a snapshot every
-    /// 10,000 entries.
+    /// Options for a deployment: elections after 300–600 ms, heartbeats every 50 ms, the
+    /// leader's no-op entry on (so that a cluster restarted cleanly applies what it had
+    /// committed at once, instead of showing an empty state machine until the next write), a
+    /// snapshot every 10,000 entries, and proposals answered within 5 s.
     pub fn new(id: NodeId, voters: Vec<NodeId>, data_dir: impl Into<PathBuf>) -> Self {
         let mut raft = Config::new(id, voters);
         raft.election_timeout_min = 300;
         raft.election_timeout_max = 600;
         raft.heartbeat_interval = 50;
+        raft.leader_noop = true;
         Self {
             raft,
             data_dir: data_dir.into(),
             snapshot_every: Some(10_000),
+            proposal_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -181,6 +189,10 @@ pub struct Driver<S> {
     last_snapshot: Index,
     /// Proposers waiting for the entry at an index, with the term it was appended in.
     waiting: BTreeMap<Index, (Term, Reply)>,
+    /// When each waiting proposal times out, in the order they were accepted (so deadlines
+    /// only grow): `(deadline, index, term)`. Entries already answered are skipped.
+    deadlines: VecDeque<(u64, Index, Term)>,
+    proposal_timeout: u64,
     /// Proposals gathered for the next step.
     batch: Vec<(Vec<u8>, Reply)>,
     actions: Vec<Action>,
@@ -214,6 +226,9 @@ impl<S: StateMachine> Driver<S> {
             epoch: Instant::now(),
             snapshot_every: options.snapshot_every,
             waiting: BTreeMap::new(),
+            deadlines: VecDeque::new(),
+            proposal_timeout: u64::try_from(options.proposal_timeout.as_millis())
+                .unwrap_or(u64::MAX),
             batch: Vec::new(),
             actions: Vec::new(),
         })
@@ -245,9 +260,12 @@ impl<S: StateMachine> Driver<S> {
         self.core.id()
     }
 
-    /// How long until the core needs time to pass (an election or a heartbeat).
+    /// How long until the core needs time to pass (an election or a heartbeat) or a waiting
+    /// proposal times out.
     pub fn time_to_deadline(&self) -> Duration {
-        Duration::from_millis(self.core.next_deadline().saturating_sub(self.now()))
+        let proposal = self.deadlines.front().map_or(u64::MAX, |d| d.0);
+        let deadline = self.core.next_deadline().min(proposal);
+        Duration::from_millis(deadline.saturating_sub(self.now()))
     }
 
     /// The node's current state.
@@ -345,11 +363,29 @@ impl<S: StateMachine> Driver<S> {
     pub fn flush(&mut self, out: &mut Effects) {
         self.flush_proposals(out);
         self.step(Event::Tick, out);
+        self.expire_proposals();
+    }
+
+    /// Answers the proposals that waited longer than the proposal timeout.
+    fn expire_proposals(&mut self) {
+        let now = self.now();
+        while let Some(&(deadline, index, term)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if self.waiting.get(&index).is_some_and(|(t, _)| *t == term) {
+                if let Some((_, reply)) = self.waiting.remove(&index) {
+                    reply(Err(ProposeError::TimedOut));
+                }
+            }
+        }
     }
 
     /// Fails every waiting proposal, and every queued one without proposing it: the node is
     /// stopping. Call it before the last [`flush`](Self::flush).
     pub fn shut_down(&mut self) {
+        self.deadlines.clear();
         for (_, (_, reply)) in std::mem::take(&mut self.waiting) {
             reply(Err(ProposeError::ShutDown));
         }
@@ -448,8 +484,10 @@ impl<S: StateMachine> Driver<S> {
                         ProposalOutcome::Accepted {
                             first_index, term, ..
                         } => {
+                            let deadline = self.now().saturating_add(self.proposal_timeout);
                             for (k, reply) in replies.into_iter().enumerate() {
                                 let index = first_index + k as Index;
+                                self.deadlines.push_back((deadline, index, term));
                                 if let Some((_, earlier)) =
                                     self.waiting.insert(index, (term, reply))
                                 {

@@ -66,8 +66,10 @@ pub struct InjectedBugs {
 }
 
 impl Config {
-    /// A configuration with the timing of the MIT 6.824 labs, in milliseconds: elections after
-    /// 300–600 ms of silence, heartbeats every 100 ms (at most 10 rounds a second).
+    /// A configuration with the timing and behaviour of the MIT 6.824 labs, in milliseconds:
+    /// elections after 300–600 ms of silence, heartbeats every 100 ms (at most 10 rounds a
+    /// second), and no leader no-op entry, so that the first proposal gets index 1. A
+    /// deployment wants `leader_noop` on (the adapters' `NodeOptions::new` turns it on).
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
         Self {
             id,
