@@ -27,7 +27,11 @@
 //!    it) and may be retried.
 //!
 //! A restarted node is rebuilt with [`Node::restore`](crate::Node::restore) from what storage
-//! holds (snapshot, then log tail), and the state machine from that snapshot; persist sequence
+//! holds (snapshot, then log tail), and the state machine from that snapshot. The node treats
+//! all of it as durable at once (it may vote and acknowledge on it), so storage **MUST make
+//! everything it recovered durable before the node is restored**: a write of a process that
+//! was killed before its sync may be readable from the page cache and still lost by a power
+//! failure later. Persist sequence
 //! numbers start again at 1 for every new node value, so an acknowledgement meant for a node
 //! that crashed must never be delivered to its successor.
 //!
