@@ -53,6 +53,11 @@ struct Args {
     /// Print every failure in full (by default the first three are).
     #[arg(long)]
     verbose: bool,
+    /// Print one hash over every event delivered to a node and every action it emitted, over
+    /// all seeds (per job and in total): the same digest before and after a refactoring
+    /// proves the nodes behaved exactly the same.
+    #[arg(long)]
+    digest: bool,
 }
 
 /// The bugs `--inject-bug` knows.
@@ -63,7 +68,8 @@ const BUGS: [&str; 4] = [
     "append-before-persist",
 ];
 
-fn with_bug(mut options: SimOptions, bug: Option<&str>) -> SimOptions {
+fn with_bug(mut options: SimOptions, bug: Option<&str>, digest: bool) -> SimOptions {
+    options.digest = digest;
     match bug {
         Some("commit-earlier-term") => options.bugs.commit_earlier_term_by_counting = true,
         Some("vote-before-persist") => options.bugs.grant_vote_before_persist = true,
@@ -97,15 +103,17 @@ impl Job {
         )
     }
 
-    /// Runs one seed; returns the events it processed.
-    fn run(&self, seed: u64, bug: Option<&str>) -> Result<u64, Failure> {
+    /// Runs one seed; returns the events it processed and its digest (0 unless `digest`).
+    fn run(&self, seed: u64, bug: Option<&str>, digest: bool) -> Result<(u64, u64), Failure> {
         match self {
             Self::Scenario(s) => s
-                .run_with(with_bug(s.options(seed), bug))
-                .map(|r| r.counters.events),
-            Self::Random { nodes, events } => {
-                random::run(with_bug(SimOptions::new(*nodes, seed), bug), *events).map(|r| r.events)
-            }
+                .run_with(with_bug(s.options(seed), bug, digest))
+                .map(|r| (r.counters.events, r.digest)),
+            Self::Random { nodes, events } => random::run(
+                with_bug(SimOptions::new(*nodes, seed), bug, digest),
+                *events,
+            )
+            .map(|r| (r.events, r.digest)),
         }
     }
 }
@@ -153,10 +161,15 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut passed = 0u64;
     let mut failed = 0u64;
+    let mut digest = Fold::default();
     for job in &jobs {
-        let (p, f) = run_job(job, &args, threads);
+        let (p, f, d) = run_job(job, &args, threads);
         passed += p;
         failed += f;
+        digest.add(d);
+    }
+    if args.digest {
+        println!("digest: {:016x}", digest.0);
     }
     println!("{passed} passed, {failed} failed");
     if failed == 0 {
@@ -166,7 +179,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64) {
+/// Combines digests in a fixed order.
+struct Fold(u64);
+
+impl Default for Fold {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fold {
+    fn add(&mut self, value: u64) {
+        for b in value.to_le_bytes() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// Runs every seed of `job`; returns passed, failed, and the digest over the seeds in order.
+fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64, u64) {
     let bar = ProgressBar::new(args.seeds);
     bar.set_style(
         ProgressStyle::with_template(
@@ -178,6 +210,7 @@ fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64) {
     let next = AtomicU64::new(0);
     let events = AtomicU64::new(0);
     let failures: Mutex<Vec<(u64, Failure)>> = Mutex::new(Vec::new());
+    let digests: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
@@ -187,9 +220,14 @@ fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64) {
                     break;
                 }
                 let seed = args.first_seed + k;
-                match job.run(seed, args.inject_bug.as_deref()) {
-                    Ok(e) => {
+                match job.run(seed, args.inject_bug.as_deref(), args.digest) {
+                    Ok((e, d)) => {
                         events.fetch_add(e, Ordering::Relaxed);
+                        if args.digest {
+                            let mut list =
+                                digests.lock().expect("no panics while holding the lock");
+                            list.push((seed, d));
+                        }
                     }
                     Err(f) => {
                         let mut list = failures.lock().expect("no panics while holding the lock");
@@ -217,6 +255,17 @@ fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64) {
         );
     }
     println!();
+    let mut digests = digests
+        .into_inner()
+        .expect("no panics while holding the lock");
+    digests.sort_unstable();
+    let mut digest = Fold::default();
+    for (_, d) in &digests {
+        digest.add(*d);
+    }
+    if args.digest {
+        println!("{}: digest {:016x}", job.name(), digest.0);
+    }
     for (i, (seed, failure)) in failures.iter().enumerate() {
         if args.verbose || i < 3 {
             println!("{failure}");
@@ -225,5 +274,5 @@ fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64) {
         }
         println!("replay: {}", job.replay(*seed));
     }
-    (args.seeds - failed, failed)
+    (args.seeds - failed, failed, digest.0)
 }

@@ -85,6 +85,11 @@ pub struct SimOptions {
     /// The run fails (as a liveness failure) once it has processed this many events: a
     /// message storm shows up as a failure instead of a run that never ends.
     pub max_events: u64,
+    /// Whether to keep a digest of the run: one hash over every event each node steps on and
+    /// every action it emits ([`Sim::digest`]). Two runs of the same seed have the same digest
+    /// exactly when the nodes behaved the same, which makes it the regression check of a
+    /// refactoring that must not change behaviour. Costs time; off by default.
+    pub digest: bool,
     /// Crash points: a node that sends messages while some of its writes are not yet durable
     /// is, one time in this many, rebooted at once (losing some of those writes). 0 = never.
     pub crash_point_odds: u64,
@@ -110,6 +115,7 @@ impl SimOptions {
             snapshot_catchup_entries: 5,
             max_entries_per_append: 256,
             max_events: 50_000_000,
+            digest: false,
             #[cfg(feature = "bug-injection")]
             bugs: crate::config::InjectedBugs::default(),
         }
@@ -422,6 +428,27 @@ pub struct Sim {
     /// only one).
     history: Vec<Entry>,
     peak_persisted_size: usize,
+    digest: Digest,
+}
+
+/// FNV-1a over the `Debug` rendering of what it is fed, without allocating.
+#[derive(Debug, Clone, Copy)]
+struct Digest(u64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl fmt::Write for Digest {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Ok(())
+    }
 }
 
 const TRACE_LEN: usize = 40;
@@ -464,6 +491,7 @@ impl Sim {
             last_outcome: None,
             history: Vec::new(),
             peak_persisted_size: 0,
+            digest: Digest::default(),
             options,
         };
         for s in 0..n {
@@ -534,6 +562,15 @@ impl Sim {
     /// The bytes server `s`'s durable Raft state (term, vote, log) takes when encoded.
     pub fn persisted_size(&self, s: usize) -> usize {
         self.servers[s].storage.encoded_size()
+    }
+
+    /// The digest of the run so far (see [`SimOptions::digest`]); 0 when it is not kept.
+    pub fn digest(&self) -> u64 {
+        if self.options.digest {
+            self.digest.0
+        } else {
+            0
+        }
     }
 
     /// The safety violation that stopped the run, if any.
@@ -892,7 +929,17 @@ impl Sim {
                 return;
             };
             let before = (node.is_leader(), node.term());
+            if self.options.digest {
+                use fmt::Write;
+                let _ = write!(self.digest, "{s} {} {event:?}", self.now);
+            }
             node.step_into(self.now, event, &mut actions);
+            if self.options.digest {
+                use fmt::Write;
+                for action in &actions {
+                    let _ = write!(self.digest, "{action:?}");
+                }
+            }
             before
         };
         let mut sent = false;

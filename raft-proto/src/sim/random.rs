@@ -22,6 +22,8 @@ pub struct RandomReport {
     pub faults: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// The run's digest, when [`SimOptions::digest`] was on (0 otherwise).
+    pub digest: u64,
 }
 
 /// Runs one random schedule of at least `min_events` simulator events against a cluster set
@@ -135,5 +137,6 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
         final_index,
         faults,
         snapshots_installed: sim.counters().snapshots_installed,
+        digest: sim.digest(),
     })
 }

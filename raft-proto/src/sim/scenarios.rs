@@ -75,6 +75,7 @@ impl Scenario {
             virtual_time: sim.now(),
             counters: sim.counters(),
             peak_persisted_size: sim.peak_persisted_size(),
+            digest: sim.digest(),
         })
     }
 }
@@ -89,6 +90,8 @@ pub struct ScenarioReport {
     /// The largest persisted Raft state (hard state and log) any server ever had, in bytes
     /// (measured only when the application snapshots; 0 otherwise).
     pub peak_persisted_size: usize,
+    /// The run's digest, when [`SimOptions::digest`] was on (0 otherwise).
+    pub digest: u64,
 }
 
 macro_rules! scenarios {
