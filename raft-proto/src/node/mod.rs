@@ -1,0 +1,480 @@
+//! The Raft node: elections, heartbeats, replication, commitment and persistence ordering, as
+//! one deterministic state machine.
+//!
+//! This file owns the [`Node`] type, its construction and recovery, the step entry point and
+//! the dispatch of each input, the accessors, and the checks applied to every peer message
+//! before any handler sees it. Each protocol concern has its own file:
+//!
+//! - `election`: the election timer, votes, and the role changes;
+//! - `replication`: proposals, append requests and answers, heartbeats, flow control;
+//! - `commit`: the commit rule and the hand-over of committed entries;
+//! - `snapshot`: compaction, and sending and receiving snapshots in chunks;
+//! - `persist`: the step's pending write, durability acknowledgements, and the messages held
+//!   until durable.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::config::{Config, ConfigError};
+use crate::io::{Action, Event};
+use crate::log::Log;
+use crate::message::{AppendOutcome, Message, MessageBody};
+use crate::progress::Progress;
+use crate::rng::Rng;
+use crate::types::{DurableState, Entry, HardState, Index, Instant, NodeId, Role, Snapshot, Term};
+
+mod commit;
+mod election;
+mod persist;
+mod replication;
+mod snapshot;
+
+use persist::PendingWrite;
+use snapshot::IncomingSnapshot;
+
+/// One member of a Raft cluster, as a pure state machine.
+///
+/// Feed it [`Event`]s with [`step`](Self::step) (or [`step_into`](Self::step_into) to reuse an
+/// action buffer) and carry out the [`Action`]s it returns, keeping the contract of the
+/// [`io`](crate::io) module. Call `step(now, Event::Tick)` no later than
+/// [`next_deadline`](Self::next_deadline) so that elections and heartbeats happen on time.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    /// The other voters.
+    peers: Vec<NodeId>,
+    role: Role,
+    hard_state: HardState,
+    leader: Option<NodeId>,
+    log: Log,
+    commit_index: Index,
+    applied_index: Index,
+    rng: Rng,
+    now: Instant,
+    election_deadline: Instant,
+    heartbeat_deadline: Instant,
+    /// Voters that granted this candidate their vote in the current term (itself included).
+    votes: Vec<NodeId>,
+    /// Voters that answered this candidate's vote request, granting or not.
+    vote_answers: Vec<NodeId>,
+    /// One per peer, meaningful while leader.
+    progress: Vec<Progress>,
+    /// Storage changes made during the current step, emitted as one persist at its end.
+    write: PendingWrite,
+    next_seq: u64,
+    durable_seq: u64,
+    /// Persists emitted and not yet reported durable: `(seq, last index after it, truncation)`.
+    unacked_writes: VecDeque<(u64, Index, Option<Index>)>,
+    /// The log prefix up to here is durable and equal to the in-memory log.
+    stable_index: Index,
+    /// The latest snapshot (taken here or installed from a leader), sent to lagging followers.
+    snapshot: Option<Snapshot>,
+    /// A snapshot being received from the leader, chunk by chunk.
+    incoming: Option<IncomingSnapshot>,
+    /// Messages waiting for the persist with the given sequence number to be durable.
+    held: VecDeque<(u64, Message)>,
+    /// Persist actions of the current step; they lead the step's output.
+    persists: Vec<Action>,
+    /// The other actions of the current step.
+    actions: Vec<Action>,
+    /// Scratch space for the commit computation, reused to keep the step allocation-free.
+    match_scratch: Vec<Index>,
+    stats: NodeStats,
+}
+
+/// Counters of peer input the node dropped instead of acting on. Nothing a peer sends can make
+/// the node panic; what it cannot use is counted here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Messages addressed to another node.
+    pub misaddressed: u64,
+    /// Messages from a node that is not a voter (or from this node itself).
+    pub unknown_sender: u64,
+    /// Messages of an older term (requests are still answered, so the sender learns the term).
+    pub stale_term: u64,
+    /// Responses that arrived when no longer relevant (role changed, reordered, duplicated).
+    pub stale_response: u64,
+    /// Messages that contradict the protocol (an index the leader never sent, a second leader
+    /// in the same term, a rewrite of committed entries) or carry an implausible term or index
+    /// (a term at or above 2^62 or more than 2^32 ahead of this node's, an index at or above
+    /// 2^62).
+    pub invalid: u64,
+}
+
+/// Why a node could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is unusable.
+    Config(ConfigError),
+    /// The durable state contradicts itself: a log term decreases, or exceeds the current term.
+    InconsistentState {
+        /// The first log index found wrong.
+        index: Index,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "invalid configuration: {e}"),
+            Self::InconsistentState { index } => write!(
+                f,
+                "durable state is inconsistent at log index {index}: terms must not decrease nor exceed the current term"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for StartError {}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+impl Node {
+    /// A node with empty storage, as on first start.
+    pub fn new(config: Config, now: Instant) -> Result<Self, StartError> {
+        Self::restore(config, DurableState::default(), now)
+    }
+
+    /// A node rebuilt from what its storage holds after a crash or a shutdown. The state
+    /// machine restarts from `durable.snapshot` (or empty without one); committed entries after
+    /// it are applied again.
+    pub fn restore(
+        config: Config,
+        durable: DurableState,
+        now: Instant,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        let base = durable
+            .snapshot
+            .as_ref()
+            .map(|s| s.meta)
+            .unwrap_or_default();
+        let mut previous = base.last_term;
+        if previous > durable.hard_state.term {
+            return Err(StartError::InconsistentState {
+                index: base.last_index,
+            });
+        }
+        for (i, entry) in durable.log.iter().enumerate() {
+            if entry.term < previous || entry.term > durable.hard_state.term {
+                return Err(StartError::InconsistentState {
+                    index: base.last_index + i as Index + 1,
+                });
+            }
+            previous = entry.term;
+        }
+        let peers: Vec<NodeId> = config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != config.id)
+            .collect();
+        let log = Log::with_base(base.last_index, base.last_term, durable.log);
+        let rng = Rng::new(config.seed ^ config.id.wrapping_mul(0xA076_1D64_78BD_642F));
+        let mut node = Self {
+            peers,
+            role: Role::Follower,
+            hard_state: durable.hard_state,
+            leader: None,
+            stable_index: log.last_index(),
+            log,
+            commit_index: base.last_index,
+            applied_index: base.last_index,
+            rng,
+            now,
+            election_deadline: now,
+            heartbeat_deadline: now,
+            votes: Vec::new(),
+            vote_answers: Vec::new(),
+            progress: Vec::new(),
+            write: PendingWrite::default(),
+            next_seq: 1,
+            durable_seq: 0,
+            unacked_writes: VecDeque::new(),
+            held: VecDeque::new(),
+            snapshot: durable.snapshot,
+            incoming: None,
+            persists: Vec::new(),
+            actions: Vec::new(),
+            match_scratch: Vec::new(),
+            stats: NodeStats::default(),
+            config,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    /// Feeds one event at time `now` and returns the actions to carry out.
+    #[must_use = "the actions must be carried out"]
+    pub fn step(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.step_into(now, event, &mut out);
+        out
+    }
+
+    /// Like [`step`](Self::step), but appends the actions to `out`, so that a caller can reuse
+    /// one buffer across steps.
+    pub fn step_into(&mut self, now: Instant, event: Event, out: &mut Vec<Action>) {
+        self.now = self.now.max(now);
+        match event {
+            Event::Tick => {}
+            Event::Message(message) => self.on_message(message),
+            Event::Propose(commands) => self.on_propose(commands),
+            Event::Persisted { seq } => self.on_persisted(seq),
+            Event::SnapshotTaken { last_index, data } => self.on_snapshot_taken(last_index, data),
+        }
+        self.on_time();
+        if self.role == Role::Leader {
+            self.advance_commit();
+            self.replicate();
+        }
+        self.apply_committed();
+        self.flush_write();
+        out.append(&mut self.persists);
+        out.append(&mut self.actions);
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.hard_state.term
+    }
+
+    /// The candidate voted for in the current term.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.hard_state.voted_for
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether this node is the leader of its current term.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    /// The leader of the current term, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The highest index known to be committed.
+    pub fn commit_index(&self) -> Index {
+        self.commit_index
+    }
+
+    /// The highest index handed to the state machine in an [`Action::Apply`].
+    pub fn applied_index(&self) -> Index {
+        self.applied_index
+    }
+
+    /// The last index covered by the latest snapshot (0 without one).
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.last_index)
+    }
+
+    /// The first log index held in memory (after the latest snapshot, or a few entries before
+    /// it on a leader, for followers catching up).
+    pub fn first_log_index(&self) -> Index {
+        self.log.base_index() + 1
+    }
+
+    /// The index of the last log entry.
+    pub fn last_log_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    /// The term of the entry at `index`, if the log holds it or it is the snapshot's last
+    /// entry (index 0 has term 0).
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// The entry at `index`, if the log holds it.
+    pub fn log_entry(&self, index: Index) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// Counters of dropped peer input.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// When the node next needs a [`Event::Tick`] (an election timeout, a heartbeat round, or a
+    /// candidate's retransmission of its vote requests).
+    pub fn next_deadline(&self) -> Instant {
+        match self.role {
+            Role::Leader => self.heartbeat_deadline,
+            Role::Candidate => self.election_deadline.min(self.heartbeat_deadline),
+            Role::Follower => self.election_deadline,
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        if message.to != self.config.id {
+            self.stats.misaddressed += 1;
+            return;
+        }
+        if !self.peers.contains(&message.from) {
+            self.stats.unknown_sender += 1;
+            return;
+        }
+        if !indexes_are_plausible(&message.body)
+            || !term_is_plausible(message.term, self.hard_state.term)
+        {
+            self.stats.invalid += 1;
+            return;
+        }
+        if message.term > self.hard_state.term {
+            let leader =
+                matches!(message.body, MessageBody::AppendRequest { .. }).then_some(message.from);
+            self.become_follower(message.term, leader);
+        } else if message.term < self.hard_state.term {
+            self.stats.stale_term += 1;
+            self.answer_stale_request(&message);
+            return;
+        }
+        let from = message.from;
+        match message.body {
+            MessageBody::VoteRequest {
+                last_log_index,
+                last_log_term,
+            } => self.on_vote_request(from, last_log_index, last_log_term),
+            MessageBody::VoteResponse { granted } => self.on_vote_response(from, granted),
+            MessageBody::AppendRequest {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                self.on_append_request(from, prev_log_index, prev_log_term, entries, leader_commit)
+            }
+            MessageBody::AppendResponse { outcome } => self.on_append_response(from, outcome),
+            MessageBody::SnapshotChunk {
+                meta,
+                offset,
+                data,
+                done,
+            } => self.on_snapshot_chunk(from, meta, offset, data, done),
+            MessageBody::SnapshotAck {
+                last_index,
+                received,
+            } => self.on_snapshot_ack(from, last_index, received),
+        }
+    }
+
+    /// A request from an older term is refused with the current term, so that its sender
+    /// learns it is out of date.
+    fn answer_stale_request(&mut self, message: &Message) {
+        let body = match message.body {
+            MessageBody::VoteRequest { .. } => MessageBody::VoteResponse { granted: false },
+            MessageBody::AppendRequest { prev_log_index, .. } => MessageBody::AppendResponse {
+                outcome: AppendOutcome::Rejected {
+                    rejected_prev: prev_log_index,
+                    hint_index: 0,
+                    conflict_term: None,
+                },
+            },
+            MessageBody::SnapshotChunk { meta, .. } => MessageBody::SnapshotAck {
+                last_index: meta.last_index,
+                received: 0,
+            },
+            _ => return,
+        };
+        self.send_when_durable(message.from, body);
+    }
+
+    fn quorum(&self) -> usize {
+        let voters = self.peers.len() + 1;
+        voters / 2 + 1
+    }
+
+    #[cfg(feature = "bug-injection")]
+    fn bugs(&self) -> crate::config::InjectedBugs {
+        self.config.bugs
+    }
+
+    #[cfg(not(feature = "bug-injection"))]
+    fn bugs(&self) -> NoBugs {
+        NoBugs {
+            commit_earlier_term_by_counting: false,
+            grant_vote_before_persist: false,
+            accept_append_before_persist: false,
+            forget_vote_on_step_down: false,
+        }
+    }
+}
+
+/// No real log reaches 2^62 entries; refusing larger indexes up front keeps every index
+/// computation far from overflow, whatever a peer sends.
+const MAX_PLAUSIBLE_INDEX: Index = 1 << 62;
+
+/// Terms grow by one per election attempt, and a node attempts at most one election per
+/// minimum election timeout: no real cluster reaches 2^62, nor moves 2^32 terms (decades of
+/// back-to-back elections) ahead of one of its members. A message claiming either comes from a
+/// corrupt or hostile frame; adopting it could use up the term space in one step (a node at
+/// `u64::MAX` can never campaign again, and its replies spread that term to everyone).
+const MAX_PLAUSIBLE_TERM: Term = 1 << 62;
+/// See [`MAX_PLAUSIBLE_TERM`].
+const MAX_TERM_JUMP: Term = 1 << 32;
+
+fn term_is_plausible(term: Term, current: Term) -> bool {
+    term < MAX_PLAUSIBLE_TERM && term <= current.saturating_add(MAX_TERM_JUMP)
+}
+
+fn indexes_are_plausible(body: &MessageBody) -> bool {
+    let ok = |i: &Index| *i < MAX_PLAUSIBLE_INDEX;
+    match body {
+        MessageBody::VoteRequest { last_log_index, .. } => ok(last_log_index),
+        MessageBody::AppendRequest {
+            prev_log_index,
+            leader_commit,
+            ..
+        } => ok(prev_log_index) && ok(leader_commit),
+        MessageBody::AppendResponse {
+            outcome: AppendOutcome::Accepted { match_index },
+        } => ok(match_index),
+        MessageBody::AppendResponse {
+            outcome:
+                AppendOutcome::Rejected {
+                    rejected_prev,
+                    hint_index,
+                    ..
+                },
+        } => ok(rejected_prev) && ok(hint_index),
+        MessageBody::SnapshotChunk { meta, offset, .. } => {
+            ok(&meta.last_index) && *offset < MAX_PLAUSIBLE_INDEX
+        }
+        MessageBody::SnapshotAck { last_index, .. } => ok(last_index),
+        MessageBody::VoteResponse { .. } => true,
+    }
+}
+
+/// Stands in for [`InjectedBugs`](crate::config::InjectedBugs) when bug injection is compiled
+/// out: every bug is off, as constants the optimiser folds away.
+#[cfg(not(feature = "bug-injection"))]
+#[derive(Clone, Copy)]
+struct NoBugs {
+    commit_earlier_term_by_counting: bool,
+    grant_vote_before_persist: bool,
+    accept_append_before_persist: bool,
+    forget_vote_on_step_down: bool,
+}

@@ -1,0 +1,183 @@
+//! Snapshots: compacting the log on the application's snapshot, sending a snapshot to a
+//! lagging follower in flow-controlled chunks, and assembling and installing one received
+//! from the leader.
+
+use alloc::vec::Vec;
+
+use super::Node;
+use crate::io::Action;
+use crate::message::{AppendOutcome, MessageBody};
+use crate::types::{Index, NodeId, Payload, Role, Snapshot, SnapshotMeta, Term};
+
+#[derive(Debug)]
+pub(super) struct IncomingSnapshot {
+    leader: NodeId,
+    term: Term,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl Node {
+    pub(super) fn on_snapshot_chunk(
+        &mut self,
+        leader: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Payload,
+        done: bool,
+    ) {
+        if self.role == Role::Leader || meta.last_term > self.hard_state.term {
+            // A second leader in this term, or a snapshot of entries from the future.
+            self.stats.invalid += 1;
+            return;
+        }
+        self.become_follower(self.hard_state.term, Some(leader));
+        self.reset_election_timer();
+        if meta.last_index <= self.commit_index {
+            // Everything it covers is committed here already: nothing to install.
+            self.incoming = None;
+            let body = MessageBody::AppendResponse {
+                outcome: AppendOutcome::Accepted {
+                    match_index: meta.last_index,
+                },
+            };
+            return self.send_when_durable(leader, body);
+        }
+        // A transfer belongs to one leader, in one term, of one snapshot: bytes from anyone
+        // else never continue it (two leaders' snapshots of the same index may differ byte for
+        // byte). A chunk of another transfer restarts it, from its first chunk.
+        let term = self.hard_state.term;
+        let same = self
+            .incoming
+            .as_ref()
+            .is_some_and(|i| i.leader == leader && i.term == term && i.meta == meta);
+        if !same {
+            self.incoming = (offset == 0).then(|| IncomingSnapshot {
+                leader,
+                term,
+                meta,
+                data: Vec::new(),
+            });
+        }
+        let received = match self.incoming.as_mut() {
+            Some(incoming) if incoming.data.len() as u64 == offset => {
+                incoming.data.extend_from_slice(&data);
+                if done {
+                    let data = Payload::from(core::mem::take(&mut incoming.data));
+                    self.incoming = None;
+                    self.install_snapshot(Snapshot { meta, data });
+                    let body = MessageBody::AppendResponse {
+                        outcome: AppendOutcome::Accepted {
+                            match_index: meta.last_index,
+                        },
+                    };
+                    return self.send_when_durable(leader, body);
+                }
+                incoming.data.len() as u64
+            }
+            // A gap or a duplicate: say where we are.
+            Some(incoming) => incoming.data.len() as u64,
+            // A later chunk of a transfer we do not hold: start over.
+            None => 0,
+        };
+        let body = MessageBody::SnapshotAck {
+            last_index: meta.last_index,
+            received,
+        };
+        self.send_when_durable(leader, body);
+    }
+
+    /// Installs a snapshot received from the leader: the log keeps the entries after it if they
+    /// match, the state machine is replaced, and storage gets both in one atomic persist.
+    pub(super) fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.meta;
+        if !self.write.is_empty() {
+            self.flush_write();
+        }
+        let old_base = self.log.base_index();
+        if !self.log.compact_to(meta.last_index, meta.last_term) {
+            self.write.truncate_from = Some(old_base + 1);
+            self.stable_index = self.stable_index.min(old_base);
+        }
+        self.commit_index = self.commit_index.max(meta.last_index);
+        if meta.last_index > self.applied_index {
+            self.applied_index = meta.last_index;
+            self.actions.push(Action::RestoreSnapshot(snapshot.clone()));
+        }
+        self.write.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(snapshot);
+    }
+
+    pub(super) fn on_snapshot_ack(&mut self, follower: NodeId, last_index: Index, received: u64) {
+        if self.role != Role::Leader {
+            self.stats.stale_response += 1;
+            return;
+        }
+        let Some(pos) = self.progress.iter().position(|p| p.id == follower) else {
+            return;
+        };
+        if self.progress[pos].on_snapshot_ack(last_index, received) {
+            self.replicate_to(pos);
+        } else {
+            self.stats.stale_response += 1;
+        }
+    }
+
+    pub(super) fn on_snapshot_taken(&mut self, last_index: Index, data: Payload) {
+        if last_index <= self.snapshot_index() || last_index > self.applied_index {
+            return;
+        }
+        let Some(last_term) = self.log.term(last_index) else {
+            return;
+        };
+        if !self.write.is_empty() {
+            self.flush_write();
+        }
+        // A leader keeps a few entries before the snapshot for followers slightly behind.
+        let slowest = self.progress.iter().map(|p| p.match_index).min();
+        let keep_from = slowest.map_or(last_index, |m| {
+            m.max(last_index.saturating_sub(self.config.snapshot_catchup_entries))
+        });
+        let compact_to = last_index.min(keep_from);
+        if let Some(term) = self.log.term(compact_to) {
+            self.log.compact_to(compact_to, term);
+        }
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index,
+                last_term,
+            },
+            data,
+        };
+        self.write.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Sends the next chunks of the snapshot transfer to follower `pos`, keeping at most
+    /// `max_inflight_appends` chunks unacknowledged (one while the follower is silent).
+    pub(super) fn send_snapshot_chunks(&mut self, pos: usize) {
+        let chunk = self.config.max_snapshot_chunk as u64;
+        let chunks = self.config.max_inflight_appends as u64;
+        let to = self.progress[pos].id;
+        loop {
+            let Some(t) = self.progress[pos].transfer.as_mut() else {
+                return;
+            };
+            let len = t.snapshot.data.len() as u64;
+            if t.done_sent || t.sent - t.acked >= t.window(chunk, chunks) {
+                return;
+            }
+            let end = (t.sent + chunk).min(len);
+            let done = end == len;
+            let body = MessageBody::SnapshotChunk {
+                meta: t.snapshot.meta,
+                offset: t.sent,
+                data: Payload::from(&t.snapshot.data[t.sent as usize..end as usize]),
+                done,
+            };
+            t.sent = end;
+            t.done_sent = done;
+            self.send_now(to, body);
+        }
+    }
+}
