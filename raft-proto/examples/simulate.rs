@@ -58,6 +58,12 @@ struct Args {
     /// proves the nodes behaved exactly the same.
     #[arg(long)]
     digest: bool,
+    /// Run the scenarios with pre-vote off (the random search draws it per seed).
+    #[arg(long)]
+    no_pre_vote: bool,
+    /// Run the scenarios with check-quorum off (the random search draws it per seed).
+    #[arg(long)]
+    no_check_quorum: bool,
 }
 
 /// The bugs `--inject-bug` knows.
@@ -68,9 +74,17 @@ const BUGS: [&str; 4] = [
     "append-before-persist",
 ];
 
-fn with_bug(mut options: SimOptions, bug: Option<&str>, digest: bool) -> SimOptions {
-    options.digest = digest;
-    match bug {
+/// The options of one run as the command line asks: a bug injected, a digest kept, features
+/// switched off.
+fn configure(mut options: SimOptions, args: &Args) -> SimOptions {
+    options.digest = args.digest;
+    if args.no_pre_vote {
+        options.pre_vote = false;
+    }
+    if args.no_check_quorum {
+        options.check_quorum = false;
+    }
+    match args.inject_bug.as_deref() {
         Some("commit-earlier-term") => options.bugs.commit_earlier_term_by_counting = true,
         Some("vote-before-persist") => options.bugs.grant_vote_before_persist = true,
         Some("forget-vote") => options.bugs.forget_vote_on_step_down = true,
@@ -93,27 +107,35 @@ impl Job {
         }
     }
 
-    fn replay(&self, seed: u64) -> String {
-        let what = match self {
+    fn replay(&self, seed: u64, args: &Args) -> String {
+        let mut what = match self {
             Self::Scenario(s) => format!("--scenario {}", s.name),
             Self::Random { nodes, events } => format!("--random --nodes {nodes} --events {events}"),
         };
+        if let Some(bug) = &args.inject_bug {
+            what += &format!(" --inject-bug {bug}");
+        }
+        if args.no_pre_vote {
+            what += " --no-pre-vote";
+        }
+        if args.no_check_quorum {
+            what += " --no-check-quorum";
+        }
         format!(
             "cargo run --release -p raft-proto --example simulate -- {what} --seeds 1 --first-seed {seed}"
         )
     }
 
-    /// Runs one seed; returns the events it processed and its digest (0 unless `digest`).
-    fn run(&self, seed: u64, bug: Option<&str>, digest: bool) -> Result<(u64, u64), Failure> {
+    /// Runs one seed; returns the events it processed and its digest (0 unless `--digest`).
+    fn run(&self, seed: u64, args: &Args) -> Result<(u64, u64), Failure> {
         match self {
             Self::Scenario(s) => s
-                .run_with(with_bug(s.options(seed), bug, digest))
+                .run_with(configure(s.options(seed), args))
                 .map(|r| (r.counters.events, r.digest)),
-            Self::Random { nodes, events } => random::run(
-                with_bug(SimOptions::new(*nodes, seed), bug, digest),
-                *events,
-            )
-            .map(|r| (r.events, r.digest)),
+            Self::Random { nodes, events } => {
+                random::run(configure(SimOptions::new(*nodes, seed), args), *events)
+                    .map(|r| (r.events, r.digest))
+            }
         }
     }
 }
@@ -220,7 +242,7 @@ fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64, u64) {
                     break;
                 }
                 let seed = args.first_seed + k;
-                match job.run(seed, args.inject_bug.as_deref(), args.digest) {
+                match job.run(seed, args) {
                     Ok((e, d)) => {
                         events.fetch_add(e, Ordering::Relaxed);
                         if args.digest {
@@ -272,7 +294,7 @@ fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64, u64) {
         } else {
             println!("seed {seed}: {}", failure.message);
         }
-        println!("replay: {}", job.replay(*seed));
+        println!("replay: {}", job.replay(*seed, args));
     }
     (args.seeds - failed, failed, digest.0)
 }

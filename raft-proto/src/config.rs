@@ -40,6 +40,19 @@ pub struct Config {
     /// Whether a new leader appends a no-op entry of its term, so that entries of earlier terms
     /// commit without waiting for the next proposal. The lab scenarios run with it off.
     pub leader_noop: bool,
+    /// Pre-vote (Raft thesis §9.6): a node whose election timer fires first asks the voters
+    /// whether they would vote for it in the next term, without changing its own term or vote;
+    /// only a majority of such pre-votes starts a real election. A voter grants a pre-vote
+    /// under the normal vote rules, and only when it has not heard from a leader within
+    /// `election_timeout_min`. So a node that was cut off (and timed out over and over) does
+    /// not raise its term, and cannot depose a healthy leader when it comes back.
+    pub pre_vote: bool,
+    /// Check-quorum (thesis §6.2) and the sticky leader (§4.2.3): a leader that has not heard
+    /// from a majority (itself included) within `election_timeout_max` steps down, so a leader
+    /// cut off from the others stops accepting proposals that cannot commit; and a node that
+    /// heard from the current leader within `election_timeout_min` refuses a vote for a higher
+    /// term, without adopting that term.
+    pub check_quorum: bool,
     /// Seeds the generator that draws election timeouts. Give each node its own seed (the core
     /// mixes in `id` as well), and the same seed to replay a run exactly.
     pub seed: u64,
@@ -70,6 +83,7 @@ impl Config {
     /// elections after 300–600 ms of silence, heartbeats every 100 ms (at most 10 rounds a
     /// second), and no leader no-op entry, so that the first proposal gets index 1. A
     /// deployment wants `leader_noop` on (the adapters' `NodeOptions::new` turns it on).
+    /// Pre-vote and check-quorum are on; the lab's behaviour holds with them on or off.
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
         Self {
             id,
@@ -83,6 +97,8 @@ impl Config {
             max_snapshot_chunk: 1 << 20,
             snapshot_catchup_entries: 64,
             leader_noop: false,
+            pre_vote: true,
+            check_quorum: true,
             seed: 0,
             #[cfg(feature = "bug-injection")]
             bugs: InjectedBugs::default(),

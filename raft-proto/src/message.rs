@@ -74,6 +74,21 @@ pub enum MessageBody {
         /// How many leading bytes of the snapshot the follower holds.
         received: u64,
     },
+    /// A pre-vote (Raft thesis §9.6): would the addressee vote for the sender in
+    /// `Message::term`, the sender's term + 1? The sender has not taken that term, and the
+    /// addressee does not take it either.
+    PreVoteRequest {
+        /// Index of the sender's last log entry.
+        last_log_index: Index,
+        /// Term of the sender's last log entry.
+        last_log_term: Term,
+    },
+    /// The answer to a [`MessageBody::PreVoteRequest`]. A granted pre-vote carries the term
+    /// of the request; a refused one the voter's own term.
+    PreVoteResponse {
+        /// Whether the pre-vote was granted.
+        granted: bool,
+    },
 }
 
 impl MessageBody {
@@ -81,7 +96,10 @@ impl MessageBody {
     pub fn is_request(&self) -> bool {
         matches!(
             self,
-            Self::VoteRequest { .. } | Self::AppendRequest { .. } | Self::SnapshotChunk { .. }
+            Self::VoteRequest { .. }
+                | Self::AppendRequest { .. }
+                | Self::SnapshotChunk { .. }
+                | Self::PreVoteRequest { .. }
         )
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct Progress {
     pub(crate) waiting: bool,
     /// Where the pipeline was last rewound to after a gap, until the follower progresses.
     pub(crate) rewound_to: Option<Index>,
+    /// A message from the follower arrived since the last check-quorum round.
+    pub(crate) recent_active: bool,
 }
 
 impl Progress {
@@ -89,6 +91,7 @@ impl Progress {
             transfer: None,
             waiting: false,
             rewound_to: None,
+            recent_active: false,
         }
     }
 

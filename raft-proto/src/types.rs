@@ -133,6 +133,9 @@ pub enum Role {
     Follower,
     /// Asks for votes to become leader of its term.
     Candidate,
+    /// Asks whether it could win an election in the next term, before raising its own term
+    /// ([`Config::pre_vote`](crate::Config)); it still follows its term's rules otherwise.
+    PreCandidate,
     /// Accepts proposals and replicates the log.
     Leader,
 }

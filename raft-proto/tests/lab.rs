@@ -1,21 +1,29 @@
 //! The MIT 6.824 Raft lab scenarios (2A election, 2B agreement, 2C persistence, 2D
-//! snapshots), each run over
-//! several seeds in the deterministic simulator, with every safety property checked after
-//! every event. `cargo run --release -p raft-proto --example simulate -- --scenario NAME
-//! --seeds N` runs many more.
+//! snapshots), each run over several seeds in the deterministic simulator, with every safety
+//! property checked after every event: with pre-vote and check-quorum on (the default), and
+//! again with both off. `cargo run --release -p raft-proto --example simulate -- --scenario
+//! NAME --seeds N` runs many more.
 
 use raft_proto::sim::scenarios;
 
 /// Seeds per scenario in the test suite.
 const SEEDS: u64 = 100;
 
-fn run(name: &str) {
+fn run(name: &str, features: bool) {
     let scenario = scenarios::find(name).expect("scenario exists");
     for seed in 0..SEEDS {
-        if let Err(failure) = scenario.run(seed) {
+        let mut options = scenario.options(seed);
+        options.pre_vote = features;
+        options.check_quorum = features;
+        if let Err(failure) = scenario.run_with(options) {
+            let flags = if features {
+                ""
+            } else {
+                " --no-pre-vote --no-check-quorum"
+            };
             panic!(
                 "{name} failed:\n{failure}\nreplay: cargo run --release -p raft-proto --example \
-                 simulate -- --scenario {name} --seeds 1 --first-seed {seed}"
+                 simulate -- --scenario {name} --seeds 1 --first-seed {seed}{flags}"
             );
         }
     }
@@ -26,14 +34,24 @@ macro_rules! lab_tests {
         $(
             #[test]
             fn $name() {
-                run(stringify!($name));
+                run(stringify!($name), true);
             }
         )*
 
+        /// The same scenarios with pre-vote and check-quorum off.
+        mod without_pre_vote_and_check_quorum {
+            $(
+                #[test]
+                fn $name() {
+                    super::run(stringify!($name), false);
+                }
+            )*
+        }
+
         #[test]
-        fn every_scenario_has_a_test() {
+        fn every_lab_scenario_has_a_test() {
             let tested = [$(stringify!($name)),*];
-            for s in scenarios::ALL {
+            for s in scenarios::ALL.iter().filter(|s| s.lab) {
                 assert!(tested.contains(&s.name), "scenario {} has no test", s.name);
             }
         }

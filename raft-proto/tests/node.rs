@@ -6,9 +6,13 @@ use raft_proto::{
     Node, ProposalOutcome, Role, SnapshotMeta, StartError,
 };
 
+/// The lab's behaviour: elections without pre-vote, leaders without check-quorum (the tests
+/// of those are at the end).
 fn config(id: u64) -> Config {
     let mut c = Config::new(id, vec![1, 2, 3]);
     c.seed = 7;
+    c.pre_vote = false;
+    c.check_quorum = false;
     c
 }
 
@@ -497,4 +501,147 @@ fn an_empty_proposal_is_answered() {
         );
         assert!(!actions.iter().any(|a| matches!(a, Action::Persist(_))));
     }
+}
+
+/// A pre-vote changes nothing durable anywhere: the pre-candidate keeps its term and vote
+/// and asks at once for term + 1; a voter grants it only without a recent leader, without
+/// taking the term or persisting anything; a majority of pre-votes starts the real election.
+#[test]
+fn pre_vote_changes_nothing_until_a_majority_grants_it() {
+    let mut c = config(1);
+    c.pre_vote = true;
+    let mut node = Node::new(c, 0).unwrap();
+    let now = node.next_deadline();
+    let actions = node.step(now, Event::Tick);
+    assert_eq!(node.role(), Role::PreCandidate);
+    assert_eq!((node.term(), node.voted_for()), (0, None));
+    assert!(persist_seq(&actions).is_none(), "a pre-vote persisted something");
+    let requests = sends(&actions);
+    assert_eq!(requests.len(), 2);
+    assert!(requests
+        .iter()
+        .all(|m| matches!(m.body, MessageBody::PreVoteRequest { .. }) && m.term == 1));
+
+    // A voter that never heard from a leader grants it, taking nothing.
+    let mut voter = Node::new(config(2), 0).unwrap();
+    let request = requests[0].clone();
+    let actions = voter.step(1, Event::Message(Message { to: 2, ..request.clone() }));
+    assert!(persist_seq(&actions).is_none());
+    assert_eq!((voter.term(), voter.voted_for()), (0, None));
+    let answer = sends(&actions)[0].clone();
+    assert_eq!(answer.body, MessageBody::PreVoteResponse { granted: true });
+    assert_eq!(answer.term, 1, "a granted pre-vote carries the requested term");
+
+    // A voter that just heard from its leader refuses.
+    let mut follower = Node::new(config(3), 0).unwrap();
+    let heartbeat = MessageBody::AppendRequest {
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    };
+    let _ = follower.step(1, msg(2, 3, 0, heartbeat));
+    let actions = follower.step(2, Event::Message(Message { to: 3, ..request }));
+    let refusal = sends(&actions)
+        .into_iter()
+        .find(|m| matches!(m.body, MessageBody::PreVoteResponse { .. }))
+        .cloned()
+        .expect("answered");
+    assert_eq!(refusal.body, MessageBody::PreVoteResponse { granted: false });
+    assert_eq!(follower.term(), 0);
+
+    // The granted pre-vote makes a majority: now the real election, term 1, vote durable first.
+    let actions = node.step(now, Event::Message(answer));
+    assert_eq!(node.role(), Role::Candidate);
+    assert_eq!((node.term(), node.voted_for()), (1, Some(1)));
+    assert!(sends(&actions).is_empty());
+    let seq = persist_seq(&actions).expect("term and vote persisted");
+    let actions = node.step(now, Event::Persisted { seq });
+    assert!(sends(&actions)
+        .iter()
+        .all(|m| matches!(m.body, MessageBody::VoteRequest { .. }) && m.term == 1));
+}
+
+/// With check-quorum, a follower that heard from its leader within the minimum election
+/// timeout refuses a vote for a higher term and does not take that term; later it does.
+#[test]
+fn a_follower_with_a_recent_leader_ignores_disruptive_votes() {
+    let mut c = config(3);
+    c.check_quorum = true;
+    let mut follower = Node::new(c, 0).unwrap();
+    let heartbeat = MessageBody::AppendRequest {
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    };
+    let _ = follower.step(10, msg(1, 3, 1, heartbeat));
+    assert_eq!(follower.leader(), Some(1));
+    let vote = MessageBody::VoteRequest {
+        last_log_index: 5,
+        last_log_term: 1,
+    };
+    let actions = follower.step(20, msg(2, 3, 2, vote.clone()));
+    assert_eq!(follower.term(), 1, "took the disruptive term");
+    assert!(sends(&actions).is_empty() && persist_seq(&actions).is_none());
+    assert_eq!(follower.stats().disruptive_votes, 1);
+    // Past the minimum election timeout without a word from the leader, the vote is normal.
+    let later = 10 + follower.config().election_timeout_min;
+    let actions = follower.step(later, msg(2, 3, 2, vote));
+    assert_eq!(follower.term(), 2);
+    let seq = persist_seq(&actions).expect("term and vote persisted");
+    let actions = follower.step(later, Event::Persisted { seq });
+    assert!(sends(&actions)
+        .iter()
+        .any(|m| m.body == MessageBody::VoteResponse { granted: true } && m.term == 2));
+}
+
+/// With check-quorum, a leader that hears from nobody steps down within two election
+/// timeouts; one that hears from a majority stays.
+#[test]
+fn check_quorum_steps_a_lonely_leader_down() {
+    let (mut leader, now) = leader();
+    let mut c = leader.config().clone();
+    c.check_quorum = true;
+    // Rebuild the same leader with check-quorum on.
+    let durable = DurableState {
+        hard_state: HardState {
+            term: leader.term(),
+            voted_for: Some(1),
+        },
+        snapshot: None,
+        log: vec![],
+    };
+    leader = Node::restore(c, durable, now).unwrap();
+    let mut t = leader.next_deadline();
+    let seq = persist_seq(&leader.step(t, Event::Tick)).unwrap();
+    let _ = leader.step(t, Event::Persisted { seq });
+    let _ = leader.step(
+        t,
+        msg(2, 1, 2, MessageBody::VoteResponse { granted: true }),
+    );
+    assert!(leader.is_leader());
+    let timeout = leader.config().election_timeout_max;
+    let elected = t;
+    // Node 2 keeps answering: the leader stays.
+    while t < elected + 3 * timeout {
+        t = leader.next_deadline();
+        let _ = leader.step(t, Event::Tick);
+        let ack = MessageBody::AppendResponse {
+            outcome: AppendOutcome::Accepted { match_index: 0 },
+        };
+        let _ = leader.step(t, msg(2, 1, 2, ack));
+        assert!(leader.is_leader(), "stepped down while a majority answers");
+    }
+    // Silence: it steps down within two timeouts and refuses proposals.
+    let silent_from = t;
+    while leader.is_leader() {
+        t = leader.next_deadline();
+        let _ = leader.step(t, Event::Tick);
+        assert!(t <= silent_from + 2 * timeout, "still leader at {t}");
+    }
+    let actions = leader.step(t, Event::Propose(vec![b"x".to_vec().into()]));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::ProposalOutcome(ProposalOutcome::NotLeader { .. }))));
 }

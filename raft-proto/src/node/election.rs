@@ -1,7 +1,9 @@
-//! Elections: the election timer, vote requests and answers, and the role changes between
-//! follower, candidate and leader (with what a new leader does first).
+//! Elections: the election timer, pre-votes and votes, and the role changes between follower,
+//! pre-candidate, candidate and leader (with what a new leader does first, and check-quorum,
+//! by which a leader that lost its majority steps down).
 
 use super::Node;
+use crate::io::Action;
 use crate::message::MessageBody;
 use crate::progress::Progress;
 use crate::types::{Entry, HardState, Index, NodeId, Role, Term};
@@ -19,8 +21,12 @@ impl Node {
             None => true,
             Some(v) => v == candidate,
         };
-        let granted = self.role == Role::Follower && free && up_to_date;
+        let granted =
+            matches!(self.role, Role::Follower | Role::PreCandidate) && free && up_to_date;
         if granted {
+            if self.role == Role::PreCandidate {
+                self.become_follower(self.hard_state.term, None);
+            }
             self.hard_state.voted_for = Some(candidate);
             self.write.hard_state = true;
             self.reset_election_timer();
@@ -49,19 +55,81 @@ impl Node {
         }
     }
 
+    /// A pre-vote request for `term` (the sender's term + 1): granted under the normal vote
+    /// rules for that term, and only when no leader was heard from within the minimum
+    /// election timeout. Nothing changes here either way: no term, no vote, nothing persisted.
+    pub(super) fn on_pre_vote_request(
+        &mut self,
+        candidate: NodeId,
+        term: Term,
+        last_log_index: Index,
+        last_log_term: Term,
+    ) {
+        let up_to_date =
+            (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index());
+        let could_vote =
+            term > self.hard_state.term || self.hard_state.voted_for.is_none_or(|v| v == candidate);
+        let granted = up_to_date && could_vote && !self.leader_is_recent();
+        let body = MessageBody::PreVoteResponse { granted };
+        if granted {
+            // The answer carries the pre-vote's term, which the candidate expects back.
+            let mut message = self.message(candidate, body);
+            message.term = term;
+            self.actions.push(Action::Send(message));
+        } else {
+            self.send_when_durable(candidate, body);
+        }
+    }
+
+    /// An answer to this node's pre-vote requests; a granted one carries `term`, the term the
+    /// pre-vote was for.
+    pub(super) fn on_pre_vote_response(&mut self, voter: NodeId, term: Term, granted: bool) {
+        let current = if granted {
+            Some(term) == self.hard_state.term.checked_add(1)
+        } else {
+            term == self.hard_state.term
+        };
+        if self.role != Role::PreCandidate || !current {
+            self.stats.stale_response += 1;
+            return;
+        }
+        if !self.vote_answers.contains(&voter) {
+            self.vote_answers.push(voter);
+        }
+        if granted && !self.votes.contains(&voter) {
+            self.votes.push(voter);
+            if self.votes.len() >= self.quorum() {
+                self.become_candidate();
+            }
+        }
+    }
+
     pub(super) fn on_time(&mut self) {
         match self.role {
             Role::Leader => {
+                if self.config.check_quorum && self.now >= self.quorum_check_deadline {
+                    if !self.heard_from_quorum() {
+                        // Cut off from a majority: whatever it accepted now cannot commit.
+                        self.become_follower(self.hard_state.term, None);
+                        return;
+                    }
+                    self.quorum_check_deadline =
+                        self.now.saturating_add(self.config.election_timeout_max);
+                }
                 if self.now >= self.heartbeat_deadline {
                     self.heartbeat_deadline =
                         self.now.saturating_add(self.config.heartbeat_interval);
                     self.heartbeat();
                 }
             }
-            Role::Follower | Role::Candidate => {
+            Role::Follower | Role::Candidate | Role::PreCandidate => {
                 if self.now >= self.election_deadline {
-                    self.become_candidate();
-                } else if self.role == Role::Candidate && self.now >= self.heartbeat_deadline {
+                    if self.config.pre_vote {
+                        self.become_pre_candidate();
+                    } else {
+                        self.become_candidate();
+                    }
+                } else if self.role != Role::Follower && self.now >= self.heartbeat_deadline {
                     // Ask again the voters that have not answered: a lost request or answer
                     // should not cost a whole election timeout.
                     self.heartbeat_deadline =
@@ -70,6 +138,36 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether a majority (this leader included) sent anything since the last check; starts
+    /// the next round of the check either way.
+    fn heard_from_quorum(&mut self) -> bool {
+        let mut active = 1;
+        for progress in &mut self.progress {
+            active += usize::from(progress.recent_active);
+            progress.recent_active = false;
+        }
+        active >= self.quorum()
+    }
+
+    /// Whether this node leads, or heard from the leader of its term within the minimum
+    /// election timeout: then it grants no pre-vote, and with check-quorum no vote for a
+    /// higher term.
+    pub(super) fn leader_is_recent(&self) -> bool {
+        self.role == Role::Leader
+            || (self.leader.is_some()
+                && self.heard_from_leader.is_some_and(|at| {
+                    self.now < at.saturating_add(self.config.election_timeout_min)
+                }))
+    }
+
+    /// A valid message from `leader`, the leader of the current term: follow it (a candidate
+    /// steps down, keeping its vote) and restart the election timer.
+    pub(super) fn follow(&mut self, leader: NodeId) {
+        self.become_follower(self.hard_state.term, Some(leader));
+        self.reset_election_timer();
+        self.heard_from_leader = Some(self.now);
     }
 
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
@@ -91,6 +189,27 @@ impl Node {
         self.votes.clear();
         self.vote_answers.clear();
         self.progress.clear();
+    }
+
+    /// Asks for pre-votes for the next term, changing nothing durable.
+    pub(super) fn become_pre_candidate(&mut self) {
+        if self.hard_state.term.checked_add(1).is_none() {
+            self.stats.invalid += 1;
+            self.reset_election_timer();
+            return;
+        }
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.push(self.config.id);
+        self.vote_answers.clear();
+        self.reset_election_timer();
+        if self.votes.len() >= self.quorum() {
+            self.become_candidate();
+            return;
+        }
+        self.heartbeat_deadline = self.now.saturating_add(self.config.heartbeat_interval);
+        self.request_votes();
     }
 
     pub(super) fn become_candidate(&mut self) {
@@ -120,16 +239,30 @@ impl Node {
         self.request_votes();
     }
 
-    /// Sends a vote request to every voter that has not answered in this term.
+    /// Sends a vote request (a pre-vote request, for the next term, when pre-candidate) to
+    /// every voter that has not answered in this round.
     pub(super) fn request_votes(&mut self) {
-        let body = MessageBody::VoteRequest {
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
-        };
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for i in 0..self.peers.len() {
             let peer = self.peers[i];
-            if !self.vote_answers.contains(&peer) {
-                self.send_when_durable(peer, body.clone());
+            if self.vote_answers.contains(&peer) {
+                continue;
+            }
+            if self.role == Role::PreCandidate {
+                // Promises nothing: the term is not taken, nothing is persisted.
+                let body = MessageBody::PreVoteRequest {
+                    last_log_index,
+                    last_log_term,
+                };
+                let mut message = self.message(peer, body);
+                message.term = self.hard_state.term.saturating_add(1);
+                self.actions.push(Action::Send(message));
+            } else {
+                let body = MessageBody::VoteRequest {
+                    last_log_index,
+                    last_log_term,
+                };
+                self.send_when_durable(peer, body);
             }
         }
     }
@@ -143,6 +276,7 @@ impl Node {
         }
         let last = self.log.last_index();
         self.progress = self.peers.iter().map(|&p| Progress::new(p, last)).collect();
+        self.quorum_check_deadline = self.now.saturating_add(self.config.election_timeout_max);
         // Announce leadership at once; the probes double as the first heartbeat.
         self.heartbeat_deadline = self.now.saturating_add(self.config.heartbeat_interval);
         self.heartbeat();

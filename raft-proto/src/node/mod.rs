@@ -54,6 +54,10 @@ pub struct Node {
     now: Instant,
     election_deadline: Instant,
     heartbeat_deadline: Instant,
+    /// When a leader next checks that it heard from a majority (check-quorum).
+    quorum_check_deadline: Instant,
+    /// When this node last heard from the leader of its term.
+    heard_from_leader: Option<Instant>,
     /// Voters that granted this candidate their vote in the current term (itself included).
     votes: Vec<NodeId>,
     /// Voters that answered this candidate's vote request, granting or not.
@@ -96,6 +100,10 @@ pub struct NodeStats {
     pub stale_term: u64,
     /// Responses that arrived when no longer relevant (role changed, reordered, duplicated).
     pub stale_response: u64,
+    /// Vote requests for a higher term refused, without taking that term, because this node
+    /// heard from its leader within the minimum election timeout (check-quorum's sticky
+    /// leader).
+    pub disruptive_votes: u64,
     /// Messages that contradict the protocol (an index the leader never sent, a second leader
     /// in the same term, a rewrite of committed entries) or carry an implausible term or index
     /// (a term at or above 2^62 or more than 2^32 ahead of this node's, an index at or above
@@ -191,6 +199,8 @@ impl Node {
             now,
             election_deadline: now,
             heartbeat_deadline: now,
+            quorum_check_deadline: now,
+            heard_from_leader: None,
             votes: Vec::new(),
             vote_answers: Vec::new(),
             progress: Vec::new(),
@@ -318,12 +328,17 @@ impl Node {
         self.stats
     }
 
-    /// When the node next needs a [`Event::Tick`] (an election timeout, a heartbeat round, or a
-    /// candidate's retransmission of its vote requests).
+    /// When the node next needs a [`Event::Tick`] (an election timeout, a heartbeat round, a
+    /// leader's check-quorum, or a candidate's retransmission of its vote requests).
     pub fn next_deadline(&self) -> Instant {
         match self.role {
+            Role::Leader if self.config.check_quorum => {
+                self.heartbeat_deadline.min(self.quorum_check_deadline)
+            }
             Role::Leader => self.heartbeat_deadline,
-            Role::Candidate => self.election_deadline.min(self.heartbeat_deadline),
+            Role::Candidate | Role::PreCandidate => {
+                self.election_deadline.min(self.heartbeat_deadline)
+            }
             Role::Follower => self.election_deadline,
         }
     }
@@ -344,21 +359,49 @@ impl Node {
             return;
         }
         if message.term > self.hard_state.term {
-            let leader =
-                matches!(message.body, MessageBody::AppendRequest { .. }).then_some(message.from);
-            self.become_follower(message.term, leader);
+            match message.body {
+                // A pre-vote is for a term its sender has not taken; a granted one comes back
+                // with that term. Neither is a reason to take it here.
+                MessageBody::PreVoteRequest { .. }
+                | MessageBody::PreVoteResponse { granted: true } => {}
+                // The sticky leader: a node that hears from its leader keeps following it, and
+                // a disruptive candidate does not even raise its term.
+                MessageBody::VoteRequest { .. }
+                    if self.config.check_quorum && self.leader_is_recent() =>
+                {
+                    self.stats.disruptive_votes += 1;
+                    return;
+                }
+                _ => {
+                    let leader = matches!(message.body, MessageBody::AppendRequest { .. })
+                        .then_some(message.from);
+                    self.become_follower(message.term, leader);
+                }
+            }
         } else if message.term < self.hard_state.term {
             self.stats.stale_term += 1;
             self.answer_stale_request(&message);
             return;
         }
         let from = message.from;
+        if self.role == Role::Leader {
+            if let Some(progress) = self.progress.iter_mut().find(|p| p.id == from) {
+                progress.recent_active = true;
+            }
+        }
         match message.body {
             MessageBody::VoteRequest {
                 last_log_index,
                 last_log_term,
             } => self.on_vote_request(from, last_log_index, last_log_term),
             MessageBody::VoteResponse { granted } => self.on_vote_response(from, granted),
+            MessageBody::PreVoteRequest {
+                last_log_index,
+                last_log_term,
+            } => self.on_pre_vote_request(from, message.term, last_log_index, last_log_term),
+            MessageBody::PreVoteResponse { granted } => {
+                self.on_pre_vote_response(from, message.term, granted)
+            }
             MessageBody::AppendRequest {
                 prev_log_index,
                 prev_log_term,
@@ -386,6 +429,7 @@ impl Node {
     fn answer_stale_request(&mut self, message: &Message) {
         let body = match message.body {
             MessageBody::VoteRequest { .. } => MessageBody::VoteResponse { granted: false },
+            MessageBody::PreVoteRequest { .. } => MessageBody::PreVoteResponse { granted: false },
             MessageBody::AppendRequest { prev_log_index, .. } => MessageBody::AppendResponse {
                 outcome: AppendOutcome::Rejected {
                     rejected_prev: prev_log_index,
@@ -464,7 +508,8 @@ fn indexes_are_plausible(body: &MessageBody) -> bool {
             ok(&meta.last_index) && *offset < MAX_PLAUSIBLE_INDEX
         }
         MessageBody::SnapshotAck { last_index, .. } => ok(last_index),
-        MessageBody::VoteResponse { .. } => true,
+        MessageBody::PreVoteRequest { last_log_index, .. } => ok(last_log_index),
+        MessageBody::VoteResponse { .. } | MessageBody::PreVoteResponse { .. } => true,
     }
 }
 

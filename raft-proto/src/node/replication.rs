@@ -54,10 +54,7 @@ impl Node {
             self.stats.invalid += 1;
             return;
         }
-        // A valid leader of the current term: follow it (a candidate steps down, keeping its
-        // vote) and restart the election timer.
-        self.become_follower(self.hard_state.term, Some(leader));
-        self.reset_election_timer();
+        self.follow(leader);
 
         let (prev_log_index, prev_log_term, entries) =
             match self.skip_snapshotted(prev_log_index, prev_log_term, entries) {

@@ -31,8 +31,7 @@ impl Node {
             self.stats.invalid += 1;
             return;
         }
-        self.become_follower(self.hard_state.term, Some(leader));
-        self.reset_election_timer();
+        self.follow(leader);
         if meta.last_index <= self.commit_index {
             // Everything it covers is committed here already: nothing to install.
             self.incoming = None;

@@ -31,6 +31,7 @@
 //! assert_ne!(sim.check_one_leader().unwrap(), leader);
 //! ```
 
+mod beyond;
 mod checker;
 pub mod random;
 pub mod scenarios;
@@ -68,6 +69,10 @@ pub struct SimOptions {
     pub crash_loses_unsynced: bool,
     /// [`Config::leader_noop`] for every node.
     pub leader_noop: bool,
+    /// [`Config::pre_vote`] for every node (on by default, as in `Config::new`).
+    pub pre_vote: bool,
+    /// [`Config::check_quorum`] for every node (on by default, as in `Config::new`).
+    pub check_quorum: bool,
     /// Whether a disk sometimes stalls: one sync in ten takes up to 50 ms instead of up to 2.
     pub disk_stalls: bool,
     /// The nodes' election timeout range and heartbeat interval, in microseconds.
@@ -107,6 +112,8 @@ impl SimOptions {
             unreliable: false,
             crash_loses_unsynced: true,
             leader_noop: false,
+            pre_vote: true,
+            check_quorum: true,
             disk_stalls: false,
             timing: Timing::LAB,
             crash_point_odds: 0,
@@ -379,6 +386,9 @@ struct Server {
     /// Requests received by the current incarnation.
     requests_received: u64,
     timer_at: Option<u64>,
+    /// Paused (a stop-the-world pause): its events wait in `backlog` until it resumes.
+    paused: bool,
+    backlog: Vec<SimEvent>,
     /// What the live node last showed: role, term, commit index, applied index.
     last_role: Role,
     last_term: Term,
@@ -402,6 +412,8 @@ enum Trace {
     Connect(NodeId),
     Disconnect(NodeId),
     Partition,
+    Link(NodeId, NodeId, bool),
+    Pause(NodeId, bool),
     Propose(NodeId, Option<Index>),
 }
 
@@ -416,6 +428,8 @@ pub struct Sim {
     servers: Vec<Server>,
     connected: Vec<bool>,
     group: Vec<u8>,
+    /// `blocked[from * n + to]`: messages from `from` to `to` are dropped (a one-way cut).
+    blocked: Vec<bool>,
     reliable: bool,
     long_reordering: bool,
     checker: Checker,
@@ -473,6 +487,8 @@ impl Sim {
                     app: App::default(),
                     requests_received: 0,
                     timer_at: None,
+                    paused: false,
+                    backlog: Vec::new(),
                     last_role: Role::Follower,
                     last_term: 0,
                     last_commit: 0,
@@ -481,6 +497,7 @@ impl Sim {
                 .collect(),
             connected: std::vec![false; n],
             group: std::vec![0; n],
+            blocked: std::vec![false; n * n],
             reliable: !options.unreliable,
             long_reordering: false,
             checker: Checker::default(),
@@ -531,6 +548,11 @@ impl Sim {
     /// Whether server `s` is connected.
     pub fn is_connected(&self, s: usize) -> bool {
         self.connected[s]
+    }
+
+    /// The nodes' election timeout range and heartbeat interval.
+    pub fn timing(&self) -> Timing {
+        self.options.timing
     }
 
     /// Whether server `s` is running.
@@ -636,6 +658,68 @@ impl Sim {
         self.record(Trace::Partition);
     }
 
+    /// Drops every message from server `from` to server `to`, while the other direction
+    /// still flows (a one-way link fault), until [`heal_links`](Self::heal_links).
+    pub fn cut_link(&mut self, from: usize, to: usize) {
+        let n = self.servers.len();
+        self.blocked[from * n + to] = true;
+        self.record(Trace::Link(
+            self.servers[from].id,
+            self.servers[to].id,
+            false,
+        ));
+    }
+
+    /// Cuts the link between servers `a` and `b` both ways: with other links up, a partial
+    /// partition (one server may still reach both sides, a "bridge").
+    pub fn cut_between(&mut self, a: usize, b: usize) {
+        self.cut_link(a, b);
+        self.cut_link(b, a);
+    }
+
+    /// Restores every link cut with [`cut_link`](Self::cut_link) or
+    /// [`cut_between`](Self::cut_between).
+    pub fn heal_links(&mut self) {
+        self.blocked.iter_mut().for_each(|b| *b = false);
+        self.record(Trace::Partition);
+    }
+
+    /// Pauses server `s` (a stop-the-world pause, as of a process stopped by a signal or a
+    /// long garbage collection): it steps on nothing until [`resume`](Self::resume), while
+    /// messages to it, its timers and its disk's acknowledgements wait. It keeps its state,
+    /// its clock jumps forward when it resumes, and what it then sends arrives late.
+    pub fn pause(&mut self, s: usize) {
+        if self.servers[s].node.is_some() && !self.servers[s].paused {
+            self.servers[s].paused = true;
+            self.record(Trace::Pause(self.servers[s].id, true));
+        }
+    }
+
+    /// Resumes a paused server: its timers fire at once (it acts on its old state first),
+    /// then what waited for it is delivered in order.
+    pub fn resume(&mut self, s: usize) {
+        let server = &mut self.servers[s];
+        if !server.paused {
+            return;
+        }
+        server.paused = false;
+        server.timer_at = None;
+        let backlog = std::mem::take(&mut server.backlog);
+        let id = server.id;
+        self.record(Trace::Pause(id, false));
+        self.schedule_timer(s);
+        for event in backlog {
+            if !matches!(event, SimEvent::Timer { .. }) {
+                self.schedule(self.now, event);
+            }
+        }
+    }
+
+    /// Whether server `s` is paused.
+    pub fn is_paused(&self, s: usize) -> bool {
+        self.servers[s].paused
+    }
+
     /// Switches between the reliable and the unreliable network profile.
     pub fn set_reliable(&mut self, reliable: bool) {
         self.reliable = reliable;
@@ -661,6 +745,8 @@ impl Sim {
         }
         server.incarnation += 1;
         server.timer_at = None;
+        server.paused = false;
+        server.backlog.clear();
         let pending = server.storage.unsynced.len();
         let survivors = if self.options.crash_loses_unsynced {
             self.rng.range(0, pending as u64 + 1) as usize
@@ -760,17 +846,41 @@ impl Sim {
 
     /// Proposes `command` at server `s`; returns `(index, term)` if it is the leader.
     pub fn propose(&mut self, s: usize, command: impl Into<Payload>) -> Option<(Index, Term)> {
-        self.servers[s].node.as_ref()?;
+        match self.propose_outcome(s, command)? {
+            ProposalOutcome::Accepted {
+                first_index, term, ..
+            } => Some((first_index, term)),
+            _ => None,
+        }
+    }
+
+    /// Proposes `command` at server `s` and returns the node's answer; `None` when the server
+    /// is down or paused (a client cannot reach it).
+    pub fn propose_outcome(
+        &mut self,
+        s: usize,
+        command: impl Into<Payload>,
+    ) -> Option<ProposalOutcome> {
+        if self.servers[s].node.is_none() || self.servers[s].paused {
+            return None;
+        }
         self.last_outcome = None;
         self.step(s, Event::Propose(std::vec![command.into()]));
-        let accepted = match self.last_outcome.take() {
-            Some(ProposalOutcome::Accepted {
-                first_index, term, ..
-            }) => Some((first_index, term)),
+        let outcome = self.last_outcome.take();
+        let index = match outcome {
+            Some(ProposalOutcome::Accepted { first_index, .. }) => Some(first_index),
             _ => None,
         };
-        self.record(Trace::Propose(self.servers[s].id, accepted.map(|a| a.0)));
-        accepted
+        self.record(Trace::Propose(self.servers[s].id, index));
+        outcome
+    }
+
+    /// The highest term of any running server.
+    pub fn max_term(&self) -> Term {
+        (0..self.len())
+            .filter_map(|s| self.node(s).map(Node::term))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Delivers `message` to server `s` now, as if it came off the wire, although no node sent
@@ -796,6 +906,8 @@ impl Sim {
         config.election_timeout_max = timing.election_timeout_max;
         config.heartbeat_interval = timing.heartbeat_interval;
         config.leader_noop = self.options.leader_noop;
+        config.pre_vote = self.options.pre_vote;
+        config.check_quorum = self.options.check_quorum;
         config.max_snapshot_chunk = self.options.snapshot_chunk;
         config.snapshot_catchup_entries = self.options.snapshot_catchup_entries;
         config.max_entries_per_append = self.options.max_entries_per_append.max(1);
@@ -835,10 +947,22 @@ impl Sim {
     }
 
     fn can_talk(&self, a: usize, b: usize) -> bool {
-        self.connected[a] && self.connected[b] && self.group[a] == self.group[b]
+        self.connected[a]
+            && self.connected[b]
+            && self.group[a] == self.group[b]
+            && !self.blocked[a * self.servers.len() + b]
     }
 
     fn process(&mut self, event: SimEvent) {
+        let target = match &event {
+            SimEvent::Deliver { to, .. } => Some(*to),
+            SimEvent::Timer { server, .. } | SimEvent::Synced { server, .. } => Some(*server),
+            SimEvent::Reboot { .. } => None,
+        };
+        if let Some(server) = target.map(|t| &mut self.servers[t]).filter(|s| s.paused) {
+            server.backlog.push(event);
+            return;
+        }
         match event {
             SimEvent::Deliver {
                 to,
@@ -1330,6 +1454,9 @@ fn message_kind(body: &MessageBody) -> &'static str {
         MessageBody::AppendResponse { .. } => "AppendResponse",
         MessageBody::SnapshotChunk { .. } => "SnapshotChunk",
         MessageBody::SnapshotAck { .. } => "SnapshotAck",
+        MessageBody::PreVoteRequest { .. } => "PreVoteRequest",
+        MessageBody::PreVoteResponse { granted: true } => "PreVoteResponse(granted)",
+        MessageBody::PreVoteResponse { granted: false } => "PreVoteResponse(refused)",
     }
 }
 
@@ -1349,6 +1476,14 @@ fn describe(trace: &Trace) -> String {
         Trace::Connect(id) => format!("{id} connected"),
         Trace::Disconnect(id) => format!("{id} disconnected"),
         Trace::Partition => "partition changed".to_string(),
+        Trace::Link(from, to, up) => {
+            format!(
+                "link {from} -> {to} {}",
+                if up { "restored" } else { "cut" }
+            )
+        }
+        Trace::Pause(id, true) => format!("{id} paused"),
+        Trace::Pause(id, false) => format!("{id} resumes"),
         Trace::Propose(id, index) => format!("client proposes at {id}: {index:?}"),
     }
 }

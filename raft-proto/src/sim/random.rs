@@ -1,7 +1,8 @@
 //! The randomized fault search: a random schedule of crashes (losing unsynced writes),
-//! restarts, disconnections, two-group partitions, unreliable periods, long reordering and
-//! proposals, derived entirely from the seed, with every safety property checked after every
-//! event and a final liveness check once the cluster is healed.
+//! restarts, disconnections, two-group partitions, one-way link cuts, partial partitions,
+//! paused nodes, unreliable periods, long reordering and proposals, derived entirely from the
+//! seed, with every safety property checked after every event and a final liveness check once
+//! the cluster is healed.
 
 use std::format;
 
@@ -34,10 +35,12 @@ pub struct RandomReport {
 /// crash points (reboots right after a node sent messages while its writes were pending), an
 /// unreliable start, the leader's no-op entry on or off, and snapshots (every 2 to 29 applied
 /// entries, sent in chunks of 7, 64 or 1024 bytes, with 0, 5 or 64 catch-up entries kept and
-/// 1, 4 or 256 entries per append) or none.
+/// 1, 4 or 256 entries per append) or none, and pre-vote and check-quorum each on or off.
 pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Failure> {
     let n = options.nodes;
     let mut rng = Rng::new(options.seed ^ 0xF417_F417);
+    options.pre_vote = rng.chance(1, 2);
+    options.check_quorum = rng.chance(1, 2);
     if rng.chance(1, 2) {
         options.timing = Timing::TIGHT;
     }
@@ -58,7 +61,8 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
     let mut next_command = 1u64;
     while sim.counters().events < min_events {
         let s = rng.range(0, n as u64) as usize;
-        match rng.range(0, 100) {
+        let t = rng.range(0, n as u64) as usize;
+        match rng.range(0, 112) {
             0..=39 => {
                 // Proposals at one or at every live server.
                 let everywhere = rng.chance(1, 4);
@@ -105,6 +109,21 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
                 sim.set_long_reordering(rng.chance(1, 3));
                 faults += 1;
             }
+            97..=99 => {}
+            100..=102 if s != t => {
+                sim.cut_link(s, t);
+                faults += 1;
+            }
+            103..=104 if s != t => {
+                sim.cut_between(s, t);
+                faults += 1;
+            }
+            105..=107 => sim.heal_links(),
+            108..=109 => {
+                sim.pause(s);
+                faults += 1;
+            }
+            110..=111 => sim.resume(s),
             _ => {}
         }
         let pause = if rng.chance(1, 10) {
@@ -119,7 +138,9 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
     sim.set_reliable(true);
     sim.set_long_reordering(false);
     sim.heal_partition();
+    sim.heal_links();
     for s in 0..n {
+        sim.resume(s);
         if !sim.is_alive(s) {
             sim.start(s);
         }

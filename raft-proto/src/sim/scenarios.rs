@@ -9,6 +9,10 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
+use super::beyond::{
+    checkquorum_isolated_leader, checkquorum_sticky_leader, one_way_link, paused_leader,
+    prevote_minority_partition, prevote_rejoin,
+};
 use super::{Failure, Sim, SimOptions, MS, SECOND};
 use crate::rng::Rng;
 use crate::types::{Index, Payload, Term};
@@ -30,6 +34,8 @@ pub struct Scenario {
     pub unreliable: bool,
     /// Whether the application snapshots every 10 applied entries (the 2D scenarios).
     pub snapshots: bool,
+    /// Whether it is one of the MIT 6.824 lab's (else one of SCENARIOS-BEYOND.md's).
+    pub lab: bool,
     script: fn(&mut Sim, &mut Rng) -> Result<(), Failure>,
 }
 
@@ -95,49 +101,58 @@ pub struct ScenarioReport {
 }
 
 macro_rules! scenarios {
-    ($($name:ident: $nodes:expr, $unreliable:expr, $snapshots:expr;)*) => {
-        /// Every lab scenario, in the lab's order.
+    ($($lab:ident $name:ident: $nodes:expr, $unreliable:expr, $snapshots:expr;)*) => {
+        /// Every scenario: the lab's in the lab's order, then those of SCENARIOS-BEYOND.md.
         pub const ALL: &[Scenario] = &[
             $(Scenario {
                 name: stringify!($name),
                 nodes: $nodes,
                 unreliable: $unreliable,
                 snapshots: $snapshots,
+                lab: scenarios!(@lab $lab),
                 script: $name,
             },)*
         ];
     };
+    (@lab lab) => { true };
+    (@lab beyond) => { false };
 }
 
 scenarios! {
-    initial_election: 3, false, false;
-    re_election: 3, false, false;
-    many_elections: 7, false, false;
-    basic_agree: 3, false, false;
-    rpc_bytes: 3, false, false;
-    follower_failure: 3, false, false;
-    leader_failure: 3, false, false;
-    fail_agree: 3, false, false;
-    fail_no_agree: 5, false, false;
-    concurrent_starts: 3, false, false;
-    rejoin: 3, false, false;
-    backup: 5, false, false;
-    count: 3, false, false;
-    persist1: 3, false, false;
-    persist2: 5, false, false;
-    persist3: 3, false, false;
-    figure8: 5, false, false;
-    unreliable_agree: 5, true, false;
-    figure8_unreliable: 5, true, false;
-    reliable_churn: 5, false, false;
-    unreliable_churn: 5, true, false;
-    snapshot_basic: 3, false, true;
-    snapshot_install: 3, false, true;
-    snapshot_install_unreliable: 3, true, true;
-    snapshot_install_crash: 3, false, true;
-    snapshot_install_uncrash: 3, true, true;
-    snapshot_all_crash: 3, false, true;
-    snapshot_init: 3, false, true;
+    lab initial_election: 3, false, false;
+    lab re_election: 3, false, false;
+    lab many_elections: 7, false, false;
+    lab basic_agree: 3, false, false;
+    lab rpc_bytes: 3, false, false;
+    lab follower_failure: 3, false, false;
+    lab leader_failure: 3, false, false;
+    lab fail_agree: 3, false, false;
+    lab fail_no_agree: 5, false, false;
+    lab concurrent_starts: 3, false, false;
+    lab rejoin: 3, false, false;
+    lab backup: 5, false, false;
+    lab count: 3, false, false;
+    lab persist1: 3, false, false;
+    lab persist2: 5, false, false;
+    lab persist3: 3, false, false;
+    lab figure8: 5, false, false;
+    lab unreliable_agree: 5, true, false;
+    lab figure8_unreliable: 5, true, false;
+    lab reliable_churn: 5, false, false;
+    lab unreliable_churn: 5, true, false;
+    lab snapshot_basic: 3, false, true;
+    lab snapshot_install: 3, false, true;
+    lab snapshot_install_unreliable: 3, true, true;
+    lab snapshot_install_crash: 3, false, true;
+    lab snapshot_install_uncrash: 3, true, true;
+    lab snapshot_all_crash: 3, false, true;
+    lab snapshot_init: 3, false, true;
+    beyond prevote_rejoin: 5, false, false;
+    beyond prevote_minority_partition: 5, false, false;
+    beyond checkquorum_isolated_leader: 5, false, false;
+    beyond checkquorum_sticky_leader: 3, false, false;
+    beyond one_way_link: 3, false, false;
+    beyond paused_leader: 3, false, false;
 }
 
 /// The lab's snapshot interval: the service snapshots after every 10th applied entry.
