@@ -7,9 +7,11 @@
 //! its runtime) and invokes [`conformance_tests!`](crate::conformance_tests).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use raft_proto::{NodeId, Role};
@@ -72,6 +74,8 @@ pub struct Cluster<'h> {
     nodes: BTreeMap<NodeId, Box<dyn TestNode>>,
     /// Applied to every node's options before it starts.
     tweak: fn(&mut NodeOptions),
+    /// With proxies: the link each node dials to reach each other one, by (from, to).
+    links: BTreeMap<(NodeId, NodeId), Link>,
 }
 
 const CLUSTER_ID: u64 = 42;
@@ -82,8 +86,23 @@ impl<'h> Cluster<'h> {
         Self::with_options(harness, name, |_| {})
     }
 
+    /// Like [`new`](Self::new), with every peer connection going through a proxy that
+    /// [`isolate`](Self::isolate) can cut.
+    pub fn with_proxies(harness: &'h dyn Harness, name: &str) -> Self {
+        Self::build(harness, name, |_| {}, true)
+    }
+
     /// Like [`new`](Self::new), with `tweak` applied to every node's options.
     pub fn with_options(harness: &'h dyn Harness, name: &str, tweak: fn(&mut NodeOptions)) -> Self {
+        Self::build(harness, name, tweak, false)
+    }
+
+    fn build(
+        harness: &'h dyn Harness,
+        name: &str,
+        tweak: fn(&mut NodeOptions),
+        proxies: bool,
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "raft-conformance-{name}-{}-{:?}",
             std::process::id(),
@@ -93,17 +112,28 @@ impl<'h> Cluster<'h> {
         let listeners: Vec<TcpListener> = (0..3)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
             .collect();
-        let peers = (1..=3)
+        let peers: BTreeMap<NodeId, SocketAddr> = (1..=3)
             .zip(&listeners)
             .map(|(id, l)| (id, l.local_addr().expect("bound")))
             .collect();
         drop(listeners);
+        let mut links = BTreeMap::new();
+        if proxies {
+            for &from in peers.keys() {
+                for (&to, &addr) in &peers {
+                    if from != to {
+                        links.insert((from, to), Link::start(addr));
+                    }
+                }
+            }
+        }
         let mut cluster = Self {
             harness,
             dir,
             peers,
             nodes: BTreeMap::new(),
             tweak,
+            links,
         };
         for id in 1..=3 {
             cluster.start(id);
@@ -123,6 +153,11 @@ impl<'h> Cluster<'h> {
         (self.tweak)(&mut options);
         let mut others = self.peers.clone();
         others.remove(&id);
+        for (&to, addr) in &mut others {
+            if let Some(link) = self.links.get(&(id, to)) {
+                *addr = link.addr;
+            }
+        }
         let tcp = TcpConfig::new(CLUSTER_ID, id, self.peers[&id], others);
         let node = self.harness.start(options, tcp);
         self.nodes.insert(id, node);
@@ -132,6 +167,23 @@ impl<'h> Cluster<'h> {
     pub fn stop(&mut self, id: NodeId) {
         if let Some(node) = self.nodes.remove(&id) {
             node.shutdown();
+        }
+    }
+
+    /// Cuts every link to and from node `id` (a cluster built
+    /// [`with_proxies`](Self::with_proxies)): connections are closed and new ones refused.
+    pub fn isolate(&self, id: NodeId) {
+        for (&(from, to), link) in &self.links {
+            if from == id || to == id {
+                link.set_up(false);
+            }
+        }
+    }
+
+    /// Restores every link cut by [`isolate`](Self::isolate).
+    pub fn heal(&self) {
+        for link in self.links.values() {
+            link.set_up(true);
         }
     }
 
@@ -197,8 +249,104 @@ impl Drop for Cluster<'_> {
         for (_, node) in std::mem::take(&mut self.nodes) {
             node.shutdown();
         }
+        for link in self.links.values() {
+            link.stop();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A TCP proxy on 127.0.0.1 for one direction of a peer link (the connections one node
+/// dials to another), which the test can cut and restore.
+struct Link {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Link {
+    /// Listens on a free port and forwards every connection to `target` while up.
+    fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let link = Self {
+            addr: listener.local_addr().expect("bound"),
+            up: Arc::new(AtomicBool::new(true)),
+            stopped: Arc::new(AtomicBool::new(false)),
+            connections: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (up, stopped, connections) = (
+            link.up.clone(),
+            link.stopped.clone(),
+            link.connections.clone(),
+        );
+        std::thread::spawn(move || {
+            // Ends when the cluster is dropped.
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((inbound, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                if !up.load(Ordering::Relaxed) {
+                    continue; // Refused: dropped at once.
+                }
+                let _ = inbound.set_nonblocking(false);
+                let Ok(outbound) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut open = connections.lock().unwrap_or_else(PoisonError::into_inner);
+                for (from, to) in [(&inbound, &outbound), (&outbound, &inbound)] {
+                    if let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) {
+                        std::thread::spawn(move || pump(from, to));
+                    }
+                }
+                open.extend([inbound, outbound]);
+            }
+        });
+        link
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        if !up {
+            self.close_all();
+        }
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.close_all();
+    }
+
+    fn close_all(&self) {
+        let mut open = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for stream in open.drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Copies bytes from one socket to the other until either is closed.
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
 }
 
 fn count(answer: &[u8]) -> u64 {
@@ -324,6 +472,32 @@ pub fn shutdown(harness: &dyn Harness) {
     assert!(node.status().is_none());
 }
 
+/// A follower cut off from the others for several election timeouts (its links dropped)
+/// rejoins without changing the leader or anyone's term (pre-vote), and catches up.
+pub fn partitioned_follower_rejoins(harness: &dyn Harness) {
+    let cluster = Cluster::with_proxies(harness, "rejoin");
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"before");
+    let term = cluster.node(leader).status().expect("running").term;
+    let follower = if leader == 1 { 2 } else { 1 };
+    cluster.isolate(follower);
+    // Elections time out after 300-600 ms: the cut-off follower times out several times.
+    std::thread::sleep(Duration::from_millis(3000));
+    cluster.heal();
+    cluster.propose(b"after");
+    let commit = cluster.node(leader).status().expect("running").commit_index;
+    cluster.wait_applied(follower, commit, Duration::from_secs(10));
+    for id in 1..=3 {
+        let status = cluster.node(id).status().expect("running");
+        assert_eq!(status.term, term, "node {id}'s term changed");
+        assert_eq!(
+            status.leader,
+            Some(leader),
+            "node {id} follows another leader"
+        );
+    }
+}
+
 /// A proposal to a leader that lost its quorum is answered within the configured proposal
 /// timeout, however long its caller is prepared to wait.
 pub fn proposal_times_out_without_quorum(harness: &dyn Harness) {
@@ -385,7 +559,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@tests $harness;
             election, proposals_under_load, failover, restart_from_disk,
             snapshot_to_lagging_node, shutdown, bad_frames_on_the_port,
-            proposal_times_out_without_quorum);
+            proposal_times_out_without_quorum, partitioned_follower_rejoins);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

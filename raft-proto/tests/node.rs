@@ -515,7 +515,10 @@ fn pre_vote_changes_nothing_until_a_majority_grants_it() {
     let actions = node.step(now, Event::Tick);
     assert_eq!(node.role(), Role::PreCandidate);
     assert_eq!((node.term(), node.voted_for()), (0, None));
-    assert!(persist_seq(&actions).is_none(), "a pre-vote persisted something");
+    assert!(
+        persist_seq(&actions).is_none(),
+        "a pre-vote persisted something"
+    );
     let requests = sends(&actions);
     assert_eq!(requests.len(), 2);
     assert!(requests
@@ -525,12 +528,21 @@ fn pre_vote_changes_nothing_until_a_majority_grants_it() {
     // A voter that never heard from a leader grants it, taking nothing.
     let mut voter = Node::new(config(2), 0).unwrap();
     let request = requests[0].clone();
-    let actions = voter.step(1, Event::Message(Message { to: 2, ..request.clone() }));
+    let actions = voter.step(
+        1,
+        Event::Message(Message {
+            to: 2,
+            ..request.clone()
+        }),
+    );
     assert!(persist_seq(&actions).is_none());
     assert_eq!((voter.term(), voter.voted_for()), (0, None));
     let answer = sends(&actions)[0].clone();
     assert_eq!(answer.body, MessageBody::PreVoteResponse { granted: true });
-    assert_eq!(answer.term, 1, "a granted pre-vote carries the requested term");
+    assert_eq!(
+        answer.term, 1,
+        "a granted pre-vote carries the requested term"
+    );
 
     // A voter that just heard from its leader refuses.
     let mut follower = Node::new(config(3), 0).unwrap();
@@ -547,7 +559,10 @@ fn pre_vote_changes_nothing_until_a_majority_grants_it() {
         .find(|m| matches!(m.body, MessageBody::PreVoteResponse { .. }))
         .cloned()
         .expect("answered");
-    assert_eq!(refusal.body, MessageBody::PreVoteResponse { granted: false });
+    assert_eq!(
+        refusal.body,
+        MessageBody::PreVoteResponse { granted: false }
+    );
     assert_eq!(follower.term(), 0);
 
     // The granted pre-vote makes a majority: now the real election, term 1, vote durable first.
@@ -616,10 +631,7 @@ fn check_quorum_steps_a_lonely_leader_down() {
     let mut t = leader.next_deadline();
     let seq = persist_seq(&leader.step(t, Event::Tick)).unwrap();
     let _ = leader.step(t, Event::Persisted { seq });
-    let _ = leader.step(
-        t,
-        msg(2, 1, 2, MessageBody::VoteResponse { granted: true }),
-    );
+    let _ = leader.step(t, msg(2, 1, 2, MessageBody::VoteResponse { granted: true }));
     assert!(leader.is_leader());
     let timeout = leader.config().election_timeout_max;
     let elected = t;
@@ -641,7 +653,8 @@ fn check_quorum_steps_a_lonely_leader_down() {
         assert!(t <= silent_from + 2 * timeout, "still leader at {t}");
     }
     let actions = leader.step(t, Event::Propose(vec![b"x".to_vec().into()]));
-    assert!(actions
-        .iter()
-        .any(|a| matches!(a, Action::ProposalOutcome(ProposalOutcome::NotLeader { .. }))));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::ProposalOutcome(ProposalOutcome::NotLeader { .. })
+    )));
 }
