@@ -1,4 +1,5 @@
-//! A structured sequence of events into one node: no panic, and its local invariants hold
+//! A structured sequence of events into one node, pre-vote and check-quorum each on or off:
+//! no panic, and its local invariants hold
 //! after every step: the term and the commit index never go back, applied ≤ commit, and a
 //! vote once cast is kept for the rest of its term.
 #![no_main]
@@ -18,6 +19,8 @@ enum Body {
     Rejected { prev: u16, hint: u16, conflict: Option<u8> },
     Chunk { last_index: u16, last_term: u8, offset: u16, data: Vec<u8>, done: bool },
     Ack { last_index: u16, received: u16 },
+    PreVoteRequest { last_log_index: u16, last_log_term: u8 },
+    PreVoteResponse(bool),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -66,12 +69,20 @@ fn body(body: Body) -> MessageBody {
             last_index: i(last_index),
             received: i(received),
         },
+        Body::PreVoteRequest { last_log_index, last_log_term } => MessageBody::PreVoteRequest {
+            last_log_index: i(last_log_index),
+            last_log_term: u64::from(last_log_term),
+        },
+        Body::PreVoteResponse(granted) => MessageBody::PreVoteResponse { granted },
     }
 }
 
-fuzz_target!(|ops: Vec<Op>| {
+fuzz_target!(|input: (bool, bool, Vec<Op>)| {
+    let (pre_vote, check_quorum, ops) = input;
     let mut config = Config::new(1, vec![1, 2, 3]);
     config.max_snapshot_chunk = 4;
+    config.pre_vote = pre_vote;
+    config.check_quorum = check_quorum;
     let mut node = Node::new(config, 0).expect("a valid config");
     let mut now = 0u64;
     let mut actions = Vec::new();
