@@ -323,7 +323,13 @@ fn run(dir: &Path) -> ExitCode {
                         hard_state: hs(99, Some(99)),
                     };
                     let mut bytes = Vec::new();
-                    record::encode_group(1 << 40, &phantom, &mut bytes).expect("encode");
+                    let file = segment
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.get(4..24))
+                        .and_then(|n| n.parse().ok())
+                        .expect("a segment name");
+                    record::encode_group(file, 1 << 40, &phantom, &mut bytes).expect("encode");
                     bytes.truncate(bytes.len() / 2);
                     let mut file = OpenOptions::new()
                         .append(true)

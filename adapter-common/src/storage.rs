@@ -211,8 +211,8 @@ fn exists(path: &Path) -> Result<bool, StorageError> {
     path.try_exists().map_err(io_error(path))
 }
 
-/// The group that rebuilds `state` from nothing: the base of a new segment, its group 0.
-fn encode_base(state: &DurableState, out: &mut Vec<u8>) -> Result<(), RecordError> {
+/// The group that rebuilds `state` from nothing: the base of segment `seq`, its group 0.
+fn encode_base(state: &DurableState, seq: u64, out: &mut Vec<u8>) -> Result<(), RecordError> {
     let base = Persist {
         seq: 0,
         truncate_from: None,
@@ -221,7 +221,7 @@ fn encode_base(state: &DurableState, out: &mut Vec<u8>) -> Result<(), RecordErro
         entries: state.log.clone(),
         hard_state: Some(state.hard_state),
     };
-    record::encode_group(0, &base, out)
+    record::encode_group(seq, 0, &base, out)
 }
 
 /// The committed content of a segment file.
@@ -236,9 +236,10 @@ struct SegmentScan {
     file_len: u64,
 }
 
-fn scan_segment(path: &Path) -> Result<SegmentScan, StorageError> {
+/// Reads segment number `seq`.
+fn scan_segment(path: &Path, seq: u64) -> Result<SegmentScan, StorageError> {
     let bytes = fs::read(path).map_err(io_error(path))?;
-    let scan = record::scan_groups(&bytes).map_err(|e| record_error(path, e))?;
+    let scan = record::scan_groups(&bytes, seq).map_err(|e| record_error(path, e))?;
     Ok(SegmentScan {
         records: scan.records,
         committed_len: scan.valid_len,
@@ -382,7 +383,9 @@ fn load_segment(
     }))
 }
 
-/// Creates `dir` and any missing parent, each made durable in its own parent.
+/// Creates `dir` and any missing parent, each made durable in its own parent. The parent of
+/// `dir` is synced on every call: an earlier process may have created `dir` and been killed
+/// before it synced the parent.
 fn create_dir_durably(dir: &Path) -> Result<(), StorageError> {
     let mut missing = Vec::new();
     let mut at = Some(dir);
@@ -393,18 +396,17 @@ fn create_dir_durably(dir: &Path) -> Result<(), StorageError> {
         missing.push(path);
         at = path.parent();
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
     fs::create_dir_all(dir).map_err(io_error(dir))?;
-    for created in missing.iter().rev() {
-        let parent = created
-            .parent()
+    let parent_of = |path: &Path| {
+        path.parent()
             .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        sync_dir(parent)?;
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    };
+    // `missing[0]` is `dir` itself, made durable last.
+    for created in missing.iter().skip(1).rev() {
+        sync_dir(&parent_of(created))?;
     }
-    Ok(())
+    sync_dir(&parent_of(dir))
 }
 
 /// What recovery decided, before it changes anything on disk.
@@ -511,7 +513,7 @@ impl FileStorage {
                 let seq = next_seq(dir, max_seq)?;
                 let path = dir.join(segment_name(seq));
                 let mut buf = Vec::new();
-                encode_base(&state, &mut buf).map_err(|e| record_error(&path, e))?;
+                encode_base(&state, seq, &mut buf).map_err(|e| record_error(&path, e))?;
                 let file = create_segment(dir, &path, &buf)?;
                 (seq, path, file, buf.len() as u64, 1)
             }
@@ -574,7 +576,7 @@ impl FileStorage {
             });
         };
         let mut remove = Vec::new();
-        let newest = scan_segment(&newest_path)?;
+        let newest = scan_segment(&newest_path, newest_seq)?;
         let newest_len = newest.file_len;
         let loaded = if newest.committed_len > 0 {
             match load_segment(&newest_path, newest, &bin, &tmp)? {
@@ -596,7 +598,7 @@ impl FileStorage {
                 remove.push(newest_path.clone());
                 match segments.pop() {
                     Some((older_seq, older_path)) => {
-                        let older = scan_segment(&older_path)?;
+                        let older = scan_segment(&older_path, older_seq)?;
                         if older.committed_len != older.file_len {
                             return Err(corrupt(
                                 &older_path,
@@ -743,7 +745,7 @@ impl FileStorage {
             hard_state: Some(hard_state),
         };
         self.buf.clear();
-        record::encode_group(self.next_group, &merged, &mut self.buf)
+        record::encode_group(self.segment_seq, self.next_group, &merged, &mut self.buf)
             .map_err(|e| record_error(&self.segment_path, e))?;
 
         let written = self
@@ -780,7 +782,7 @@ impl FileStorage {
                 .map_err(|e| record_error(&tmp, e))?;
         }
         self.buf.clear();
-        encode_base(&next, &mut self.buf).map_err(|e| record_error(&path, e))?;
+        encode_base(&next, seq, &mut self.buf).map_err(|e| record_error(&path, e))?;
 
         let result = (|| {
             write_file(&tmp, &snapshot_bytes)?;

@@ -77,6 +77,9 @@ enum Input {
     },
 }
 
+/// The file number the groups are written with.
+const FILE: u64 = 3;
+
 /// Damages `bytes` as told; returns the offset of the first damaged byte.
 fn damage(bytes: &mut Vec<u8>, smear: Option<(u16, u16, u8)>, flips: &[(u16, u8)], cut: Option<u16>) -> usize {
     let mut first_damage = bytes.len();
@@ -121,7 +124,7 @@ fuzz_target!(|input: Input| match input {
         if let Ok(found) = scan(&bytes) {
             check_records(&bytes, &found.records);
         }
-        if let Ok(found) = scan_groups(&bytes) {
+        if let Ok(found) = scan_groups(&bytes, 0) {
             check_records(&bytes, &found.records);
             assert_eq!(found.valid_len + found.torn_tail, bytes.len() as u64);
         }
@@ -132,7 +135,7 @@ fuzz_target!(|input: Input| match input {
         let mut written = Vec::new();
         for (seq, group) in groups.iter().take(16).enumerate() {
             let start = bytes.len();
-            if encode_group(seq as u64, &group.persist(), &mut bytes).is_ok() {
+            if encode_group(FILE, seq as u64, &group.persist(), &mut bytes).is_ok() {
                 let records = scan(&bytes[start..]).expect("a fresh group scans").records;
                 written.push((start, bytes.len(), records.len() - 1));
             }
@@ -141,7 +144,7 @@ fuzz_target!(|input: Input| match input {
             return;
         }
         let first_damage = damage(&mut bytes, smear, &flips, cut);
-        if let Ok(found) = scan_groups(&bytes) {
+        if let Ok(found) = scan_groups(&bytes, FILE) {
             check_records(&bytes, &found.records);
             // Whole groups only: the intact ones before the damage, and none after it.
             let kept = written.iter().take_while(|(_, end, _)| *end as u64 <= found.valid_len);

@@ -127,7 +127,7 @@ impl Persist {
     /// implementations.
     pub fn apply_to(&self, state: &mut DurableState) {
         if let Some(from) = self.truncate_from {
-            let keep = from.saturating_sub(state.log_base() + 1);
+            let keep = from.saturating_sub(state.log_base().saturating_add(1));
             state
                 .log
                 .truncate(usize::try_from(keep).unwrap_or(usize::MAX));

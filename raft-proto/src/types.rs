@@ -119,9 +119,10 @@ impl DurableState {
         self.snapshot.as_ref().map_or(0, |s| s.meta.last_index)
     }
 
-    /// The index of the last entry held, in the log or (when the log is empty) the snapshot.
+    /// The index of the last entry held, in the log or (when the log is empty) the snapshot
+    /// (saturating: storage may hand over any state, and the core refuses an implausible one).
     pub fn last_index(&self) -> Index {
-        self.log_base() + self.log.len() as Index
+        self.log_base().saturating_add(self.log.len() as Index)
     }
 }
 

@@ -117,7 +117,8 @@ pub struct NodeStats {
 pub enum StartError {
     /// The configuration is unusable.
     Config(ConfigError),
-    /// The durable state contradicts itself: a log term decreases, or exceeds the current term.
+    /// The durable state contradicts itself: a log term decreases, or exceeds the current term,
+    /// or the log reaches an implausible index (2^62 or more).
     InconsistentState {
         /// The first log index found wrong.
         index: Index,
@@ -130,7 +131,7 @@ impl fmt::Display for StartError {
             Self::Config(e) => write!(f, "invalid configuration: {e}"),
             Self::InconsistentState { index } => write!(
                 f,
-                "durable state is inconsistent at log index {index}: terms must not decrease nor exceed the current term"
+                "durable state is inconsistent at log index {index}: terms must not decrease nor exceed the current term, and indexes must stay below 2^62"
             ),
         }
     }
@@ -165,6 +166,11 @@ impl Node {
             .map(|s| s.meta)
             .unwrap_or_default();
         let mut previous = base.last_term;
+        if durable.last_index() >= MAX_PLAUSIBLE_INDEX {
+            return Err(StartError::InconsistentState {
+                index: durable.last_index(),
+            });
+        }
         if previous > durable.hard_state.term {
             return Err(StartError::InconsistentState {
                 index: base.last_index,

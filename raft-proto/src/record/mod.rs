@@ -107,7 +107,10 @@ pub enum Record {
     /// Opens a group: the records of one durable write, `len` bytes of them, follow (see
     /// [`scan_groups`]). Changes nothing in the state.
     GroupStart {
-        /// The group's number; groups in one file have increasing numbers.
+        /// The number of the file the group was written to, so that stale bytes of another
+        /// file (blocks a file system reused) are never taken for one of its groups.
+        file: u64,
+        /// The group's number; groups in one file are numbered 0, 1, 2, ...
         seq: u64,
         /// The length in bytes of the records that follow in the group (headers included).
         len: u64,
@@ -128,6 +131,7 @@ enum RecordRef<'a> {
     },
     Snapshot(&'a SnapshotMeta),
     GroupStart {
+        file: u64,
         seq: u64,
         len: u64,
     },
@@ -146,7 +150,8 @@ impl<'a> From<&'a Record> for RecordRef<'a> {
             },
             Record::Truncate { from } => Self::Truncate { from: *from },
             Record::Snapshot(meta) => Self::Snapshot(meta),
-            Record::GroupStart { seq, len } => Self::GroupStart {
+            Record::GroupStart { file, seq, len } => Self::GroupStart {
+                file: *file,
                 seq: *seq,
                 len: *len,
             },
@@ -485,17 +490,22 @@ pub struct GroupScan {
     pub last_group: Option<u64>,
 }
 
-/// Appends one group to `out`: a [`Record::GroupStart`] numbered `seq`, then the records of
-/// `persist` as [`encode_persist`] writes them. Written with one write and made durable with
-/// one sync, a group is what [`scan_groups`] recovers whole or not at all. On error `out` is
-/// left as it was.
-pub fn encode_group(seq: u64, persist: &Persist, out: &mut Vec<u8>) -> Result<(), RecordError> {
+/// Appends group number `seq` of file number `file` to `out`: a [`Record::GroupStart`], then
+/// the records of `persist` as [`encode_persist`] writes them. Written with one write and made
+/// durable with one sync, a group is what [`scan_groups`] recovers whole or not at all. On
+/// error `out` is left as it was.
+pub fn encode_group(
+    file: u64,
+    seq: u64,
+    persist: &Persist,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
     let start = out.len();
     encode_persist(persist, out)?;
     let len = (out.len() - start) as u64;
     let mut head = Vec::with_capacity(HEADER_LEN + 24);
     if let Err(e) = encode_frame(
-        &RecordRef::GroupStart { seq, len },
+        &RecordRef::GroupStart { file, seq, len },
         MAX_RECORD_LEN,
         &mut head,
     ) {
@@ -506,57 +516,63 @@ pub fn encode_group(seq: u64, persist: &Persist, out: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
-/// Reads a log file written as groups ([`encode_group`]) and returns the records of its
-/// complete groups. A group is complete when all the bytes its start announces are present
-/// and every record in them is intact.
+/// Reads file number `file`, written as groups ([`encode_group`]) numbered 0, 1, 2, ..., and
+/// returns the records of its complete groups. A group is complete when all the bytes its
+/// start announces are present and every record in them is intact.
 ///
 /// A file's groups are written one after the other, each only once the one before is durable,
 /// so a crash can damage **only the last group**, and any way: cut short, or with a region
-/// inside it (a page) that reads as zeros or garbage while its end is intact. Therefore:
+/// inside it (a page) that reads as zeros, garbage, or stale bytes of another file, while its
+/// end is intact. Therefore:
 ///
 /// - damage inside a group that extends to the end of the buffer, or a group cut short, is a
 ///   torn write: the group is cut off ([`GroupScan::torn_tail`]);
 /// - damage inside a group followed by more bytes is [`RecordError::Corrupt`]: a later write
 ///   exists, so the damaged group had been made durable;
-/// - damage where a group should start is a torn write unless an intact
-///   [`Record::GroupStart`] with a higher number appears anywhere after it (then it is
-///   corruption, at the damaged offset);
-/// - a record outside any group, one crossing its group's end, or groups out of order are
-///   corruption.
+/// - so is any damage after which an intact start of a later group of this file appears
+///   (looked for byte by byte, since the damage hides record boundaries);
+/// - a group start of another file or out of order, a record outside any group and one
+///   crossing its group's end count as damage like any other (stale or misplaced bytes).
 ///
 /// Checksums cannot tell a crash's damage from later decay of the same bytes: damage inside
-/// the last group is always taken for a torn write. Never panics, whatever the input.
-pub fn scan_groups(bytes: &[u8]) -> Result<GroupScan, RecordError> {
+/// the last group is always taken for a torn write. An application command that embeds the
+/// exact start of a later group of this very file can make a torn write look like corruption
+/// (recovery then refuses, it never loses data). Linear in the buffer's length; never panics,
+/// whatever the input.
+pub fn scan_groups(bytes: &[u8], file: u64) -> Result<GroupScan, RecordError> {
     let mut found = GroupScan::default();
     let mut pos = 0usize;
-    // The group being read: where it starts, where it ends, its number, its records.
-    let mut open: Option<(usize, usize, u64)> = None;
+    // The group being read: where it ends, its number.
+    let mut open: Option<(usize, u64)> = None;
     let mut pending: Vec<(u64, Record)> = Vec::new();
     loop {
-        if let Some((_, _, seq)) = open.filter(|&(_, end, _)| end == pos) {
+        if let Some((_, seq)) = open.filter(|&(end, _)| end == pos) {
             found.records.append(&mut pending);
             found.valid_len = pos as u64;
             found.last_group = Some(seq);
             open = None;
         }
+        let expected = found.last_group.map_or(0, |last| last.saturating_add(1));
         let damage = match read_at(bytes, pos) {
-            At::Record(Record::GroupStart { seq, len }, next) => {
-                if open.is_some() {
+            At::Record(Record::GroupStart { file: f, seq, len }, next) => {
+                if f != file {
+                    "a group of another file"
+                } else if open.is_some() {
                     "a group starts inside another one"
-                } else if found.last_group.is_some_and(|last| seq <= last) {
+                } else if seq != expected {
                     "groups out of order"
                 } else {
                     let end = usize::try_from(len)
                         .ok()
                         .and_then(|len| next.checked_add(len))
                         .unwrap_or(usize::MAX);
-                    open = Some((pos, end, seq));
+                    open = Some((end, seq));
                     pos = next;
                     continue;
                 }
             }
             At::Record(record, next) => match open {
-                Some((_, end, _)) if next <= end => {
+                Some((end, _)) if next <= end => {
                     pending.push((pos as u64, record));
                     pos = next;
                     continue;
@@ -565,16 +581,17 @@ pub fn scan_groups(bytes: &[u8]) -> Result<GroupScan, RecordError> {
                 None => "a record outside any group",
             },
             At::End => match open {
-                // A torn write, unless the group was followed by more bytes.
-                Some((_, end, _)) if end < bytes.len() => "damaged group followed by more data",
-                _ => break,
+                Some((end, _)) if end < bytes.len() => "damaged group followed by more data",
+                Some(_) => "a group cut short",
+                None => break,
             },
             At::Damaged(reason) => reason,
         };
-        let followed = match open {
-            Some((_, end, _)) => end < bytes.len(),
-            None => later_group_start(bytes, pos + 1, found.last_group),
-        };
+        // A later group is numbered above the damaged one (the open one, or else the one
+        // expected here).
+        let later = open.map_or(expected, |(_, seq)| seq.saturating_add(1));
+        let followed = open.is_some_and(|(end, _)| end < bytes.len())
+            || later_group_start(bytes, pos, file, later);
         if followed {
             return Err(corrupt(pos, damage));
         }
@@ -584,14 +601,18 @@ pub fn scan_groups(bytes: &[u8]) -> Result<GroupScan, RecordError> {
     Ok(found)
 }
 
-/// Whether an intact [`Record::GroupStart`] numbered above `after` starts anywhere at or
-/// after `from` (looked for byte by byte: the damage before it hides record boundaries).
-fn later_group_start(bytes: &[u8], from: usize, after: Option<u64>) -> bool {
+/// The largest payload a [`Record::GroupStart`] can have: its tag and three varints.
+const MAX_GROUP_START_LEN: usize = 1 + 3 * 10;
+
+/// Whether an intact [`Record::GroupStart`] of file `file` numbered `first` or above starts
+/// anywhere at or after `from`. Only headers announcing a payload that small are hashed, so
+/// the search is linear.
+fn later_group_start(bytes: &[u8], from: usize, file: u64, first: u64) -> bool {
     (from..bytes.len()).any(|pos| {
         let Some(header) = Header::read(&bytes[pos..]) else {
             return false;
         };
-        if !header.len_ok() {
+        if header.len() > MAX_GROUP_START_LEN || !header.len_ok() {
             return false;
         }
         let payload = bytes[pos + HEADER_LEN..].get(..header.len());
@@ -599,7 +620,7 @@ fn later_group_start(bytes: &[u8], from: usize, after: Option<u64>) -> bool {
             crc32fast::hash(payload) == header.payload_crc
                 && matches!(
                     decode_payload::<Record>(payload),
-                    Ok(Record::GroupStart { seq, .. }) if after.is_none_or(|a| seq > a)
+                    Ok(Record::GroupStart { file: f, seq, .. }) if f == file && seq >= first
                 )
         })
     })

@@ -497,6 +497,9 @@ fn errors_display() {
     assert!(alloc::format!("{e}").contains("10 bytes"));
 }
 
+/// The file number the group tests write and read.
+const FILE: u64 = 7;
+
 /// Three groups, the last one spanning several pages; the start offset of each group and
 /// the end.
 fn three_groups() -> (Vec<u8>, Vec<usize>, Vec<Persist>) {
@@ -519,7 +522,7 @@ fn three_groups() -> (Vec<u8>, Vec<usize>, Vec<Persist>) {
     let mut starts = Vec::new();
     for (k, p) in persists.iter().enumerate() {
         starts.push(bytes.len());
-        encode_group(k as u64, p, &mut bytes).unwrap();
+        encode_group(FILE, k as u64, p, &mut bytes).unwrap();
     }
     starts.push(bytes.len());
     (bytes, starts, persists)
@@ -547,13 +550,13 @@ fn groups_round_trip_and_are_cut_whole() {
         starts[3] - starts[2] > 2 * 4096,
         "the last group spans pages"
     );
-    let found = scan_groups(&bytes).unwrap();
+    let found = scan_groups(&bytes, FILE).unwrap();
     assert_eq!(records(&found), records_of(&persists, 3));
     assert_eq!((found.valid_len, found.torn_tail), (bytes.len() as u64, 0));
     assert_eq!(found.last_group, Some(2));
-    assert_eq!(scan_groups(&[]).unwrap(), GroupScan::default());
+    assert_eq!(scan_groups(&[], FILE).unwrap(), GroupScan::default());
     for cut in 0..bytes.len() {
-        let found = scan_groups(&bytes[..cut]).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        let found = scan_groups(&bytes[..cut], FILE).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
         let whole = starts[1..].iter().take_while(|&&end| end <= cut).count();
         assert_eq!(records(&found), records_of(&persists, whole), "cut {cut}");
         assert_eq!(found.valid_len, starts[whole] as u64, "cut {cut}");
@@ -570,7 +573,7 @@ fn a_zeroed_page_inside_the_last_group_is_a_torn_write() {
     while page + 4096 < bytes.len() {
         let mut damaged = bytes.clone();
         damaged[page..page + 4096].fill(0);
-        let found = scan_groups(&damaged).unwrap_or_else(|e| panic!("page {page}: {e}"));
+        let found = scan_groups(&damaged, FILE).unwrap_or_else(|e| panic!("page {page}: {e}"));
         assert_eq!(records(&found), records_of(&persists, 2), "page {page}");
         assert_eq!(found.valid_len, starts[2] as u64);
         assert_eq!(found.torn_tail, (bytes.len() - starts[2]) as u64);
@@ -581,7 +584,7 @@ fn a_zeroed_page_inside_the_last_group_is_a_torn_write() {
     // The same page of zeros covering the last group's start.
     let mut damaged = bytes.clone();
     damaged[starts[2]..starts[2] + 64].fill(0);
-    let found = scan_groups(&damaged).unwrap();
+    let found = scan_groups(&damaged, FILE).unwrap();
     assert_eq!(found.valid_len, starts[2] as u64);
 }
 
@@ -595,7 +598,10 @@ fn damage_followed_by_a_later_group_is_corruption() {
         let mut damaged = bytes.clone();
         damaged[from..to].fill(0);
         assert!(
-            matches!(scan_groups(&damaged), Err(RecordError::Corrupt { .. })),
+            matches!(
+                scan_groups(&damaged, FILE),
+                Err(RecordError::Corrupt { .. })
+            ),
             "zeros at {from}..{to}"
         );
     }
@@ -603,7 +609,7 @@ fn damage_followed_by_a_later_group_is_corruption() {
     let mut damaged = bytes.clone();
     damaged[starts[1] + 2] ^= 0x40;
     assert_eq!(
-        scan_groups(&damaged),
+        scan_groups(&damaged, FILE),
         Err(RecordError::Corrupt {
             offset: starts[1] as u64,
             reason: "length checksum mismatch"
@@ -619,7 +625,7 @@ fn bit_flips_are_corruption_except_in_the_last_group() {
     for bit in bits {
         let mut damaged = bytes.clone();
         damaged[bit / 8] ^= 1 << (bit % 8);
-        let result = scan_groups(&damaged);
+        let result = scan_groups(&damaged, FILE);
         if bit / 8 >= starts[2] {
             let found = result.unwrap_or_else(|e| panic!("bit {bit}: {e}"));
             assert_eq!(records(&found), records_of(&persists, 2), "bit {bit}");
@@ -639,7 +645,7 @@ fn records_outside_groups_and_groups_out_of_order_are_corruption() {
     encode_record(&Record::Truncate { from: 1 }, &mut outside).unwrap();
     outside.extend_from_slice(&bytes);
     assert!(matches!(
-        scan_groups(&outside),
+        scan_groups(&outside, FILE),
         Err(RecordError::Corrupt { offset: 0, .. })
     ));
     let persist = Persist {
@@ -651,17 +657,93 @@ fn records_outside_groups_and_groups_out_of_order_are_corruption() {
         hard_state: Some(HardState::default()),
     };
     let mut twice = Vec::new();
-    encode_group(5, &persist, &mut twice).unwrap();
+    encode_group(FILE, 0, &persist, &mut twice).unwrap();
     let first = twice.len();
-    encode_group(5, &persist, &mut twice).unwrap();
-    encode_group(6, &persist, &mut twice).unwrap();
+    encode_group(FILE, 0, &persist, &mut twice).unwrap();
+    encode_group(FILE, 1, &persist, &mut twice).unwrap();
     assert_eq!(
-        scan_groups(&twice),
+        scan_groups(&twice, FILE),
         Err(RecordError::Corrupt {
             offset: first as u64,
             reason: "groups out of order"
         })
     );
+    // A gap in the numbers is corruption too.
+    let mut gap = Vec::new();
+    encode_group(FILE, 0, &persist, &mut gap).unwrap();
+    let first = gap.len();
+    encode_group(FILE, 2, &persist, &mut gap).unwrap();
+    assert!(matches!(
+        scan_groups(&gap, FILE),
+        Err(RecordError::Corrupt { offset, .. }) if offset == first as u64
+    ));
+}
+
+/// Bytes of another file (blocks a file system reused after a power loss) are never taken
+/// for groups of this one: a segment that starts with them holds no complete group, and
+/// groups of another file after damage do not make it corruption.
+#[test]
+fn stale_groups_of_another_file_are_damage_not_data() {
+    let (bytes, starts, persists) = three_groups();
+    let mut other = Vec::new();
+    for (k, p) in persists.iter().enumerate() {
+        encode_group(FILE + 1, k as u64 + 5, p, &mut other).unwrap();
+    }
+    let found = scan_groups(&other, FILE).unwrap();
+    assert_eq!((found.valid_len, found.torn_tail), (0, other.len() as u64));
+    // Our first two groups, then a torn third whose body reads as another file's bytes.
+    let mut mixed = bytes.clone();
+    let stale = mixed.len() - (starts[2] + 100);
+    mixed[starts[2] + 100..].copy_from_slice(&other[..stale]);
+    let found = scan_groups(&mixed, FILE).unwrap();
+    assert_eq!(records(&found), records_of(&persists, 2));
+    assert_eq!(found.valid_len, starts[2] as u64);
+}
+
+/// An intact group start whose length runs past later intact groups is corruption, not a
+/// torn write that would drop them.
+#[test]
+fn a_group_overlapping_later_groups_is_corruption() {
+    let (bytes, starts, persists) = three_groups();
+    // Rewrite group 1's start with a length reaching past the end of the file.
+    let mut head = Vec::new();
+    encode_record(
+        &Record::GroupStart {
+            file: FILE,
+            seq: 1,
+            len: 1 << 40,
+        },
+        &mut head,
+    )
+    .unwrap();
+    let mut damaged = bytes[..starts[1]].to_vec();
+    damaged.extend_from_slice(&head);
+    let mut rest = Vec::new();
+    encode_persist(&persists[1], &mut rest).unwrap();
+    damaged.extend_from_slice(&rest);
+    encode_group(FILE, 2, &persists[2], &mut damaged).unwrap();
+    assert!(matches!(
+        scan_groups(&damaged, FILE),
+        Err(RecordError::Corrupt { .. })
+    ));
+}
+
+/// The search for a later group after damage is linear: a megabyte of bytes whose length
+/// checksums pass everywhere is scanned without hashing payloads.
+#[test]
+fn the_search_after_damage_is_linear() {
+    let (bytes, starts, _) = three_groups();
+    let mut crafted = bytes[..starts[2]].to_vec();
+    crafted.extend_from_slice(&[0xff; 12]);
+    // A long run of one header with a valid length checksum and a huge length.
+    let len = (1u32 << 20).to_le_bytes();
+    let mut header = len.to_vec();
+    header.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
+    for _ in 0..(1 << 20) / 8 {
+        crafted.extend_from_slice(&header);
+    }
+    let found = scan_groups(&crafted, FILE).unwrap();
+    assert_eq!(found.valid_len, starts[2] as u64);
 }
 
 #[test]
@@ -681,7 +763,7 @@ fn random_bytes_into_scan_groups_never_panic() {
                 bytes[at] ^= rng.below(255) as u8 + 1;
             }
         }
-        if let Ok(found) = scan_groups(&bytes) {
+        if let Ok(found) = scan_groups(&bytes, FILE) {
             assert!(found.valid_len + found.torn_tail == bytes.len() as u64);
         }
     }
