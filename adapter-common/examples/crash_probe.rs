@@ -329,7 +329,13 @@ fn run(dir: &Path) -> ExitCode {
                         .and_then(|n| n.get(4..24))
                         .and_then(|n| n.parse().ok())
                         .expect("a segment name");
-                    record::encode_group(file, 1 << 40, &phantom, &mut bytes).expect("encode");
+                    // The group the writer would have written next, torn.
+                    let written = std::fs::read(&segment).expect("read segment");
+                    let next = record::scan_groups(&written, file)
+                        .expect("an intact segment")
+                        .last_group
+                        .map_or(0, |g| g + 1);
+                    record::encode_group(file, next, &phantom, &mut bytes).expect("encode");
                     bytes.truncate(bytes.len() / 2);
                     let mut file = OpenOptions::new()
                         .append(true)

@@ -756,7 +756,12 @@ fn stale_bytes_of_another_segment_are_not_data() {
     let mut w = Writer::default();
     let (mut storage, _, _) = open_ok(dir);
     storage
-        .persist(&[w.persist(None, Some(snapshot(3, 1)), entries(1, 4..=6), Some(hs(1, 1)))])
+        .persist(&[w.persist(
+            None,
+            Some(snapshot(3, 1)),
+            entries(1, 4..=6),
+            Some(hs(1, 1)),
+        )])
         .unwrap();
     let older_segment = segment_names(dir)[0].clone();
     let older_bytes = files(dir)[&older_segment].clone();
