@@ -109,6 +109,7 @@ fn snapshot(last_index: Index, last_term: u64, size: usize) -> Snapshot {
         data.push((data.len() % 251) as u8);
     }
     Snapshot {
+        membership: raft_proto::Membership::new([1, 2, 3]),
         meta: SnapshotMeta {
             last_index,
             last_term,

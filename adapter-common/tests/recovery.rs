@@ -85,6 +85,7 @@ fn hs(term: u64, voted_for: u64) -> HardState {
 
 fn snapshot(last_index: Index, last_term: u64) -> Snapshot {
     Snapshot {
+        membership: raft_proto::Membership::new([1, 2, 3]),
         meta: SnapshotMeta {
             last_index,
             last_term,

@@ -57,6 +57,7 @@ fn body(body: Body) -> MessageBody {
             },
         },
         Body::Chunk { last_index, last_term, offset, data, done } => MessageBody::SnapshotChunk {
+            membership: raft_proto::Membership::new([1, 2, 3]),
             meta: SnapshotMeta {
                 last_index: i(last_index),
                 last_term: u64::from(last_term),

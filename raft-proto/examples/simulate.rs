@@ -47,7 +47,8 @@ struct Args {
     #[arg(long)]
     list: bool,
     /// Inject a deliberate bug into every node, to see the judge catch it:
-    /// commit-earlier-term, vote-before-persist, forget-vote or append-before-persist.
+    /// commit-earlier-term, vote-before-persist, forget-vote, append-before-persist or
+    /// commit-joint-new-only.
     #[arg(long)]
     inject_bug: Option<String>,
     /// Print every failure in full (by default the first three are).
@@ -67,11 +68,12 @@ struct Args {
 }
 
 /// The bugs `--inject-bug` knows.
-const BUGS: [&str; 4] = [
+const BUGS: [&str; 5] = [
     "commit-earlier-term",
     "vote-before-persist",
     "forget-vote",
     "append-before-persist",
+    "commit-joint-new-only",
 ];
 
 /// The options of one run as the command line asks: a bug injected, a digest kept, features
@@ -89,6 +91,7 @@ fn configure(mut options: SimOptions, args: &Args) -> SimOptions {
         Some("vote-before-persist") => options.bugs.grant_vote_before_persist = true,
         Some("forget-vote") => options.bugs.forget_vote_on_step_down = true,
         Some("append-before-persist") => options.bugs.accept_append_before_persist = true,
+        Some("commit-joint-new-only") => options.bugs.commit_joint_with_new_voters_only = true,
         _ => {}
     }
     options

@@ -5,15 +5,19 @@ use core::fmt;
 
 use crate::types::{Instant, NodeId};
 
-/// The configuration of one node. Every member of a cluster must agree on `voters`.
+/// The configuration of one node.
 ///
 /// Durations are in the same unit as the `now` values passed to
 /// [`Node::step`](crate::Node::step): the core never interprets them as wall time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// This node's identity; must appear in `voters`.
+    /// This node's identity.
     pub id: NodeId,
-    /// Every voting member of the cluster, this node included. No duplicates.
+    /// The voters of a brand-new cluster (this node included; no duplicates), in force until
+    /// the log or a snapshot says otherwise: after a membership change, the log wins. Every
+    /// member of a new cluster must be started with the same list. Empty for a node that
+    /// joins an existing cluster: it never campaigns, and learns the membership from the
+    /// leader once it is added.
     pub voters: Vec<NodeId>,
     /// The election timeout is drawn uniformly from `election_timeout_min..election_timeout_max`
     /// each time the election timer is reset.
@@ -72,6 +76,9 @@ pub struct InjectedBugs {
     pub grant_vote_before_persist: bool,
     /// Accept appended entries before they are durable.
     pub accept_append_before_persist: bool,
+    /// While the membership is joint, commit with a majority of the new voters only (the old
+    /// voters' majority ignored).
+    pub commit_joint_with_new_voters_only: bool,
     /// Forget the vote when stepping down to follower within the same term, as a
     /// `become_follower(term)` helper that always clears the vote does: on every append from
     /// the current leader, a follower or candidate "steps down" and may then vote again.
@@ -107,7 +114,7 @@ impl Config {
 
     /// Checks that the configuration can work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter);
         }
         for (i, a) in self.voters.iter().enumerate() {
@@ -135,7 +142,7 @@ impl Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// `id` is not among `voters`.
+    /// `voters` is not empty and `id` is not among them.
     NotAVoter,
     /// A voter is listed twice.
     DuplicateVoter(NodeId),

@@ -48,6 +48,7 @@
 
 use alloc::vec::Vec;
 
+use crate::membership::{Membership, MembershipChange, MembershipError};
 use crate::message::Message;
 use crate::types::{DurableState, Entry, HardState, Index, NodeId, Payload, Snapshot, Term};
 
@@ -69,9 +70,13 @@ pub enum Event {
         /// The highest durable sequence number.
         seq: u64,
     },
+    /// The leader is asked to change the cluster's membership. Answered by one
+    /// [`Action::MembershipOutcome`].
+    ChangeMembership(MembershipChange),
     /// The application took a snapshot of its state after applying every entry up to
     /// `last_index`. Ignored when `last_index` is not above the current snapshot or beyond the
-    /// applied index.
+    /// applied index, or when the node does not know the membership at `last_index` (a node
+    /// that joined and has not yet received it).
     SnapshotTaken {
         /// The last applied entry the snapshot covers.
         last_index: Index,
@@ -101,6 +106,28 @@ pub enum Action {
     /// Replace the state machine's state with this snapshot (received from the leader); the
     /// next [`Action::Apply`] continues at `snapshot.meta.last_index + 1`.
     RestoreSnapshot(Snapshot),
+    /// The answer to an [`Event::ChangeMembership`].
+    MembershipOutcome(MembershipOutcome),
+}
+
+/// The answer to a membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MembershipOutcome {
+    /// `membership` was appended at `index` in `term` and is in force at once. It is
+    /// committed when an entry with this index and term is applied. When it is joint, the
+    /// leader appends the membership that leaves it once it is committed; the change is
+    /// complete when that one is.
+    Accepted {
+        /// The entry's index.
+        index: Index,
+        /// The leader's term.
+        term: Term,
+        /// The membership appended (joint when the voters change).
+        membership: Membership,
+    },
+    /// Refused; nothing was appended.
+    Refused(MembershipError),
 }
 
 /// One atomic change to durable storage, applied in this order: truncate the log, install

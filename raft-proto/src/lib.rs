@@ -65,6 +65,7 @@ extern crate std;
 mod config;
 pub mod io;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
@@ -81,7 +82,8 @@ pub mod wire;
 #[cfg(feature = "bug-injection")]
 pub use config::InjectedBugs;
 pub use config::{Config, ConfigError};
-pub use io::{Action, Event, Persist, ProposalOutcome, ProposalRefusal};
+pub use io::{Action, Event, MembershipOutcome, Persist, ProposalOutcome, ProposalRefusal};
+pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, NodeStats, StartError};
 pub use types::{

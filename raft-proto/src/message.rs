@@ -3,6 +3,7 @@
 
 use alloc::vec::Vec;
 
+use crate::membership::Membership;
 use crate::types::{Entry, Index, NodeId, Payload, SnapshotMeta, Term};
 
 /// A message between two members of the cluster.
@@ -58,6 +59,8 @@ pub enum MessageBody {
     SnapshotChunk {
         /// What the snapshot covers.
         meta: SnapshotMeta,
+        /// The membership in force at `meta.last_index`.
+        membership: Membership,
         /// Where this chunk starts in the snapshot's bytes.
         offset: u64,
         /// The chunk's bytes.

@@ -3,6 +3,8 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use crate::membership::Membership;
+
 /// The identity of a cluster member. Any value is allowed; it must be unique in the cluster.
 pub type NodeId = u64;
 
@@ -33,6 +35,10 @@ pub enum EntryKind {
     /// An empty entry a new leader appends (when [`Config::leader_noop`](crate::Config) is on)
     /// to commit the entries of earlier terms promptly. The application skips it.
     Noop,
+    /// A new membership of the cluster, its data [`Membership::encode`]'s bytes. In force from
+    /// the moment a node appends it, committed or not. The application skips it (or reads it
+    /// with [`Membership::decode`]).
+    Membership,
 }
 
 /// One entry of the replicated log. Its index is implied by its position.
@@ -96,6 +102,8 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,
+    /// The membership in force at `meta.last_index`.
+    pub membership: Membership,
     /// The application's serialized state.
     pub data: Payload,
 }

@@ -338,6 +338,7 @@ mod tests {
                 outcome: AppendOutcome::Accepted { match_index: 8 },
             }),
             message(MessageBody::SnapshotChunk {
+                membership: crate::membership::Membership::new([1, 2, 3]),
                 meta: SnapshotMeta {
                     last_index: 100,
                     last_term: 4,
@@ -684,6 +685,7 @@ mod tests {
             to: 2,
             term: 1,
             body: MessageBody::SnapshotChunk {
+                membership: crate::membership::Membership::new([1, 2, 3]),
                 meta: SnapshotMeta::default(),
                 offset: 0,
                 data: Arc::from(vec![3u8; 2 * SHRINK_ABOVE]),

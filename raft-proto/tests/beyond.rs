@@ -1,6 +1,6 @@
-//! The pre-vote and check-quorum scenarios of ../shared/SCENARIOS-BEYOND.md, each over many
-//! seeds with pre-vote and check-quorum on; and for each row that says "fails without X", the
-//! proof: the same scenario with X off fails its check on every seed tried.
+//! The pre-vote, check-quorum and membership scenarios of ../shared/SCENARIOS-BEYOND.md, each
+//! over many seeds with pre-vote and check-quorum on; and for each row that says "fails
+//! without X", the proof: the same scenario with X off fails its check on every seed tried.
 
 use raft_proto::sim::scenarios;
 
@@ -45,6 +45,15 @@ beyond_tests!(
     checkquorum_sticky_leader,
     one_way_link,
     paused_leader,
+    add_learner,
+    promote_learner,
+    remove_follower,
+    remove_leader,
+    replace_all,
+    grow_from_one,
+    crash_in_joint,
+    partition_in_joint,
+    bad_changes,
 );
 
 /// Runs `name` over 20 seeds with `switch` applied; every seed must fail with a message

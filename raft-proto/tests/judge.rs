@@ -1,4 +1,4 @@
-//! Proof that the judge can fail: four classic Raft bugs, injected on purpose, must each be
+//! Proof that the judge can fail: five classic Raft bugs, injected on purpose, must each be
 //! reported as a safety violation by the lab scenarios or the random search within a stated
 //! number of seeds. A judge that cannot fail proves nothing.
 
@@ -46,7 +46,7 @@ fn committing_an_earlier_term_entry_by_counting_is_caught() {
     };
     // Figure 8 (unreliable) is the lab's scenario for exactly this bug.
     scenario_catches("figure8_unreliable", bugs, 300);
-    random_search_catches(bugs, 3000);
+    random_search_catches(bugs, 10_000);
 }
 
 #[test]
@@ -73,5 +73,15 @@ fn accepting_entries_before_they_are_durable_is_caught() {
         accept_append_before_persist: true,
         ..InjectedBugs::default()
     };
+    random_search_catches(bugs, 3000);
+}
+
+#[test]
+fn committing_with_the_new_voters_only_while_joint_is_caught() {
+    let bugs = InjectedBugs {
+        commit_joint_with_new_voters_only: true,
+        ..InjectedBugs::default()
+    };
+    scenario_catches("replace_all", bugs, 300);
     random_search_catches(bugs, 3000);
 }

@@ -355,6 +355,7 @@ fn no_peer_input_makes_the_node_panic_or_go_back() {
                     },
                 },
                 4 => MessageBody::SnapshotChunk {
+                    membership: raft_proto::Membership::new([1, 2, 3]),
                     meta: SnapshotMeta {
                         last_index: rng.pick(&odd),
                         last_term: rng.pick(&odd),
@@ -657,4 +658,24 @@ fn check_quorum_steps_a_lonely_leader_down() {
         a,
         Action::ProposalOutcome(ProposalOutcome::NotLeader { .. })
     )));
+}
+
+/// A single voter wins its election with its own vote, but must not lead (send appends of its
+/// term) before that vote is durable: a crash could make it lead the same term twice, with
+/// different entries.
+#[test]
+fn a_single_voter_leads_only_once_its_vote_is_durable() {
+    let mut node = Node::new(Config::new(1, vec![1]), 0).unwrap();
+    let now = node.next_deadline();
+    let actions = node.step(now, Event::Tick);
+    assert_eq!(node.role(), Role::Candidate);
+    assert_eq!(node.term(), 1);
+    let seq = persist_seq(&actions).expect("term and vote persisted");
+    let actions = node.step(now, Event::Propose(vec![b"x".to_vec().into()]));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::ProposalOutcome(ProposalOutcome::NotLeader { .. })
+    )));
+    let _ = node.step(now, Event::Persisted { seq });
+    assert!(node.is_leader());
 }

@@ -4,8 +4,8 @@
 
 use raft_proto::sim::{scenarios, Sim, SimOptions};
 use raft_proto::{
-    Action, AppendOutcome, Config, DurableState, Entry, Event, HardState, Message, MessageBody,
-    Node, Payload, Snapshot, SnapshotMeta,
+    Action, AppendOutcome, Config, DurableState, Entry, Event, HardState, Membership, Message,
+    MessageBody, Node, Payload, Snapshot, SnapshotMeta,
 };
 
 fn follower(log_terms: &[u64], term: u64) -> Node {
@@ -41,6 +41,7 @@ fn chunk_from(
         term,
         body: MessageBody::SnapshotChunk {
             meta,
+            membership: Membership::new([1, 2, 3]),
             offset,
             data: Payload::from(data),
             done,
@@ -269,6 +270,7 @@ fn a_node_recovers_from_snapshot_and_log_tail() {
             voted_for: Some(1),
         },
         snapshot: Some(Snapshot {
+            membership: Membership::new([1, 2, 3]),
             meta: SnapshotMeta {
                 last_index: 10,
                 last_term: 1,
@@ -289,8 +291,13 @@ fn a_node_recovers_from_snapshot_and_log_tail() {
 fn taking_a_snapshot_compacts_the_log_and_persists_it() {
     let mut node = Node::new(Config::new(1, vec![1]), 0).unwrap();
     let now = node.next_deadline();
-    let _ = step_durably(&mut node, Event::Tick);
-    let _ = node.step(now, Event::Tick);
+    // A single voter campaigns, and leads once its vote is durable.
+    let actions = node.step(now, Event::Tick);
+    for action in actions {
+        if let Action::Persist(p) = action {
+            let _ = node.step(now, Event::Persisted { seq: p.seq });
+        }
+    }
     assert!(node.is_leader());
     let commands: Vec<Payload> = (0..5u8).map(|i| Payload::from(&[i][..])).collect();
     let _ = step_durably(&mut node, Event::Propose(commands));

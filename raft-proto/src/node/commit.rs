@@ -3,23 +3,55 @@
 
 use super::Node;
 use crate::io::Action;
+use crate::types::NodeId;
 
 impl Node {
-    /// Commits the highest index a quorum holds durably, if it is of the current term (Raft
-    /// §5.4.2: earlier-term entries commit only with a current-term entry after them).
+    /// Commits the highest index a quorum holds durably (a majority of every configuration
+    /// in force; this leader counts only where it votes, for what it has durably), if it is of
+    /// the current term (Raft §5.4.2: earlier-term entries commit only with a current-term
+    /// entry after them).
     pub(super) fn advance_commit(&mut self) {
-        let quorum = self.quorum();
-        let matched = &mut self.match_scratch;
-        matched.clear();
-        matched.extend(self.progress.iter().map(|p| p.match_index));
-        matched.push(self.stable_index.min(self.log.last_index()));
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[quorum - 1];
+        let me = self.config.id;
+        let stable = self.stable_index.min(self.log.last_index());
+        let progress = &self.progress;
+        let matched = |id: NodeId| {
+            if id == me {
+                stable
+            } else {
+                progress
+                    .iter()
+                    .find(|p| p.id == id)
+                    .map_or(0, |p| p.match_index)
+            }
+        };
+        let current = self.memberships.current();
+        let candidate = if self.bugs().commit_joint_with_new_voters_only && current.is_joint() {
+            current
+                .leave_joint()
+                .quorum_index(matched, &mut self.match_scratch)
+        } else {
+            current.quorum_index(matched, &mut self.match_scratch)
+        };
         if candidate > self.commit_index
             && (self.log.term(candidate) == Some(self.hard_state.term)
                 || self.bugs().commit_earlier_term_by_counting)
         {
             self.commit_index = candidate;
+        }
+    }
+
+    /// What a leader does once the membership in force is committed: it leaves a joint
+    /// membership by appending the new voters alone, and steps down when it is not one of them.
+    pub(super) fn after_commit(&mut self) {
+        if self.commit_index < self.memberships.current_index() {
+            return;
+        }
+        let current = self.memberships.current();
+        if current.is_joint() {
+            let next = current.leave_joint();
+            self.append_membership(next);
+        } else if !current.is_voter(self.config.id) {
+            self.become_follower(self.hard_state.term, None);
         }
     }
 

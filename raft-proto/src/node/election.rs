@@ -49,7 +49,7 @@ impl Node {
         }
         if granted && !self.votes.contains(&voter) {
             self.votes.push(voter);
-            if self.votes.len() >= self.quorum() {
+            if self.term_is_durable() && self.has_quorum(|id| self.votes.contains(&id)) {
                 self.become_leader();
             }
         }
@@ -98,7 +98,7 @@ impl Node {
         }
         if granted && !self.votes.contains(&voter) {
             self.votes.push(voter);
-            if self.votes.len() >= self.quorum() {
+            if self.has_quorum(|id| self.votes.contains(&id)) {
                 self.become_candidate();
             }
         }
@@ -123,7 +123,12 @@ impl Node {
                 }
             }
             Role::Follower | Role::Candidate | Role::PreCandidate => {
-                if self.now >= self.election_deadline {
+                if self.now >= self.election_deadline && !self.may_campaign() {
+                    // A learner, a removed node or one that has not learned the membership
+                    // yet: it never campaigns.
+                    self.become_follower(self.hard_state.term, self.leader);
+                    self.reset_election_timer();
+                } else if self.now >= self.election_deadline {
                     if self.config.pre_vote {
                         self.become_pre_candidate();
                     } else {
@@ -140,15 +145,28 @@ impl Node {
         }
     }
 
-    /// Whether a majority (this leader included) sent anything since the last check; starts
-    /// the next round of the check either way.
+    /// Whether a quorum (this leader included, when it votes) sent anything since the last
+    /// check; starts the next round of the check either way.
     fn heard_from_quorum(&mut self) -> bool {
-        let mut active = 1;
+        let me = self.config.id;
+        let progress = &self.progress;
+        let heard = self
+            .has_quorum(|id| id == me || progress.iter().any(|p| p.id == id && p.recent_active));
         for progress in &mut self.progress {
-            active += usize::from(progress.recent_active);
             progress.recent_active = false;
         }
-        active >= self.quorum()
+        heard
+    }
+
+    /// Whether this node may run for leader: it votes in the membership in force, or that
+    /// membership is not committed yet and it voted in the one before (it may be the only one
+    /// that can carry the change through: the new voters may not have the entry yet).
+    fn may_campaign(&self) -> bool {
+        let me = self.config.id;
+        let current = self.memberships.current_index();
+        self.memberships.current().is_voter(me)
+            || (current > self.commit_index
+                && self.memberships.at(current.saturating_sub(1)).is_voter(me))
     }
 
     /// Whether this node leads, or heard from the leader of its term within the minimum
@@ -204,7 +222,7 @@ impl Node {
         self.votes.push(self.config.id);
         self.vote_answers.clear();
         self.reset_election_timer();
-        if self.votes.len() >= self.quorum() {
+        if self.has_quorum(|id| self.votes.contains(&id)) {
             self.become_candidate();
             return;
         }
@@ -231,10 +249,8 @@ impl Node {
         self.votes.push(self.config.id);
         self.vote_answers.clear();
         self.reset_election_timer();
-        if self.votes.len() >= self.quorum() {
-            self.become_leader();
-            return;
-        }
+        // A single voter wins with its own vote, but leads only once that vote is durable
+        // (see `on_persisted`).
         self.heartbeat_deadline = self.now.saturating_add(self.config.heartbeat_interval);
         self.request_votes();
     }
@@ -245,7 +261,7 @@ impl Node {
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for i in 0..self.peers.len() {
             let peer = self.peers[i];
-            if self.vote_answers.contains(&peer) {
+            if self.vote_answers.contains(&peer) || !self.memberships.current().is_voter(peer) {
                 continue;
             }
             if self.role == Role::PreCandidate {

@@ -19,13 +19,17 @@ use core::fmt;
 use crate::config::{Config, ConfigError};
 use crate::io::{Action, Event};
 use crate::log::Log;
+use crate::membership::{Membership, MembershipLog};
 use crate::message::{AppendOutcome, Message, MessageBody};
 use crate::progress::Progress;
 use crate::rng::Rng;
-use crate::types::{DurableState, Entry, HardState, Index, Instant, NodeId, Role, Snapshot, Term};
+use crate::types::{
+    DurableState, Entry, EntryKind, HardState, Index, Instant, NodeId, Role, Snapshot, Term,
+};
 
 mod commit;
 mod election;
+mod membership;
 mod persist;
 mod replication;
 mod snapshot;
@@ -42,7 +46,9 @@ use snapshot::IncomingSnapshot;
 #[derive(Debug)]
 pub struct Node {
     config: Config,
-    /// The other voters.
+    /// The memberships in the log; the newest is in force.
+    memberships: MembershipLog,
+    /// The other members of the membership in force (voters, outgoing voters, learners).
     peers: Vec<NodeId>,
     role: Role,
     hard_state: HardState,
@@ -68,6 +74,8 @@ pub struct Node {
     write: PendingWrite,
     next_seq: u64,
     durable_seq: u64,
+    /// The sequence number of the persist that carries the current term and vote.
+    hard_state_seq: u64,
     /// Persists emitted and not yet reported durable: `(seq, last index after it, truncation)`.
     unacked_writes: VecDeque<(u64, Index, Option<Index>)>,
     /// The log prefix up to here is durable and equal to the in-memory log.
@@ -94,7 +102,9 @@ pub struct Node {
 pub struct NodeStats {
     /// Messages addressed to another node.
     pub misaddressed: u64,
-    /// Messages from a node that is not a voter (or from this node itself).
+    /// Messages from this node itself, and answers from a node the leader does not replicate
+    /// to. (Requests are taken from anyone: a leader a node does not know of yet is still its
+    /// leader; the transport decides who may connect.)
     pub unknown_sender: u64,
     /// Messages of an older term (requests are still answered, so the sender learns the term).
     pub stale_term: u64,
@@ -176,24 +186,34 @@ impl Node {
                 index: base.last_index,
             });
         }
+        // The bootstrap membership holds until a snapshot or the log says otherwise.
+        let mut memberships = MembershipLog::new(durable.snapshot.as_ref().map_or_else(
+            || Membership::new(config.voters.iter().copied()),
+            |s| s.membership.clone(),
+        ));
+        if !memberships.current().is_consistent() {
+            return Err(StartError::InconsistentState {
+                index: base.last_index,
+            });
+        }
         for (i, entry) in durable.log.iter().enumerate() {
+            let index = base.last_index + i as Index + 1;
             if entry.term < previous || entry.term > durable.hard_state.term {
-                return Err(StartError::InconsistentState {
-                    index: base.last_index + i as Index + 1,
-                });
+                return Err(StartError::InconsistentState { index });
+            }
+            if entry.kind == EntryKind::Membership {
+                let Some(membership) = Membership::decode(&entry.data) else {
+                    return Err(StartError::InconsistentState { index });
+                };
+                memberships.push(index, membership);
             }
             previous = entry.term;
         }
-        let peers: Vec<NodeId> = config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != config.id)
-            .collect();
         let log = Log::with_base(base.last_index, base.last_term, durable.log);
         let rng = Rng::new(config.seed ^ config.id.wrapping_mul(0xA076_1D64_78BD_642F));
         let mut node = Self {
-            peers,
+            memberships,
+            peers: Vec::new(),
             role: Role::Follower,
             hard_state: durable.hard_state,
             leader: None,
@@ -213,6 +233,7 @@ impl Node {
             write: PendingWrite::default(),
             next_seq: 1,
             durable_seq: 0,
+            hard_state_seq: 0,
             unacked_writes: VecDeque::new(),
             held: VecDeque::new(),
             snapshot: durable.snapshot,
@@ -223,6 +244,7 @@ impl Node {
             stats: NodeStats::default(),
             config,
         };
+        node.on_membership_changed();
         node.reset_election_timer();
         Ok(node)
     }
@@ -243,12 +265,16 @@ impl Node {
             Event::Tick => {}
             Event::Message(message) => self.on_message(message),
             Event::Propose(commands) => self.on_propose(commands),
+            Event::ChangeMembership(change) => self.on_change_membership(change),
             Event::Persisted { seq } => self.on_persisted(seq),
             Event::SnapshotTaken { last_index, data } => self.on_snapshot_taken(last_index, data),
         }
         self.on_time();
         if self.role == Role::Leader {
             self.advance_commit();
+            self.after_commit();
+        }
+        if self.role == Role::Leader {
             self.replicate();
         }
         self.apply_committed();
@@ -329,6 +355,23 @@ impl Node {
         self.log.entry(index)
     }
 
+    /// The membership in force: the newest in the log, committed or not.
+    pub fn membership(&self) -> &Membership {
+        self.memberships.current()
+    }
+
+    /// The index of the entry that holds the membership in force (0 when it comes from the
+    /// snapshot or the bootstrap configuration).
+    pub fn membership_index(&self) -> Index {
+        self.memberships.current_index()
+    }
+
+    /// Whether this node votes in the membership in force (a learner, a removed node and a
+    /// node that has not yet learned the membership do not, and never campaign).
+    pub fn is_voter(&self) -> bool {
+        self.memberships.current().is_voter(self.config.id)
+    }
+
     /// Counters of dropped peer input.
     pub fn stats(&self) -> NodeStats {
         self.stats
@@ -354,7 +397,7 @@ impl Node {
             self.stats.misaddressed += 1;
             return;
         }
-        if !self.peers.contains(&message.from) {
+        if message.from == self.config.id {
             self.stats.unknown_sender += 1;
             return;
         }
@@ -419,10 +462,11 @@ impl Node {
             MessageBody::AppendResponse { outcome } => self.on_append_response(from, outcome),
             MessageBody::SnapshotChunk {
                 meta,
+                membership,
                 offset,
                 data,
                 done,
-            } => self.on_snapshot_chunk(from, meta, offset, data, done),
+            } => self.on_snapshot_chunk(from, meta, membership, offset, data, done),
             MessageBody::SnapshotAck {
                 last_index,
                 received,
@@ -452,9 +496,11 @@ impl Node {
         self.send_when_durable(message.from, body);
     }
 
-    fn quorum(&self) -> usize {
-        let voters = self.peers.len() + 1;
-        voters / 2 + 1
+    /// Whether the members for which `yes` holds (this node counted when `yes` says so) are a
+    /// quorum of the membership in force: a majority of its voters, and while joint also of
+    /// the outgoing voters.
+    fn has_quorum(&self, yes: impl Fn(NodeId) -> bool) -> bool {
+        self.memberships.current().has_quorum(yes)
     }
 
     #[cfg(feature = "bug-injection")]
@@ -466,6 +512,7 @@ impl Node {
     fn bugs(&self) -> NoBugs {
         NoBugs {
             commit_earlier_term_by_counting: false,
+            commit_joint_with_new_voters_only: false,
             grant_vote_before_persist: false,
             accept_append_before_persist: false,
             forget_vote_on_step_down: false,
@@ -525,6 +572,7 @@ fn indexes_are_plausible(body: &MessageBody) -> bool {
 #[derive(Clone, Copy)]
 struct NoBugs {
     commit_earlier_term_by_counting: bool,
+    commit_joint_with_new_voters_only: bool,
     grant_vote_before_persist: bool,
     accept_append_before_persist: bool,
     forget_vote_on_step_down: bool,

@@ -6,8 +6,9 @@ use alloc::vec::Vec;
 
 use super::Node;
 use crate::io::{Action, Persist};
+use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
-use crate::types::{Entry, Index, NodeId, Snapshot};
+use crate::types::{Entry, EntryKind, Index, NodeId, Role, Snapshot};
 
 #[derive(Debug, Default)]
 pub(super) struct PendingWrite {
@@ -55,6 +56,19 @@ impl Node {
                 self.actions.push(Action::Send(message));
             }
         }
+        // A candidate whose own vote was enough (a single voter) leads once that vote is
+        // durable: a term must never be led twice with different entries.
+        if self.role == Role::Candidate
+            && self.term_is_durable()
+            && self.has_quorum(|id| self.votes.contains(&id))
+        {
+            self.become_leader();
+        }
+    }
+
+    /// Whether the current term and vote are durable.
+    pub(super) fn term_is_durable(&self) -> bool {
+        !self.write.hard_state && self.durable_seq >= self.hard_state_seq
     }
 
     /// Makes room for `additional` entries in the log and in this step's write, so that a
@@ -64,16 +78,28 @@ impl Node {
         self.write.entries.reserve(additional);
     }
 
+    /// Appends `entry` to the log and to this step's write. A membership entry is in force
+    /// at once (its bytes were checked by whoever created or received it).
     pub(super) fn append_to_log(&mut self, entry: Entry) {
         if self.write.entries.is_empty() {
             self.write.first_index = self.log.last_index() + 1;
         }
+        let membership = (entry.kind == EntryKind::Membership)
+            .then(|| Membership::decode(&entry.data))
+            .flatten();
         self.write.entries.push(entry.clone());
         self.log.append(entry);
+        if let Some(membership) = membership {
+            self.memberships.push(self.log.last_index(), membership);
+            self.on_membership_changed();
+        }
     }
 
     pub(super) fn truncate_log(&mut self, from: Index) {
         self.log.truncate_from(from);
+        if self.memberships.truncate_from(from) {
+            self.on_membership_changed();
+        }
         let write = &mut self.write;
         if !write.entries.is_empty() && from >= write.first_index {
             write.entries.truncate((from - write.first_index) as usize);
@@ -91,6 +117,9 @@ impl Node {
         let write = core::mem::take(&mut self.write);
         let seq = self.next_seq;
         self.next_seq += 1;
+        if write.hard_state {
+            self.hard_state_seq = seq;
+        }
         let first_index = if write.entries.is_empty() {
             self.log.last_index() + 1
         } else {

@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 
 use super::Node;
 use crate::io::Action;
+use crate::membership::Membership;
 use crate::message::{AppendOutcome, MessageBody};
 use crate::types::{Index, NodeId, Payload, Role, Snapshot, SnapshotMeta, Term};
 
@@ -22,12 +23,17 @@ impl Node {
         &mut self,
         leader: NodeId,
         meta: SnapshotMeta,
+        membership: Membership,
         offset: u64,
         data: Payload,
         done: bool,
     ) {
-        if self.role == Role::Leader || meta.last_term > self.hard_state.term {
-            // A second leader in this term, or a snapshot of entries from the future.
+        if self.role == Role::Leader
+            || meta.last_term > self.hard_state.term
+            || !membership.is_consistent()
+        {
+            // A second leader in this term, a snapshot of entries from the future, or a
+            // membership no leader makes.
             self.stats.invalid += 1;
             return;
         }
@@ -64,7 +70,11 @@ impl Node {
                 if done {
                     let data = Payload::from(core::mem::take(&mut incoming.data));
                     self.incoming = None;
-                    self.install_snapshot(Snapshot { meta, data });
+                    self.install_snapshot(Snapshot {
+                        meta,
+                        membership,
+                        data,
+                    });
                     let body = MessageBody::AppendResponse {
                         outcome: AppendOutcome::Accepted {
                             match_index: meta.last_index,
@@ -94,10 +104,14 @@ impl Node {
             self.flush_write();
         }
         let old_base = self.log.base_index();
-        if !self.log.compact_to(meta.last_index, meta.last_term) {
+        let kept = self.log.compact_to(meta.last_index, meta.last_term);
+        if !kept {
             self.write.truncate_from = Some(old_base + 1);
             self.stable_index = self.stable_index.min(old_base);
         }
+        self.memberships
+            .install(meta.last_index, snapshot.membership.clone(), kept);
+        self.on_membership_changed();
         self.commit_index = self.commit_index.max(meta.last_index);
         if meta.last_index > self.applied_index {
             self.applied_index = meta.last_index;
@@ -129,6 +143,11 @@ impl Node {
         let Some(last_term) = self.log.term(last_index) else {
             return;
         };
+        let membership = self.memberships.at(last_index).clone();
+        if membership.is_empty() {
+            // A joining node that has not learned the membership yet: a snapshot must carry it.
+            return;
+        }
         if !self.write.is_empty() {
             self.flush_write();
         }
@@ -140,12 +159,14 @@ impl Node {
         let compact_to = last_index.min(keep_from);
         if let Some(term) = self.log.term(compact_to) {
             self.log.compact_to(compact_to, term);
+            self.memberships.compact_to(compact_to);
         }
         let snapshot = Snapshot {
             meta: SnapshotMeta {
                 last_index,
                 last_term,
             },
+            membership,
             data,
         };
         self.write.snapshot = Some(snapshot.clone());
@@ -170,6 +191,7 @@ impl Node {
             let done = end == len;
             let body = MessageBody::SnapshotChunk {
                 meta: t.snapshot.meta,
+                membership: t.snapshot.membership.clone(),
                 offset: t.sent,
                 data: Payload::from(&t.snapshot.data[t.sent as usize..end as usize]),
                 done,

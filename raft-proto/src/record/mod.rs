@@ -69,6 +69,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::io::Persist;
+use crate::membership::Membership;
 use crate::types::{DurableState, Entry, HardState, Index, Snapshot, SnapshotMeta};
 
 /// The size of a record's header in bytes: length, length CRC, payload CRC.
@@ -674,6 +675,7 @@ pub fn replay(state: &mut DurableState, record: Record) {
             state.log.drain(..covered.min(state.log.len()));
             state.snapshot = Some(Snapshot {
                 meta,
+                membership: Membership::default(),
                 data: Arc::from(&[][..]),
             });
         }

@@ -260,6 +260,7 @@ fn random_persist(rng: &mut Rng, state: &DurableState, seq: u64) -> Persist {
         base = last_index;
         last = last.max(last_index);
         Snapshot {
+            membership: crate::membership::Membership::new([1, 2, 3]),
             meta: SnapshotMeta {
                 last_index,
                 last_term: rng.below(5),
@@ -344,6 +345,7 @@ fn encode_persist_order_and_skipped_parts() {
         seq: 1,
         truncate_from: Some(5),
         snapshot: Some(Snapshot {
+            membership: crate::membership::Membership::new([1, 2, 3]),
             meta,
             data: vec![1, 2].into(),
         }),
@@ -436,6 +438,7 @@ fn entries_are_split_to_stay_under_the_limit() {
 #[test]
 fn replay_of_a_snapshot_marker_the_state_already_has_is_a_no_op() {
     let snapshot = Snapshot {
+        membership: crate::membership::Membership::new([1, 2, 3]),
         meta: SnapshotMeta {
             last_index: 4,
             last_term: 2,
@@ -455,6 +458,7 @@ fn replay_of_a_snapshot_marker_the_state_already_has_is_a_no_op() {
 #[test]
 fn snapshot_file_round_trip_and_damage() {
     let snapshot = Snapshot {
+        membership: crate::membership::Membership::new([1, 2, 3]),
         meta: SnapshotMeta {
             last_index: 9,
             last_term: 3,

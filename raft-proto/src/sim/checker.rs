@@ -22,6 +22,7 @@ pub(crate) fn chain(previous: u64, entry: &Entry) -> u64 {
     let kind = match entry.kind {
         EntryKind::Command => 1,
         EntryKind::Noop => 2,
+        EntryKind::Membership => 3,
     };
     mix(previous ^ mix(h ^ mix(entry.term.wrapping_add(kind << 60))))
 }

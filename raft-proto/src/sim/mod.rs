@@ -34,6 +34,7 @@
 mod beyond;
 mod checker;
 pub mod random;
+mod reconfig;
 pub mod scenarios;
 
 use std::cmp::Reverse;
@@ -44,7 +45,8 @@ use std::string::{String, ToString};
 use std::vec::Vec;
 
 use crate::config::Config;
-use crate::io::{Action, Event, Persist, ProposalOutcome};
+use crate::io::{Action, Event, MembershipOutcome, Persist, ProposalOutcome};
+use crate::membership::{Membership, MembershipChange};
 use crate::message::{Message, MessageBody};
 use crate::node::Node;
 use crate::rng::Rng;
@@ -69,6 +71,10 @@ pub struct SimOptions {
     pub crash_loses_unsynced: bool,
     /// [`Config::leader_noop`] for every node.
     pub leader_noop: bool,
+    /// How many servers the cluster is bootstrapped with (ids 1..=k, every one of them
+    /// voters); the others start empty, as nodes that join an existing cluster (they wait
+    /// until a membership change adds them). `None`: all of them.
+    pub initial_voters: Option<usize>,
     /// [`Config::pre_vote`] for every node (on by default, as in `Config::new`).
     pub pre_vote: bool,
     /// [`Config::check_quorum`] for every node (on by default, as in `Config::new`).
@@ -112,6 +118,7 @@ impl SimOptions {
             unreliable: false,
             crash_loses_unsynced: true,
             leader_noop: false,
+            initial_voters: None,
             pre_vote: true,
             check_quorum: true,
             disk_stalls: false,
@@ -388,6 +395,10 @@ struct Server {
     timer_at: Option<u64>,
     /// Paused (a stop-the-world pause): its events wait in `backlog` until it resumes.
     paused: bool,
+    /// Vote responses with `granted` it sent, over all incarnations.
+    votes_granted: u64,
+    /// How often it became candidate or pre-candidate, over all incarnations.
+    campaigns: u64,
     backlog: Vec<SimEvent>,
     /// What the live node last showed: role, term, commit index, applied index.
     last_role: Role,
@@ -415,6 +426,7 @@ enum Trace {
     Link(NodeId, NodeId, bool),
     Pause(NodeId, bool),
     Propose(NodeId, Option<Index>),
+    Membership(NodeId, bool),
 }
 
 /// The simulated cluster. See the [module documentation](self).
@@ -438,6 +450,10 @@ pub struct Sim {
     failure: Option<Failure>,
     actions: Vec<Action>,
     last_outcome: Option<ProposalOutcome>,
+    last_membership_outcome: Option<MembershipOutcome>,
+    /// The highest index a leader committed while a quorum of its memberships in force held it
+    /// durably.
+    durably_committed: Index,
     /// The first entry applied at each index, by anyone (State Machine Safety makes it the
     /// only one).
     history: Vec<Entry>,
@@ -465,7 +481,7 @@ impl fmt::Write for Digest {
     }
 }
 
-const TRACE_LEN: usize = 40;
+const TRACE_LEN: usize = 4000;
 
 impl Sim {
     /// A cluster of `options.nodes` servers, all started and connected.
@@ -488,6 +504,8 @@ impl Sim {
                     requests_received: 0,
                     timer_at: None,
                     paused: false,
+                    votes_granted: 0,
+                    campaigns: 0,
                     backlog: Vec::new(),
                     last_role: Role::Follower,
                     last_term: 0,
@@ -506,6 +524,8 @@ impl Sim {
             failure: None,
             actions: Vec::new(),
             last_outcome: None,
+            last_membership_outcome: None,
+            durably_committed: 0,
             history: Vec::new(),
             peak_persisted_size: 0,
             digest: Digest::default(),
@@ -875,6 +895,48 @@ impl Sim {
         outcome
     }
 
+    /// Asks server `s` to change the membership and returns its answer; `None` when the
+    /// server is down or paused.
+    pub fn change_membership(
+        &mut self,
+        s: usize,
+        change: MembershipChange,
+    ) -> Option<MembershipOutcome> {
+        if self.servers[s].node.is_none() || self.servers[s].paused {
+            return None;
+        }
+        self.last_membership_outcome = None;
+        self.step(s, Event::ChangeMembership(change));
+        let outcome = self.last_membership_outcome.take();
+        let accepted = matches!(outcome, Some(MembershipOutcome::Accepted { .. }));
+        self.record(Trace::Membership(self.servers[s].id, accepted));
+        outcome
+    }
+
+    /// How many votes server `s` granted (vote responses it sent with `granted`), over all its
+    /// incarnations.
+    pub fn votes_granted(&self, s: usize) -> u64 {
+        self.servers[s].votes_granted
+    }
+
+    /// How often server `s` became candidate or pre-candidate, over all its incarnations.
+    pub fn campaigns(&self, s: usize) -> u64 {
+        self.servers[s].campaigns
+    }
+
+    /// The leader of the highest term among the running servers, if any claims to lead.
+    pub fn current_leader(&self) -> Option<usize> {
+        (0..self.len())
+            .filter(|&s| !self.servers[s].paused)
+            .filter_map(|s| {
+                self.node(s)
+                    .filter(|n| n.is_leader())
+                    .map(|n| (n.term(), s))
+            })
+            .max()
+            .map(|(_, s)| s)
+    }
+
     /// The highest term of any running server.
     pub fn max_term(&self) -> Term {
         (0..self.len())
@@ -897,9 +959,20 @@ impl Sim {
 
     // --- Internals ---------------------------------------------------------------------------
 
+    /// The ids the cluster was bootstrapped with.
+    fn bootstrap_voters(&self) -> Vec<NodeId> {
+        let k = self.options.initial_voters.unwrap_or(self.servers.len());
+        self.servers.iter().take(k).map(|x| x.id).collect()
+    }
+
     fn node_config(&self, s: usize) -> Config {
         let server = &self.servers[s];
-        let voters = self.servers.iter().map(|x| x.id).collect();
+        let bootstrap = self.bootstrap_voters();
+        let voters = if bootstrap.contains(&server.id) {
+            bootstrap
+        } else {
+            Vec::new()
+        };
         let mut config = Config::new(server.id, voters);
         let timing = self.options.timing;
         config.election_timeout_min = timing.election_timeout_min;
@@ -1079,6 +1152,7 @@ impl Sim {
                     entries,
                 } => self.on_apply(s, first_index, entries),
                 Action::ProposalOutcome(outcome) => self.last_outcome = Some(outcome),
+                Action::MembershipOutcome(outcome) => self.last_membership_outcome = Some(outcome),
                 Action::RestoreSnapshot(snapshot) => {
                     if snapshot.meta.last_index <= self.servers[s].last_applied {
                         let message = format!(
@@ -1100,13 +1174,14 @@ impl Sim {
             }
         }
         self.actions = actions;
+        // Judge this step before the application's snapshot steps the node again.
+        if self.failure.is_none() {
+            self.check_node(s, was_leader.then_some(term_before));
+        }
         if let Some((last_index, data)) = self.servers[s].app.due_snapshot.take() {
             if self.failure.is_none() {
                 self.step(s, Event::SnapshotTaken { last_index, data });
             }
-        }
-        if self.failure.is_none() {
-            self.check_node(s);
         }
         self.schedule_timer(s);
         let odds = self.options.crash_point_odds;
@@ -1225,6 +1300,9 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, message: Message) {
+        if message.body == (MessageBody::VoteResponse { granted: true }) {
+            self.servers[from].votes_granted += 1;
+        }
         let is_request = message.body.is_request();
         let bytes = encoded_len(&message) as u64;
         if is_request {
@@ -1276,7 +1354,9 @@ impl Sim {
     }
 
     /// The checks on one node after it stepped.
-    fn check_node(&mut self, s: usize) {
+    /// `led_in`: the term in which the node was leader at the start of the step, if it was (it
+    /// may have stepped down during the step, after committing).
+    fn check_node(&mut self, s: usize, led_in: Option<Term>) {
         let server = &mut self.servers[s];
         let Some(node) = &server.node else { return };
         let id = server.id;
@@ -1315,6 +1395,9 @@ impl Sim {
         let commit_advanced = commit > server.last_commit;
         server.last_commit = commit;
         if became {
+            if matches!(role, Role::Candidate | Role::PreCandidate) {
+                self.servers[s].campaigns += 1;
+            }
             self.record(Trace::Became(id, role, term));
         }
         if role == Role::Leader {
@@ -1326,35 +1409,67 @@ impl Sim {
             if let Err(message) = result {
                 return self.set_failure(FailureKind::Safety, message);
             }
+        }
+        if role == Role::Leader || led_in == Some(term) {
+            let server = &self.servers[s];
             if commit_advanced {
                 if let Some(hash) = server.view.hash(commit) {
                     self.checker.committed(term, commit, hash);
+                    // Commitment per configuration: a quorum of every configuration in force at
+                    // the leader holds the entry durably.
+                    let membership = server
+                        .node
+                        .as_ref()
+                        .map(|n| n.membership().clone())
+                        .unwrap_or_default();
+                    let holds = |other: &Server| {
+                        let view = &other.storage.view;
+                        view.base() >= commit || view.hash(commit) == Some(hash)
+                    };
+                    if !self.quorum_holds(&membership, holds) {
+                        let message = format!(
+                            "Durability: leader {id} of term {term} committed {commit} before a \
+                             quorum of {membership:?} held it durably"
+                        );
+                        return self.set_failure(FailureKind::Safety, message);
+                    }
+                    self.durably_committed = self.durably_committed.max(commit);
                 }
             }
         }
         self.check_durability();
     }
 
-    /// Durability: the highest entry applied anywhere (acknowledged) is durable on a majority.
+    /// Durability: the highest entry applied anywhere (acknowledged) was committed by a leader
+    /// at a moment when a quorum of its memberships in force held it durably (checked then, in
+    /// `check_node`, for the whole prefix: view hashes are chain hashes); durable data is never
+    /// lost afterwards, so it still is.
     fn check_durability(&mut self) {
-        let Some((index, hash)) = self.checker.highest_applied() else {
+        let Some((index, _)) = self.checker.highest_applied() else {
             return;
         };
-        let holders = self
-            .servers
-            .iter()
-            .filter(|s| {
-                let view = &s.storage.view;
-                view.base() >= index || view.hash(index) == Some(hash)
-            })
-            .count();
-        if holders < self.servers.len() / 2 + 1 {
+        if index > self.durably_committed {
             let message = format!(
-                "Durability: acknowledged entry {index} is durable on only {holders} of {} servers",
-                self.servers.len()
+                "Durability: entry {index} was applied, but no leader committed it while a quorum \
+                 held it durably (checked up to {})",
+                self.durably_committed
             );
             self.set_failure(FailureKind::Safety, message);
         }
+    }
+
+    /// Whether the servers for which `holds` is true are a majority of `membership`'s voters
+    /// and, while joint, of its outgoing voters.
+    fn quorum_holds(&self, membership: &Membership, holds: impl Fn(&Server) -> bool) -> bool {
+        let majority = |set: &std::collections::BTreeSet<NodeId>| {
+            let yes = set
+                .iter()
+                .filter(|&&id| self.index_of(id).is_some_and(|s| holds(&self.servers[s])))
+                .count();
+            yes > set.len() / 2
+        };
+        majority(membership.voters())
+            && (!membership.is_joint() || majority(membership.outgoing_voters()))
     }
 
     /// Applies `write` to server `s`'s durable storage.
@@ -1483,6 +1598,12 @@ fn describe(trace: &Trace) -> String {
             )
         }
         Trace::Pause(id, true) => format!("{id} paused"),
+        Trace::Membership(id, accepted) => {
+            format!(
+                "membership change at {id}: {}",
+                if accepted { "accepted" } else { "refused" }
+            )
+        }
         Trace::Pause(id, false) => format!("{id} resumes"),
         Trace::Propose(id, index) => format!("client proposes at {id}: {index:?}"),
     }

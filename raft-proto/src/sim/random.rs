@@ -6,7 +6,10 @@
 
 use std::format;
 
+use std::vec::Vec;
+
 use super::{Failure, Sim, SimOptions, Timing, MS, SECOND};
+use crate::membership::MembershipChange;
 use crate::rng::Rng;
 use crate::types::Index;
 
@@ -36,6 +39,9 @@ pub struct RandomReport {
 /// unreliable start, the leader's no-op entry on or off, and snapshots (every 2 to 29 applied
 /// entries, sent in chunks of 7, 64 or 1024 bytes, with 0, 5 or 64 catch-up entries kept and
 /// 1, 4 or 256 entries per append) or none, and pre-vote and check-quorum each on or off.
+/// Half the seeds also change the membership (the cluster starts with 1 to `n` voters; the
+/// other servers join when added; learners are added, promoted and removed, voters removed
+/// and replaced), with pre-vote or check-quorum on.
 pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Failure> {
     let n = options.nodes;
     let mut rng = Rng::new(options.seed ^ 0xF417_F417);
@@ -56,13 +62,26 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
     if rng.chance(1, 2) {
         options.crash_point_odds = 4;
     }
+    // Half the seeds change the membership: the cluster starts with some of the servers, the
+    // others join when added.
+    let membership_changes = rng.chance(1, 2);
+    if membership_changes {
+        options.initial_voters = Some(rng.range(1, n as u64 + 1) as usize);
+        // A removed server that never learns of its removal campaigns for ever; without
+        // pre-vote or check-quorum it deposes the leaders of the members again and again
+        // (thesis §4.2.3), which is a liveness failure by design, not a bug to look for.
+        if !options.pre_vote && !options.check_quorum {
+            options.pre_vote = true;
+        }
+    }
     let mut sim = Sim::new(options);
     let mut faults = 0;
     let mut next_command = 1u64;
     while sim.counters().events < min_events {
         let s = rng.range(0, n as u64) as usize;
         let t = rng.range(0, n as u64) as usize;
-        match rng.range(0, 112) {
+        let top = if membership_changes { 122 } else { 112 };
+        match rng.range(0, top) {
             0..=39 => {
                 // Proposals at one or at every live server.
                 let everywhere = rng.chance(1, 4);
@@ -124,6 +143,13 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
                 faults += 1;
             }
             110..=111 => sim.resume(s),
+            112..=121 => {
+                if let Some(change) = random_change(&sim, &mut rng) {
+                    if let Some(leader) = sim.current_leader() {
+                        let _ = sim.change_membership(leader, change);
+                    }
+                }
+            }
             _ => {}
         }
         let pause = if rng.chance(1, 10) {
@@ -146,10 +172,29 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
         }
         sim.connect(s);
     }
+    let expected = if membership_changes {
+        // Wait for the membership to settle, then stop the servers that are not members
+        // (removed ones, and ones never added): they are not asked to agree.
+        let members = final_members(&mut sim).map_err(|mut f| {
+            f.message = format!("after healing the cluster: {}", f.message);
+            f
+        })?;
+        for s in 0..n {
+            if !members.contains(&(s as u64 + 1)) {
+                sim.crash(s);
+            }
+        }
+        members.len()
+    } else {
+        n
+    };
     let final_index = sim
-        .one(super::scenarios::command(u64::MAX), n, true)
+        .one(super::scenarios::command(u64::MAX), expected, true)
         .map_err(|mut f| {
             f.message = format!("after healing the cluster: {}", f.message);
+            if membership_changes {
+                f.message += &describe_memberships(&sim);
+            }
             f
         })?;
     Ok(RandomReport {
@@ -160,4 +205,66 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
         snapshots_installed: sim.counters().snapshots_installed,
         digest: sim.digest(),
     })
+}
+
+/// A membership change drawn from `rng` against the current leader's membership: add a
+/// learner or a voter among the servers that are not members, promote a learner, remove a
+/// member, or replace the voters by a random non-empty set of servers.
+fn random_change(sim: &Sim, rng: &mut Rng) -> Option<MembershipChange> {
+    let leader = sim.current_leader()?;
+    let membership = sim.node(leader)?.membership().clone();
+    let n = sim.len() as u64;
+    let id = rng.range(1, n + 1);
+    let data = super::reconfig::member_data;
+    Some(match rng.range(0, 5) {
+        0 => MembershipChange::AddLearner { id, data: data(id) },
+        1 => MembershipChange::AddVoter { id, data: data(id) },
+        2 => MembershipChange::PromoteLearner {
+            id: membership.learners().iter().next().copied().unwrap_or(id),
+        },
+        3 => MembershipChange::Remove { id },
+        _ => {
+            let voters: Vec<(u64, crate::types::Payload)> = (1..=n)
+                .filter(|_| rng.chance(1, 2))
+                .map(|id| (id, data(id)))
+                .collect();
+            let learners = (1..=n)
+                .filter(|id| membership.contains(*id) && !voters.iter().any(|(v, _)| v == id))
+                .filter(|_| rng.chance(1, 2))
+                .map(|id| (id, data(id)))
+                .collect();
+            MembershipChange::Replace { voters, learners }
+        }
+    })
+}
+
+/// The members once the membership has settled at a leader (committed, not joint).
+fn final_members(sim: &mut Sim) -> Result<Vec<u64>, Failure> {
+    let membership = super::reconfig::settle(sim, 0)?;
+    Ok(membership.members())
+}
+
+/// Each running server's membership, role, term and log position, to explain a failure.
+fn describe_memberships(sim: &Sim) -> std::string::String {
+    let mut out = std::string::String::from("; servers:");
+    for s in 0..sim.len() {
+        if let Some(node) = sim.node(s) {
+            let m = node.membership();
+            out += &format!(
+                " [{} {:?} term {} last {} commit {} applied {} voters {:?} outgoing {:?} \
+                 learners {:?} at {}]",
+                s + 1,
+                node.role(),
+                node.term(),
+                node.last_log_index(),
+                node.commit_index(),
+                sim.applied_len(s),
+                m.voters(),
+                m.outgoing_voters(),
+                m.learners(),
+                node.membership_index()
+            );
+        }
+    }
+    out
 }

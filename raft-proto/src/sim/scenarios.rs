@@ -13,6 +13,10 @@ use super::beyond::{
     checkquorum_isolated_leader, checkquorum_sticky_leader, one_way_link, paused_leader,
     prevote_minority_partition, prevote_rejoin,
 };
+use super::reconfig::{
+    add_learner, bad_changes, crash_in_joint, grow_from_one, partition_in_joint, promote_learner,
+    remove_follower, remove_leader, replace_all,
+};
 use super::{Failure, Sim, SimOptions, MS, SECOND};
 use crate::rng::Rng;
 use crate::types::{Index, Payload, Term};
@@ -36,6 +40,8 @@ pub struct Scenario {
     pub snapshots: bool,
     /// Whether it is one of the MIT 6.824 lab's (else one of SCENARIOS-BEYOND.md's).
     pub lab: bool,
+    /// Adjusts the options further (bootstrap voters, snapshot interval).
+    setup: fn(&mut SimOptions),
     script: fn(&mut Sim, &mut Rng) -> Result<(), Failure>,
 }
 
@@ -55,6 +61,7 @@ impl Scenario {
         if self.snapshots {
             options.snapshot_interval = Some(SNAPSHOT_INTERVAL);
         }
+        (self.setup)(&mut options);
         options
     }
 
@@ -101,7 +108,7 @@ pub struct ScenarioReport {
 }
 
 macro_rules! scenarios {
-    ($($lab:ident $name:ident: $nodes:expr, $unreliable:expr, $snapshots:expr;)*) => {
+    ($($lab:ident $name:ident: $nodes:expr, $unreliable:expr, $snapshots:expr $(, $setup:expr)?;)*) => {
         /// Every scenario: the lab's in the lab's order, then those of SCENARIOS-BEYOND.md.
         pub const ALL: &[Scenario] = &[
             $(Scenario {
@@ -110,10 +117,13 @@ macro_rules! scenarios {
                 unreliable: $unreliable,
                 snapshots: $snapshots,
                 lab: scenarios!(@lab $lab),
+                setup: scenarios!(@setup $($setup)?),
                 script: $name,
             },)*
         ];
     };
+    (@setup) => { |_| {} };
+    (@setup $setup:expr) => { $setup };
     (@lab lab) => { true };
     (@lab beyond) => { false };
 }
@@ -153,6 +163,21 @@ scenarios! {
     beyond checkquorum_sticky_leader: 3, false, false;
     beyond one_way_link: 3, false, false;
     beyond paused_leader: 3, false, false;
+    beyond add_learner: 4, false, false, |o| {
+        o.initial_voters = Some(3);
+        o.snapshot_interval = Some(100);
+    };
+    beyond promote_learner: 4, false, false, |o| {
+        o.initial_voters = Some(3);
+        o.snapshot_interval = Some(100);
+    };
+    beyond remove_follower: 5, false, false;
+    beyond remove_leader: 5, false, false;
+    beyond replace_all: 6, false, false, |o| o.initial_voters = Some(3);
+    beyond grow_from_one: 3, false, false, |o| o.initial_voters = Some(1);
+    beyond crash_in_joint: 5, false, false;
+    beyond partition_in_joint: 5, false, false, |o| o.initial_voters = Some(3);
+    beyond bad_changes: 3, false, false;
 }
 
 /// The lab's snapshot interval: the service snapshots after every 10th applied entry.
