@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use raft_proto::{NodeId, Role};
+use raft_proto::{Membership, MembershipChange, NodeId, Role};
 
 use crate::{NodeOptions, ProposeError, StateMachine, Status, TcpConfig};
 
@@ -24,6 +24,14 @@ pub trait TestNode: Send + Sync {
     fn propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, ProposeError>;
     /// The node's status, None once it is shut down.
     fn status(&self) -> Option<Status>;
+    /// Asks for a membership change and waits up to `timeout` for it to complete.
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<Membership, ProposeError>;
+    /// The membership in force at the node, None once it is shut down.
+    fn membership(&self) -> Option<Membership>;
     /// Stops the node cleanly (and its transport).
     fn shutdown(&self);
 }
@@ -74,6 +82,8 @@ pub struct Cluster<'h> {
     nodes: BTreeMap<NodeId, Box<dyn TestNode>>,
     /// Applied to every node's options before it starts.
     tweak: fn(&mut NodeOptions),
+    /// The nodes the cluster was bootstrapped with (the others join it when started).
+    bootstrap: Vec<NodeId>,
     /// With proxies: the link each node dials to reach each other one, by (from, to).
     links: BTreeMap<(NodeId, NodeId), Link>,
 }
@@ -89,12 +99,19 @@ impl<'h> Cluster<'h> {
     /// Like [`new`](Self::new), with every peer connection going through a proxy that
     /// [`isolate`](Self::isolate) can cut.
     pub fn with_proxies(harness: &'h dyn Harness, name: &str) -> Self {
-        Self::build(harness, name, |_| {}, true)
+        Self::build(harness, name, |_| {}, true, 3, 3)
     }
 
     /// Like [`new`](Self::new), with `tweak` applied to every node's options.
     pub fn with_options(harness: &'h dyn Harness, name: &str, tweak: fn(&mut NodeOptions)) -> Self {
-        Self::build(harness, name, tweak, false)
+        Self::build(harness, name, tweak, false, 3, 3)
+    }
+
+    /// A cluster bootstrapped with nodes `1..=bootstrap`, all started, and addresses reserved
+    /// for nodes up to `total`: those start empty when [`start`](Self::start)ed, and join once
+    /// a membership change adds them.
+    pub fn growing(harness: &'h dyn Harness, name: &str, bootstrap: u64, total: u64) -> Self {
+        Self::build(harness, name, |_| {}, false, bootstrap, total)
     }
 
     fn build(
@@ -102,6 +119,8 @@ impl<'h> Cluster<'h> {
         name: &str,
         tweak: fn(&mut NodeOptions),
         proxies: bool,
+        bootstrap: u64,
+        total: u64,
     ) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "raft-conformance-{name}-{}-{:?}",
@@ -109,10 +128,10 @@ impl<'h> Cluster<'h> {
             std::thread::current().id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        let listeners: Vec<TcpListener> = (0..3)
+        let listeners: Vec<TcpListener> = (0..total)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
             .collect();
-        let peers: BTreeMap<NodeId, SocketAddr> = (1..=3)
+        let peers: BTreeMap<NodeId, SocketAddr> = (1..=total)
             .zip(&listeners)
             .map(|(id, l)| (id, l.local_addr().expect("bound")))
             .collect();
@@ -133,9 +152,10 @@ impl<'h> Cluster<'h> {
             peers,
             nodes: BTreeMap::new(),
             tweak,
+            bootstrap: (1..=bootstrap).collect(),
             links,
         };
-        for id in 1..=3 {
+        for id in 1..=bootstrap {
             cluster.start(id);
         }
         cluster
@@ -145,14 +165,26 @@ impl<'h> Cluster<'h> {
         dir.join(format!("node-{id}"))
     }
 
-    /// Starts (or restarts) node `id` from its data directory.
+    /// Starts (or restarts) node `id` from its data directory: a bootstrap node with the
+    /// bootstrap membership and every bootstrap node's address, any other one empty-handed
+    /// (no voters, no peers: it learns them from the leader once added).
     pub fn start(&mut self, id: NodeId) {
-        let mut options = NodeOptions::new(id, vec![1, 2, 3], Self::data_dir(&self.dir, id));
+        let bootstrap = self.bootstrap.contains(&id);
+        let voters = if bootstrap {
+            self.bootstrap.clone()
+        } else {
+            Vec::new()
+        };
+        let mut options = NodeOptions::new(id, voters, Self::data_dir(&self.dir, id));
         options.snapshot_every = Some(50);
         options.raft.max_snapshot_chunk = 256;
         (self.tweak)(&mut options);
-        let mut others = self.peers.clone();
-        others.remove(&id);
+        let mut others: BTreeMap<NodeId, SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(&peer, _)| bootstrap && peer != id && self.bootstrap.contains(&peer))
+            .map(|(&peer, &addr)| (peer, addr))
+            .collect();
         for (&to, addr) in &mut others {
             if let Some(link) = self.links.get(&(id, to)) {
                 *addr = link.addr;
@@ -225,6 +257,38 @@ impl<'h> Cluster<'h> {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("no commit within 10 s");
+    }
+
+    /// The data a member carries: its address.
+    pub fn member_data(&self, id: NodeId) -> raft_proto::Payload {
+        self.addr(id).to_string().into_bytes().into()
+    }
+
+    /// Asks the running nodes in turn for `change` until the leader completes it (retrying
+    /// while there is no leader or another change is in progress), for up to 20 s.
+    pub fn change(&self, change: MembershipChange) -> Membership {
+        let start = Instant::now();
+        // After an attempt whose outcome is unknown (a lost leader, a timeout), a refusal
+        // saying the change is already there means an earlier attempt went through.
+        let mut attempted = false;
+        while start.elapsed() < Duration::from_secs(20) {
+            for node in self.nodes.values() {
+                match node.change_membership(change.clone(), Duration::from_secs(10)) {
+                    Ok(membership) => return membership,
+                    Err(ProposeError::Refused(raft_proto::MembershipError::ChangeInProgress)) => {}
+                    Err(ProposeError::Refused(_)) if attempted => {
+                        if let Some(membership) = node.membership() {
+                            return membership;
+                        }
+                    }
+                    Err(ProposeError::Refused(error)) => panic!("{change:?} refused: {error}"),
+                    Err(ProposeError::NotLeader { .. }) => {}
+                    Err(_) => attempted = true,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{change:?} did not complete within 20 s");
     }
 
     /// Waits until node `id` applied `index`.
@@ -498,6 +562,99 @@ pub fn partitioned_follower_rejoins(harness: &dyn Harness) {
     }
 }
 
+/// Waits until every running node applied what the leader committed, and returns the
+/// leader's membership.
+fn converged(cluster: &Cluster<'_>) -> Membership {
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"converge");
+    let status = cluster.node(leader).status().expect("running");
+    for &id in cluster.nodes.keys() {
+        cluster.wait_applied(id, status.commit_index, Duration::from_secs(10));
+    }
+    cluster.node(leader).membership().expect("running")
+}
+
+/// A one-node cluster grows to three: each new node starts empty, knowing no peer, is added
+/// as a learner (it learns the leader's address from its hello), catches up, and is promoted.
+pub fn grow_one_to_three(harness: &dyn Harness) {
+    let mut cluster = Cluster::growing(harness, "grow", 1, 3);
+    cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"alone");
+    for id in [2, 3] {
+        cluster.start(id);
+        let data = cluster.member_data(id);
+        let learner = cluster.change(MembershipChange::AddLearner { id, data });
+        assert!(learner.learners().contains(&id));
+        let voter = cluster.change(MembershipChange::PromoteLearner { id });
+        assert!(voter.voters().contains(&id) && !voter.is_joint());
+        cluster.propose(format!("with {id}").as_bytes());
+    }
+    let membership = converged(&cluster);
+    assert_eq!(
+        membership.voters().iter().copied().collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    for id in 1..=3 {
+        assert_eq!(cluster.node(id).membership().expect("running"), membership);
+    }
+}
+
+/// A follower of three is replaced by a fresh node: added as a learner, then one joint change
+/// to the new voters; the removed node is stopped; the cluster keeps committing.
+pub fn replace_a_node(harness: &dyn Harness) {
+    let mut cluster = Cluster::growing(harness, "replace", 3, 4);
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"before");
+    let old = if leader == 3 { 2 } else { 3 };
+    cluster.start(4);
+    let data = cluster.member_data(4);
+    cluster.change(MembershipChange::AddLearner { id: 4, data });
+    let voters = (1..=4)
+        .filter(|&id| id != old)
+        .map(|id| (id, cluster.member_data(id)))
+        .collect();
+    let membership = cluster.change(MembershipChange::Replace {
+        voters,
+        learners: Vec::new(),
+    });
+    assert!(!membership.contains(old));
+    cluster.stop(old);
+    let membership = converged(&cluster);
+    assert!(membership.voters().contains(&4) && membership.voters().len() == 3);
+}
+
+/// Three nodes shrink to two (a follower removed; the two commit alone) and grow back to
+/// three (the same node added again as a voter, catching up).
+pub fn shrink_and_grow_back(harness: &dyn Harness) {
+    let cluster = Cluster::growing(harness, "shrink", 3, 3);
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"three");
+    let removed = if leader == 1 { 2 } else { 1 };
+    let two = cluster.change(MembershipChange::Remove { id: removed });
+    assert_eq!(two.voters().len(), 2);
+    let before = cluster
+        .node(removed)
+        .status()
+        .expect("running")
+        .applied_index;
+    for i in 0..5 {
+        cluster.propose(format!("two {i}").as_bytes());
+    }
+    let data = cluster.member_data(removed);
+    let three = cluster.change(MembershipChange::AddVoter { id: removed, data });
+    assert_eq!(three.voters().len(), 3);
+    let membership = converged(&cluster);
+    assert!(membership.voters().contains(&removed));
+    assert!(
+        cluster
+            .node(removed)
+            .status()
+            .expect("running")
+            .applied_index
+            > before + 5
+    );
+}
+
 /// A proposal to a leader that lost its quorum is answered within the configured proposal
 /// timeout, however long its caller is prepared to wait.
 pub fn proposal_times_out_without_quorum(harness: &dyn Harness) {
@@ -559,7 +716,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@tests $harness;
             election, proposals_under_load, failover, restart_from_disk,
             snapshot_to_lagging_node, shutdown, bad_frames_on_the_port,
-            proposal_times_out_without_quorum, partitioned_follower_rejoins);
+            proposal_times_out_without_quorum, partitioned_follower_rejoins,
+            grow_one_to_three, replace_a_node, shrink_and_grow_back);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

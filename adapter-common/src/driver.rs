@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use raft_proto::{
-    Action, Config, DurableState, EntryKind, Event, Index, Message, NodeId, Payload, Persist,
-    ProposalOutcome, Role, Term,
+    Action, Config, DurableState, EntryKind, Event, Index, Membership, MembershipChange,
+    MembershipError, MembershipOutcome, Message, NodeId, Payload, Persist, ProposalOutcome, Role,
+    Term,
 };
 
 /// The application's replicated state machine.
@@ -84,6 +85,9 @@ pub enum ProposeError {
     /// The node is shut down (or failed).
     #[error("the node is shut down")]
     ShutDown,
+    /// The membership change was refused; nothing was appended.
+    #[error("the membership change was refused: {0}")]
+    Refused(MembershipError),
 }
 
 /// Why a node could not start.
@@ -124,13 +128,21 @@ pub struct Status {
 /// reply channel in it (a crossbeam sender, a tokio or async oneshot).
 pub type Reply = Box<dyn FnOnce(Result<Vec<u8>, ProposeError>) + Send>;
 
+/// Completes one membership change: called exactly once, with the membership the change led
+/// to once it is committed (and the cluster has left the joint membership), or the error.
+pub type ChangeReply = Box<dyn FnOnce(Result<Membership, ProposeError>) + Send>;
+
 /// A request from the application's handle to the node's loop.
 #[non_exhaustive]
 pub enum Command {
     /// Propose a command; the reply completes the proposal.
     Propose(Vec<u8>, Reply),
+    /// Change the membership (at the leader); the reply completes the change.
+    ChangeMembership(MembershipChange, ChangeReply),
     /// Report the node's status.
     Status(Box<dyn FnOnce(Status) + Send>),
+    /// Report the membership in force at the node.
+    Membership(Box<dyn FnOnce(Membership) + Send>),
     /// Stop the node.
     Shutdown,
 }
@@ -139,10 +151,29 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Propose(data, _) => write!(f, "Propose({} bytes)", data.len()),
+            Self::ChangeMembership(change, _) => write!(f, "ChangeMembership({change:?})"),
             Self::Status(_) => write!(f, "Status"),
+            Self::Membership(_) => write!(f, "Membership"),
             Self::Shutdown => write!(f, "Shutdown"),
         }
     }
+}
+
+/// The address a member's data names, if it is one (`host:port` in UTF-8, as the adapters
+/// attach it).
+pub fn member_address(data: &[u8]) -> Option<std::net::SocketAddr> {
+    std::str::from_utf8(data).ok()?.parse().ok()
+}
+
+/// A membership change waiting to complete.
+struct ChangeWaiter {
+    /// The index of its entry.
+    index: Index,
+    /// The term of its entry; `None` once that entry (joint) is applied and what remains is
+    /// the entry that leaves the joint membership.
+    term: Option<Term>,
+    deadline: u64,
+    reply: ChangeReply,
 }
 
 /// One input of a node's loop.
@@ -195,6 +226,12 @@ pub struct Driver<S> {
     proposal_timeout: u64,
     /// Proposals gathered for the next step.
     batch: Vec<(Vec<u8>, Reply)>,
+    /// Membership changes accepted and not yet complete.
+    changes: Vec<ChangeWaiter>,
+    /// The reply of the change being stepped.
+    change_reply: Option<ChangeReply>,
+    /// The membership last handed to the transport.
+    routed: Option<Membership>,
     actions: Vec<Action>,
 }
 
@@ -230,6 +267,9 @@ impl<S: StateMachine> Driver<S> {
             proposal_timeout: u64::try_from(options.proposal_timeout.as_millis())
                 .unwrap_or(u64::MAX),
             batch: Vec::new(),
+            changes: Vec::new(),
+            change_reply: None,
+            routed: None,
             actions: Vec::new(),
         })
     }
@@ -264,7 +304,13 @@ impl<S: StateMachine> Driver<S> {
     /// proposal times out.
     pub fn time_to_deadline(&self) -> Duration {
         let proposal = self.deadlines.front().map_or(u64::MAX, |d| d.0);
-        let deadline = self.core.next_deadline().min(proposal);
+        let change = self
+            .changes
+            .iter()
+            .map(|c| c.deadline)
+            .min()
+            .unwrap_or(u64::MAX);
+        let deadline = self.core.next_deadline().min(proposal).min(change);
         Duration::from_millis(deadline.saturating_sub(self.now()))
     }
 
@@ -293,7 +339,11 @@ impl<S: StateMachine> Driver<S> {
                 return true;
             }
             Input::Command(Command::Propose(data, reply)) => self.propose(data, reply, out),
+            Input::Command(Command::ChangeMembership(change, reply)) => {
+                self.change_membership(change, reply, out)
+            }
             Input::Command(Command::Status(reply)) => reply(self.status()),
+            Input::Command(Command::Membership(reply)) => reply(self.core.membership().clone()),
             Input::Command(Command::Shutdown) => return true,
         }
         false
@@ -333,10 +383,73 @@ impl<S: StateMachine> Driver<S> {
             stop = true;
             self.shut_down();
         }
+        self.route_members(transport);
         for message in out.messages.drain(..) {
             transport.send(message);
         }
         !stop
+    }
+
+    /// Tells the transport about the membership in force when it changed: the other members
+    /// and the addresses their data names.
+    fn route_members<T: crate::Transport>(&mut self, transport: &T) {
+        let membership = self.core.membership();
+        if self.routed.as_ref() == Some(membership) {
+            return;
+        }
+        let me = self.id();
+        let members: Vec<(NodeId, Option<std::net::SocketAddr>)> = membership
+            .members()
+            .into_iter()
+            .filter(|&id| id != me)
+            .map(|id| (id, membership.data(id).and_then(|d| member_address(d))))
+            .collect();
+        transport.set_members(&members);
+        self.routed = Some(membership.clone());
+    }
+
+    /// The membership in force at this node.
+    pub fn membership(&self) -> &Membership {
+        self.core.membership()
+    }
+
+    /// Asks the core for a membership change; `reply` is called once it completes or fails.
+    pub fn change_membership(
+        &mut self,
+        change: MembershipChange,
+        reply: ChangeReply,
+        out: &mut Effects,
+    ) {
+        // Proposals queued before the change go first.
+        self.flush_proposals(out);
+        self.change_reply = Some(reply);
+        self.step(Event::ChangeMembership(change), out);
+        if let Some(reply) = self.change_reply.take() {
+            reply(Err(ProposeError::ShutDown));
+        }
+    }
+
+    /// A membership entry was applied at `index`: completes the changes waiting for it.
+    fn on_membership_applied(&mut self, index: Index, term: Term, membership: Option<Membership>) {
+        let mut i = 0;
+        while i < self.changes.len() {
+            let waiter = &mut self.changes[i];
+            let outcome = match (waiter.term, &membership) {
+                (Some(t), _) if waiter.index == index && t != term => Some(Err(ProposeError::Lost)),
+                (Some(_), Some(m)) if waiter.index == index && m.is_joint() => {
+                    waiter.term = None;
+                    None
+                }
+                (Some(_), Some(m)) if waiter.index == index => Some(Ok(m.clone())),
+                (Some(_), None) if waiter.index == index => Some(Err(ProposeError::Lost)),
+                (None, Some(m)) if index > waiter.index && !m.is_joint() => Some(Ok(m.clone())),
+                _ => None,
+            };
+            match outcome {
+                Some(result) => (self.changes.swap_remove(i).reply)(result),
+                None => i += 1,
+            }
+        }
     }
 
     /// A message from a peer.
@@ -369,6 +482,14 @@ impl<S: StateMachine> Driver<S> {
     /// Answers the proposals that waited longer than the proposal timeout.
     fn expire_proposals(&mut self) {
         let now = self.now();
+        let mut i = 0;
+        while i < self.changes.len() {
+            if self.changes[i].deadline <= now {
+                (self.changes.swap_remove(i).reply)(Err(ProposeError::TimedOut));
+            } else {
+                i += 1;
+            }
+        }
         while let Some(&(deadline, index, term)) = self.deadlines.front() {
             if deadline > now {
                 break;
@@ -386,6 +507,9 @@ impl<S: StateMachine> Driver<S> {
     /// stopping. Call it before the last [`flush`](Self::flush).
     pub fn shut_down(&mut self) {
         self.deadlines.clear();
+        for waiter in std::mem::take(&mut self.changes) {
+            (waiter.reply)(Err(ProposeError::ShutDown));
+        }
         for (_, (_, reply)) in std::mem::take(&mut self.waiting) {
             reply(Err(ProposeError::ShutDown));
         }
@@ -440,6 +564,12 @@ impl<S: StateMachine> Driver<S> {
                 } => {
                     for (k, entry) in entries.iter().enumerate() {
                         let index = first_index + k as Index;
+                        if !self.changes.is_empty() {
+                            let membership = (entry.kind == EntryKind::Membership)
+                                .then(|| Membership::decode(&entry.data))
+                                .flatten();
+                            self.on_membership_applied(index, entry.term, membership);
+                        }
                         let mut answer = Some(match entry.kind {
                             EntryKind::Command => self.state_machine.apply(index, &entry.data),
                             _ => Vec::new(),
@@ -467,6 +597,23 @@ impl<S: StateMachine> Driver<S> {
                 Action::RestoreSnapshot(snapshot) => {
                     self.state_machine.restore(&snapshot.data);
                     self.last_snapshot = snapshot.meta.last_index;
+                    // A change covered by the snapshot may have completed (or not).
+                    let covered = snapshot.meta.last_index;
+                    let mut i = 0;
+                    while i < self.changes.len() {
+                        if self.changes[i].index <= covered {
+                            let waiter = self.changes.swap_remove(i);
+                            let result = match waiter.term {
+                                None if !snapshot.membership.is_joint() => {
+                                    Ok(snapshot.membership.clone())
+                                }
+                                _ => Err(ProposeError::Indeterminate),
+                            };
+                            (waiter.reply)(result);
+                        } else {
+                            i += 1;
+                        }
+                    }
                     // Those proposals may be committed inside the snapshot: say so, and let
                     // the client find out rather than retry a command that may have run.
                     while let Some(waiting) = self.waiting.first_entry() {
@@ -474,6 +621,28 @@ impl<S: StateMachine> Driver<S> {
                             break;
                         }
                         (waiting.remove().1)(Err(ProposeError::Indeterminate));
+                    }
+                }
+                Action::MembershipOutcome(outcome) => {
+                    let Some(reply) = self.change_reply.take() else {
+                        continue;
+                    };
+                    match outcome {
+                        MembershipOutcome::Accepted { index, term, .. } => {
+                            self.changes.push(ChangeWaiter {
+                                index,
+                                term: Some(term),
+                                deadline: self.now().saturating_add(self.proposal_timeout),
+                                reply,
+                            });
+                        }
+                        MembershipOutcome::Refused(MembershipError::NotLeader { leader_hint }) => {
+                            reply(Err(ProposeError::NotLeader { leader_hint }));
+                        }
+                        MembershipOutcome::Refused(error) => {
+                            reply(Err(ProposeError::Refused(error)))
+                        }
+                        _ => reply(Err(ProposeError::Lost)),
                     }
                 }
                 Action::ProposalOutcome(outcome) => {

@@ -61,10 +61,10 @@ pub mod storage;
 pub mod writer;
 
 pub use driver::{
-    Command, Driver, Effects, Input, NodeOptions, ProposeError, Reply, StartError, StateMachine,
-    Status,
+    member_address, ChangeReply, Command, Driver, Effects, Input, NodeOptions, ProposeError, Reply,
+    StartError, StateMachine, Status,
 };
 pub use net::{
-    check_hello, Inbox, MemoryNetwork, MemoryTransport, PeerReader, PeerWriter, Refusal, TcpConfig,
-    Transport, TransportStats,
+    check_hello, Inbox, MemoryNetwork, MemoryTransport, PeerBook, PeerReader, PeerWriter, Refusal,
+    TcpConfig, Transport, TransportStats,
 };

@@ -15,11 +15,136 @@ pub trait Transport: Send + Sync + 'static {
     /// Queues `message` for `message.to`. Never blocks; may drop the message (for example when
     /// the peer is unreachable or its queue is full), which Raft tolerates.
     fn send(&self, message: Message);
+
+    /// The membership in force changed: `members` are the other members, each with the
+    /// address its membership data names, if any. A transport that routes by address
+    /// reaches members added at run time and drops what it kept for nodes that left (see
+    /// [`PeerBook`]). By default nothing happens (routes that do not change).
+    fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
+        let _ = members;
+    }
 }
 
 impl<T: Transport> Transport for Arc<T> {
     fn send(&self, message: Message) {
         (**self).send(message);
+    }
+
+    fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
+        (**self).set_members(members);
+    }
+}
+
+/// Where each peer can be reached, for a TCP transport whose peers change at run time.
+///
+/// An address comes, by precedence, from the membership (the data of the member, given with
+/// [`set_members`](Self::set_members)), from the peer's own hello ([`learn`](Self::learn):
+/// how a node that joins reaches a leader it has never heard of), or from the transport's
+/// configuration. A node that leaves the membership loses its routes.
+#[derive(Debug)]
+pub struct PeerBook {
+    own: NodeId,
+    routes: RwLock<Routes>,
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    configured: BTreeMap<NodeId, SocketAddr>,
+    announced: BTreeMap<NodeId, SocketAddr>,
+    learned: BTreeMap<NodeId, SocketAddr>,
+    members: BTreeSet<NodeId>,
+}
+
+impl Routes {
+    fn address(&self, id: NodeId) -> Option<SocketAddr> {
+        self.announced
+            .get(&id)
+            .or_else(|| self.learned.get(&id))
+            .or_else(|| self.configured.get(&id))
+            .copied()
+    }
+}
+
+impl PeerBook {
+    /// A book for node `own` starting from `config.peers`.
+    pub fn new(config: &TcpConfig) -> Self {
+        let configured: BTreeMap<NodeId, SocketAddr> = config
+            .peers
+            .iter()
+            .filter(|(&id, _)| id != config.node_id)
+            .map(|(&id, &addr)| (id, addr))
+            .collect();
+        let members = configured.keys().copied().collect();
+        Self {
+            own: config.node_id,
+            routes: RwLock::new(Routes {
+                configured,
+                members,
+                ..Routes::default()
+            }),
+        }
+    }
+
+    /// Where `id` can be reached, if known.
+    pub fn address(&self, id: NodeId) -> Option<SocketAddr> {
+        self.read().address(id)
+    }
+
+    /// Every node with an address.
+    pub fn known(&self) -> usize {
+        let routes = self.read();
+        let mut all: BTreeSet<NodeId> = routes.configured.keys().copied().collect();
+        all.extend(routes.announced.keys());
+        all.extend(routes.learned.keys());
+        all.len()
+    }
+
+    /// Peer `id` said in its hello that it accepts connections at `address`. (A writer
+    /// looks its peer's address up again at every reconnection.)
+    pub fn learn(&self, id: NodeId, address: SocketAddr) {
+        if id != self.own {
+            self.write().learned.insert(id, address);
+        }
+    }
+
+    /// The membership changed; returns the nodes whose route changed or that left (the
+    /// transport drops its writers to them).
+    pub fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) -> Vec<NodeId> {
+        let mut routes = self.write();
+        let now: BTreeSet<NodeId> = members
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|&id| id != self.own)
+            .collect();
+        let mut changed: Vec<NodeId> = routes.members.difference(&now).copied().collect();
+        for id in &changed {
+            routes.announced.remove(id);
+            routes.learned.remove(id);
+            routes.configured.remove(id);
+        }
+        for &(id, address) in members {
+            if id == self.own {
+                continue;
+            }
+            let before = routes.address(id);
+            match address {
+                Some(address) => routes.announced.insert(id, address),
+                None => routes.announced.remove(&id),
+            };
+            if routes.address(id) != before && before.is_some() {
+                changed.push(id);
+            }
+        }
+        routes.members = now;
+        changed
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Routes> {
+        self.routes.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
+        self.routes.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -34,9 +159,13 @@ pub struct TcpConfig {
     /// Where to accept connections from peers (port 0 picks a free port; the transport
     /// reports the one it got).
     pub listen: SocketAddr,
-    /// The other members of the cluster and where they listen. Only these may connect, and
-    /// only these can be sent to.
+    /// The members known at start and where they listen (empty for a node that joins an
+    /// existing cluster). Members added later are reached at the address their membership
+    /// data names, or that their hello announces; any node of the same cluster may connect.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The address announced to peers in the hello (where they can reach this node); `None`:
+    /// the address the transport is bound to, unless that is unspecified (0.0.0.0).
+    pub advertise: Option<SocketAddr>,
     /// The largest frame payload sent or accepted, in bytes.
     pub max_frame: usize,
     /// How many messages may wait for each peer before further ones are dropped (at least 1).
@@ -57,6 +186,7 @@ impl TcpConfig {
             node_id,
             listen,
             peers,
+            advertise: None,
             max_frame: raft_proto::wire::DEFAULT_MAX_FRAME,
             queue_len: 1024,
         }
@@ -127,31 +257,32 @@ pub enum Refusal {
     /// It belongs to another cluster.
     #[error("cluster id {0} is not ours")]
     OtherCluster(u64),
-    /// It is not a member (or claims to be this node).
-    #[error("node {0} is not a member")]
-    NotAMember(NodeId),
+    /// It claims to be this node.
+    #[error("node {0} is this node")]
+    SameNode(NodeId),
 }
 
-/// The handshake rule every TCP transport applies to a peer's hello: same cluster, and a
-/// member other than this node.
+/// The handshake rule every TCP transport applies to a peer's hello: the same cluster, and
+/// another node. (Membership is the core's business and changes at run time: a node that
+/// joins must hear from a leader it does not know yet. Authenticating peers is TLS's.)
 pub fn check_hello(
     our_cluster: u64,
     our_id: NodeId,
-    members: &BTreeMap<NodeId, SocketAddr>,
     cluster_id: u64,
     node_id: NodeId,
 ) -> Result<(), Refusal> {
     if cluster_id != our_cluster {
         return Err(Refusal::OtherCluster(cluster_id));
     }
-    if node_id == our_id || !members.contains_key(&node_id) {
-        return Err(Refusal::NotAMember(node_id));
+    if node_id == our_id {
+        return Err(Refusal::SameNode(node_id));
     }
     Ok(())
 }
 
-/// Before its hello, a connection may send frames of at most this many bytes.
-pub const HELLO_MAX_FRAME: usize = 64;
+/// Before its hello, a connection may send frames of at most this many bytes (a hello with
+/// the longest IPv6 address fits).
+pub const HELLO_MAX_FRAME: usize = 128;
 
 /// The receiving side of the peer protocol, without the I/O: feed it the bytes read from an
 /// accepted connection and it checks the hello, decodes the frames, and hands the valid
@@ -160,16 +291,22 @@ pub const HELLO_MAX_FRAME: usize = 64;
 pub struct PeerReader {
     config: Arc<TcpConfig>,
     counters: Arc<TransportCounters>,
+    book: Arc<PeerBook>,
     decoder: raft_proto::wire::FrameDecoder,
     peer: Option<NodeId>,
 }
 
 impl PeerReader {
-    /// A reader for a connection just accepted.
-    pub fn new(config: Arc<TcpConfig>, counters: Arc<TransportCounters>) -> Self {
+    /// A reader for a connection just accepted; a peer's announced address goes to `book`.
+    pub fn new(
+        config: Arc<TcpConfig>,
+        counters: Arc<TransportCounters>,
+        book: Arc<PeerBook>,
+    ) -> Self {
         Self {
             config,
             counters,
+            book,
             decoder: raft_proto::wire::FrameDecoder::new(HELLO_MAX_FRAME),
             peer: None,
         }
@@ -207,19 +344,19 @@ impl PeerReader {
                     PeerFrame::Hello {
                         cluster_id,
                         node_id,
+                        address,
                     },
                 ) => {
                     let config = &self.config;
-                    if let Err(refusal) = check_hello(
-                        config.cluster_id,
-                        config.node_id,
-                        &config.peers,
-                        cluster_id,
-                        node_id,
-                    ) {
+                    if let Err(refusal) =
+                        check_hello(config.cluster_id, config.node_id, cluster_id, node_id)
+                    {
                         tracing::warn!(%remote, %refusal, "refusing a connection");
                         TransportCounters::add(&self.counters.refused_connections, 1);
                         return false;
+                    }
+                    if let Ok(address) = address.parse() {
+                        self.book.learn(node_id, address);
                     }
                     self.peer = Some(node_id);
                     self.decoder.set_max_frame(config.max_frame);
@@ -262,6 +399,11 @@ impl PeerWriter {
         let hello = raft_proto::wire::PeerFrame::Hello {
             cluster_id: self.config.cluster_id,
             node_id: self.config.node_id,
+            address: self
+                .config
+                .advertise
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         };
         if raft_proto::wire::encode_frame(&hello, self.config.max_frame, out).is_err() {
             out.clear();

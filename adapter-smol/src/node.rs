@@ -3,6 +3,7 @@
 //! Disk writes and syncs run on the storage worker's own thread ([`StorageWorker`]).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use adapter_common::{
 };
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
-use raft_proto::{Message, NodeId};
+use raft_proto::{Membership, MembershipChange, Message, NodeId};
 
 /// A future an executor runs to completion.
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -74,6 +75,46 @@ impl NodeHandle {
             .await
             .map_err(|_| ProposeError::ShutDown)?;
         answer.recv().await.unwrap_or(Err(ProposeError::ShutDown))
+    }
+
+    /// Asks the cluster for a membership change (send it to the leader); resolves with the
+    /// membership it led to once committed (when the voters change, once the cluster has left
+    /// the joint membership), or with the refusal.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<Membership, ProposeError> {
+        let (reply, answer) = async_channel::bounded(1);
+        let reply = Box::new(move |answer| {
+            let _ = reply.try_send(answer);
+        });
+        self.commands
+            .send(Command::ChangeMembership(change, reply))
+            .await
+            .map_err(|_| ProposeError::ShutDown)?;
+        answer.recv().await.unwrap_or(Err(ProposeError::ShutDown))
+    }
+
+    /// Adds node `id`, reachable at `address`, as a learner (see
+    /// [`change_membership`](Self::change_membership)).
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: SocketAddr,
+    ) -> Result<Membership, ProposeError> {
+        let data = address.to_string().into_bytes().into();
+        self.change_membership(MembershipChange::AddLearner { id, data })
+            .await
+    }
+
+    /// The membership in force at this node, or None once it is shut down.
+    pub async fn membership(&self) -> Option<Membership> {
+        let (reply, answer) = async_channel::bounded(1);
+        let reply = Box::new(move |membership| {
+            let _ = reply.try_send(membership);
+        });
+        self.commands.send(Command::Membership(reply)).await.ok()?;
+        answer.recv().await.ok()
     }
 
     /// The node's current state, or None once it is shut down.

@@ -5,7 +5,9 @@
 //! One task accepts connections and one task reads each of them; one task per peer owns the
 //! outgoing connection, fed by a bounded queue: [`Transport::send`] never waits (a message
 //! that does not fit is dropped and counted), and a dead peer is reconnected with exponential
-//! backoff. Garbage, truncated or oversized frames close that connection only.
+//! backoff. Garbage, truncated or oversized frames close that connection only. Peers are
+//! looked up in a [`PeerBook`]: the writer to a member added at run time is started by the
+//! first message to it, and the writer to a node that left is stopped.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use adapter_common::net::{reconnect_backoff, TransportCounters as Counters};
-use adapter_common::{PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
+use adapter_common::{PeerBook, PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
 use async_channel::{Receiver, Sender};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use raft_proto::{Message, NodeId};
@@ -28,56 +30,88 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_BATCH: usize = 256;
 
 /// A TCP transport whose tasks run on the executor given at start.
-#[derive(Debug)]
 pub struct TcpTransport {
-    queues: BTreeMap<NodeId, Sender<Message>>,
+    config: Arc<TcpConfig>,
+    book: Arc<PeerBook>,
+    /// The queue of each peer's writer task, started on the first message to it.
+    queues: Mutex<BTreeMap<NodeId, Sender<Message>>>,
     counters: Arc<Counters>,
     local_addr: SocketAddr,
     /// Dropping the sender closes the channel: every task sees it and ends.
     stop: Mutex<Option<Sender<()>>>,
+    stopped: Receiver<()>,
+    spawner: Box<dyn Spawn>,
+}
+
+impl std::fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("node_id", &self.config.node_id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TcpTransport {
     /// Binds `config.listen` and starts the transport's tasks with `spawner`; received
     /// messages go to `inbound` (dropped when it is full).
     pub async fn start(
-        config: TcpConfig,
+        mut config: TcpConfig,
         inbound: Sender<Message>,
         spawner: impl Spawn + Clone,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
+        if config.advertise.is_none() && !local_addr.ip().is_unspecified() {
+            config.advertise = Some(local_addr);
+        }
+        let book = Arc::new(PeerBook::new(&config));
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let accept = accept_loop(
             listener,
             Arc::clone(&config),
+            Arc::clone(&book),
             inbound,
             Arc::clone(&counters),
             stopped.clone(),
             spawner.clone(),
         );
         spawner.spawn(Box::pin(accept));
-        let mut queues = BTreeMap::new();
-        for (&peer, &addr) in &config.peers {
-            let (queue, queued) = async_channel::bounded(config.queue_len.max(1));
-            queues.insert(peer, queue);
-            let writer = PeerWriter::new(Arc::clone(&config), Arc::clone(&counters));
-            spawner.spawn(Box::pin(write_loop(
-                peer,
-                addr,
-                writer,
-                queued,
-                stopped.clone(),
-            )));
-        }
         Ok(Self {
-            queues,
+            config,
+            book,
+            queues: Mutex::new(BTreeMap::new()),
             counters,
             local_addr,
             stop: Mutex::new(Some(stop)),
+            stopped,
+            spawner: Box::new(spawner),
         })
+    }
+
+    /// The queue of `peer`'s writer, starting it if its address is known.
+    fn queue(&self, peer: NodeId) -> Option<Sender<Message>> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = queues.get(&peer).filter(|q| !q.is_closed()) {
+            return Some(queue.clone());
+        }
+        self.book.address(peer)?;
+        if self.stopped.is_closed() {
+            return None;
+        }
+        let (queue, queued) = async_channel::bounded(self.config.queue_len.max(1));
+        let writer = PeerWriter::new(Arc::clone(&self.config), Arc::clone(&self.counters));
+        self.spawner.spawn(Box::pin(write_loop(
+            peer,
+            Arc::clone(&self.book),
+            writer,
+            queued,
+            self.stopped.clone(),
+        )));
+        queues.insert(peer, queue.clone());
+        Some(queue)
     }
 
     /// Where the transport accepts connections.
@@ -96,7 +130,9 @@ impl TcpTransport {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        for queue in self.queues.values() {
+        for (_, queue) in
+            std::mem::take(&mut *self.queues.lock().unwrap_or_else(PoisonError::into_inner))
+        {
             queue.close();
         }
     }
@@ -111,11 +147,20 @@ impl Drop for TcpTransport {
 impl Transport for TcpTransport {
     fn send(&self, message: Message) {
         let delivered = self
-            .queues
-            .get(&message.to)
+            .queue(message.to)
             .is_some_and(|queue| queue.try_send(message).is_ok());
         if !delivered {
             Counters::add(&self.counters.dropped, 1);
+        }
+    }
+
+    fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
+        let changed = self.book.set_members(members);
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        for peer in changed {
+            if let Some(queue) = queues.remove(&peer) {
+                queue.close();
+            }
         }
     }
 }
@@ -123,6 +168,7 @@ impl Transport for TcpTransport {
 async fn accept_loop(
     listener: TcpListener,
     config: Arc<TcpConfig>,
+    book: Arc<PeerBook>,
     inbound: Sender<Message>,
     counters: Arc<Counters>,
     stopped: Receiver<()>,
@@ -141,7 +187,11 @@ async fn accept_loop(
                 spawner.spawn(Box::pin(read_loop(
                     stream,
                     remote,
-                    PeerReader::new(Arc::clone(&config), Arc::clone(&counters)),
+                    PeerReader::new(
+                        Arc::clone(&config),
+                        Arc::clone(&counters),
+                        Arc::clone(&book),
+                    ),
                     inbound.clone(),
                     Arc::clone(&counters),
                     stopped.clone(),
@@ -208,11 +258,12 @@ async fn read_loop(
     }
 }
 
-/// Owns the connection to one peer: connects (with backoff), says hello, writes what is
-/// queued; reconnects after an error. Ends when the transport stops.
+/// Owns the connection to one peer: connects (with backoff) to the address the book gives,
+/// says hello, writes what is queued; reconnects after an error. Ends when the transport
+/// stops, the queue closes, or the peer has no address any more.
 async fn write_loop(
     peer: NodeId,
-    addr: SocketAddr,
+    book: Arc<PeerBook>,
     writer: PeerWriter,
     queue: Receiver<Message>,
     stopped: Receiver<()>,
@@ -221,6 +272,9 @@ async fn write_loop(
     let mut failures = 0;
     let mut out = Vec::new();
     loop {
+        let Some(addr) = book.address(peer) else {
+            return;
+        };
         let connected = future::or(async { Some(TcpStream::connect(addr).await) }, async {
             let _ = stopped.recv().await;
             None

@@ -7,6 +7,7 @@ use std::time::Duration;
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_smol::transport::TcpTransport;
 use adapter_smol::{BoxFuture, NodeHandle, NodeOptions, ProposeError, Status, TcpConfig};
+use raft_proto::{Membership, MembershipChange};
 
 fn async_std_spawner(future: BoxFuture) {
     async_std::task::spawn(future);
@@ -29,6 +30,20 @@ impl TestNode for Node {
     }
     fn status(&self) -> Option<Status> {
         async_std::task::block_on(self.handle.status())
+    }
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<Membership, ProposeError> {
+        async_std::task::block_on(async {
+            async_std::future::timeout(timeout, self.handle.change_membership(change))
+                .await
+                .unwrap_or(Err(ProposeError::TimedOut))
+        })
+    }
+    fn membership(&self) -> Option<Membership> {
+        async_std::task::block_on(self.handle.membership())
     }
     fn shutdown(&self) {
         async_std::task::block_on(self.handle.shutdown());

@@ -6,6 +6,7 @@ use std::time::Duration;
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_smol::transport::TcpTransport;
 use adapter_smol::{NodeHandle, NodeOptions, ProposeError, SmolSpawner, Status, TcpConfig};
+use raft_proto::{Membership, MembershipChange};
 
 struct Smol;
 
@@ -26,6 +27,22 @@ impl TestNode for Node {
     }
     fn status(&self) -> Option<Status> {
         smol::block_on(self.handle.status())
+    }
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<Membership, ProposeError> {
+        smol::block_on(futures_lite::future::or(
+            self.handle.change_membership(change),
+            async {
+                smol::Timer::after(timeout).await;
+                Err(ProposeError::TimedOut)
+            },
+        ))
+    }
+    fn membership(&self) -> Option<Membership> {
+        smol::block_on(self.handle.membership())
     }
     fn shutdown(&self) {
         smol::block_on(self.handle.shutdown());

@@ -19,7 +19,7 @@ use adapter_common::{
     Transport,
 };
 use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
-use raft_proto::{Message, NodeId};
+use raft_proto::{Membership, MembershipChange, Message, NodeId};
 
 /// The application's handle on a running node. Cloneable; every clone talks to the same node.
 #[derive(Clone)]
@@ -53,6 +53,50 @@ impl NodeHandle {
             Err(RecvTimeoutError::Timeout) => Err(ProposeError::TimedOut),
             Err(RecvTimeoutError::Disconnected) => Err(ProposeError::ShutDown),
         }
+    }
+
+    /// Asks the cluster for a membership change (send it to the leader) and blocks until it
+    /// is committed (when the voters change, until the cluster has left the joint membership)
+    /// with the membership it led to, refused, or `timeout` passes.
+    pub fn change_membership(
+        &self,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<Membership, ProposeError> {
+        let (reply, answer) = bounded(1);
+        let reply = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
+        self.commands
+            .send(Command::ChangeMembership(change, reply))
+            .map_err(|_| ProposeError::ShutDown)?;
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(ProposeError::TimedOut),
+            Err(RecvTimeoutError::Disconnected) => Err(ProposeError::ShutDown),
+        }
+    }
+
+    /// Adds node `id`, reachable at `address`, as a learner (see
+    /// [`change_membership`](Self::change_membership)).
+    pub fn add_learner(
+        &self,
+        id: NodeId,
+        address: std::net::SocketAddr,
+        timeout: Duration,
+    ) -> Result<Membership, ProposeError> {
+        let data = address.to_string().into_bytes().into();
+        self.change_membership(MembershipChange::AddLearner { id, data }, timeout)
+    }
+
+    /// The membership in force at this node, or None once it is shut down.
+    pub fn membership(&self) -> Option<Membership> {
+        let (reply, answer) = bounded(1);
+        let reply = Box::new(move |membership| {
+            let _ = reply.send(membership);
+        });
+        self.commands.send(Command::Membership(reply)).ok()?;
+        answer.recv_timeout(Duration::from_secs(5)).ok()
     }
 
     /// The node's current state, or None once it is shut down.

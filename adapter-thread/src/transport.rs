@@ -8,11 +8,14 @@
 //!
 //! Frames are [`raft_proto::wire`] frames carrying [`PeerFrame`]s. Each node opens one
 //! connection to each peer and only writes on it; the accepting side only reads. A connection
-//! starts with a [`PeerFrame::Hello`] naming the cluster and the connecting node; the acceptor
-//! refuses (closes) the connection when the cluster id is not its own or the node is not one
-//! of its peers. Then come [`PeerFrame::Raft`] frames, delivered in order. A frame that is
-//! oversized, malformed, truncated or out of protocol closes the connection; the writer on the
-//! other side reconnects with exponential backoff.
+//! starts with a [`PeerFrame::Hello`] naming the cluster, the connecting node and where it
+//! accepts connections; the acceptor refuses (closes) the connection when the cluster id is not
+//! its own or the node claims the acceptor's id. Then come [`PeerFrame::Raft`] frames,
+//! delivered in order. A frame that is oversized, malformed, truncated or out of protocol
+//! closes the connection; the writer on the other side reconnects with exponential backoff.
+//!
+//! Peers are looked up in a [`PeerBook`]: the writer thread to a member added at run time is
+//! started by the first message to it, and the writer to a node that left is stopped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -24,7 +27,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub use adapter_common::net::{
-    MemoryNetwork, MemoryTransport, TcpConfig, Transport, TransportStats,
+    MemoryNetwork, MemoryTransport, PeerBook, TcpConfig, Transport, TransportStats,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use raft_proto::wire::{encode_frame, FrameDecoder, PeerFrame};
@@ -42,8 +45,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(50);
 /// How long an accepted connection may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest payload accepted before the hello (a hello is at most 21 bytes).
-const HELLO_MAX_FRAME: usize = 64;
+use adapter_common::net::HELLO_MAX_FRAME;
 /// How many bytes a reader asks the socket for at once.
 const READ_CHUNK: usize = 64 * 1024;
 /// How many queued messages a writer gathers into one write.
@@ -64,6 +66,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// What every thread of one transport shares.
 struct Shared {
     config: TcpConfig,
+    book: PeerBook,
     stop: AtomicBool,
     counters: Counters,
     inbound: Sender<Message>,
@@ -136,10 +139,11 @@ impl Shared {
 pub struct TcpTransport {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    /// The queue of each peer's writer; emptied on shutdown, which closes the queues.
-    queues: BTreeMap<NodeId, Sender<Message>>,
-    /// The listener and writer threads.
-    threads: Vec<JoinHandle<()>>,
+    /// The queue of each peer's writer, started on the first message to it; emptied on
+    /// shutdown, which closes the queues.
+    queues: Mutex<BTreeMap<NodeId, Sender<Message>>>,
+    /// The listener thread first, then the writer threads.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for TcpTransport {
@@ -164,13 +168,17 @@ impl TcpTransport {
     /// Like [`start`](Self::start), but accepts on an already bound `listener` (and ignores
     /// `config.listen`). Useful to learn every member's address before starting any of them.
     pub fn start_with_listener(
-        config: TcpConfig,
+        mut config: TcpConfig,
         listener: TcpListener,
         inbound: Sender<Message>,
     ) -> io::Result<Self> {
         listener.set_nonblocking(false)?;
         let local_addr = listener.local_addr()?;
+        if config.advertise.is_none() && !local_addr.ip().is_unspecified() {
+            config.advertise = Some(local_addr);
+        }
         let shared = Arc::new(Shared {
+            book: PeerBook::new(&config),
             config,
             stop: AtomicBool::new(false),
             counters: Counters::default(),
@@ -180,30 +188,54 @@ impl TcpTransport {
             readers: Mutex::new(Vec::new()),
             next_connection: AtomicU64::new(0),
         });
-        let mut transport = Self {
-            shared: Arc::clone(&shared),
-            local_addr,
-            queues: BTreeMap::new(),
-            threads: Vec::new(),
-        };
         let node = shared.config.node_id;
         let listener_shared = Arc::clone(&shared);
-        transport.threads.push(
-            thread::Builder::new()
-                .name(format!("raft-{node}-accept"))
-                .spawn(move || accept_loop(&listener_shared, &listener))?,
-        );
-        for (&peer, &addr) in &shared.config.peers {
-            let (sender, receiver) = crossbeam_channel::bounded(shared.config.queue_len.max(1));
-            let writer_shared = Arc::clone(&shared);
-            let spawned = thread::Builder::new()
-                .name(format!("raft-{node}-to-{peer}"))
-                .spawn(move || write_loop(&writer_shared, peer, addr, &receiver));
-            // On error, dropping `transport` stops the threads already started.
-            transport.threads.push(spawned?);
-            transport.queues.insert(peer, sender);
+        let accept = thread::Builder::new()
+            .name(format!("raft-{node}-accept"))
+            .spawn(move || accept_loop(&listener_shared, &listener))?;
+        Ok(Self {
+            shared,
+            local_addr,
+            queues: Mutex::new(BTreeMap::new()),
+            threads: Mutex::new(vec![accept]),
+        })
+    }
+
+    /// The queue of `peer`'s writer, starting its thread if the peer's address is known.
+    fn queue(&self, peer: NodeId) -> Option<Sender<Message>> {
+        let mut queues = lock(&self.queues);
+        if let Some(queue) = queues.get(&peer) {
+            return Some(queue.clone());
         }
-        Ok(transport)
+        self.shared.book.address(peer)?;
+        if self.shared.stopping() {
+            return None;
+        }
+        let (sender, receiver) = crossbeam_channel::bounded(self.shared.config.queue_len.max(1));
+        let writer_shared = Arc::clone(&self.shared);
+        let spawned = thread::Builder::new()
+            .name(format!("raft-{}-to-{peer}", self.shared.config.node_id))
+            .spawn(move || write_loop(&writer_shared, peer, &receiver));
+        match spawned {
+            Ok(handle) => {
+                let mut threads = lock(&self.threads);
+                // Keep the listener (first); forget the writers that ended.
+                let mut kept = Vec::with_capacity(threads.len() + 1);
+                for (i, handle) in threads.drain(..).enumerate() {
+                    if i == 0 || !handle.is_finished() {
+                        kept.push(handle);
+                    }
+                }
+                kept.push(handle);
+                *threads = kept;
+            }
+            Err(error) => {
+                tracing::warn!(%error, peer, "could not start a writer");
+                return None;
+            }
+        }
+        queues.insert(peer, sender.clone());
+        Some(sender)
     }
 
     /// The address the transport accepts connections on.
@@ -224,12 +256,13 @@ impl TcpTransport {
     }
 
     fn stop_and_join(&mut self) {
-        if self.threads.is_empty() {
+        let mut threads = std::mem::take(&mut *lock(&self.threads));
+        if threads.is_empty() {
             return;
         }
         self.shared.stop.store(true, Ordering::Release);
         // Closing the queues wakes the writers waiting on them.
-        self.queues.clear();
+        lock(&self.queues).clear();
         // Shutting the sockets down wakes whoever reads or writes them.
         for stream in lock(&self.shared.sockets).values() {
             let _ = stream.shutdown(Shutdown::Both);
@@ -245,7 +278,6 @@ impl TcpTransport {
         let _ = TcpStream::connect_timeout(&wake, CONNECT_TIMEOUT);
 
         let deadline = Instant::now() + SHUTDOWN_WAIT;
-        let mut threads = std::mem::take(&mut self.threads);
         // The listener is first: once it is joined, no reader can be added.
         let listener_joined = join_by(threads.remove(0), deadline);
         for handle in threads {
@@ -289,9 +321,18 @@ fn join_by(handle: JoinHandle<()>, deadline: Instant) -> bool {
 }
 
 impl Transport for TcpTransport {
+    fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
+        let changed = self.shared.book.set_members(members);
+        let mut queues = lock(&self.queues);
+        for peer in changed {
+            // Closing its queue ends the writer.
+            queues.remove(&peer);
+        }
+    }
+
     fn send(&self, message: Message) {
         let counters = &self.shared.counters;
-        let Some(queue) = self.queues.get(&message.to) else {
+        let Some(queue) = self.queue(message.to) else {
             tracing::debug!(to = message.to, "dropping a message to an unknown peer");
             Counters::add(&counters.dropped, 1);
             return;
@@ -307,13 +348,12 @@ impl Transport for TcpTransport {
 }
 
 fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
-    let max_connections = shared
-        .config
-        .peers
-        .len()
-        .saturating_mul(4)
-        .max(MIN_INBOUND_CONNECTIONS);
     loop {
+        let max_connections = shared
+            .book
+            .known()
+            .saturating_mul(4)
+            .max(MIN_INBOUND_CONNECTIONS);
         let accepted = listener.accept();
         if shared.stopping() {
             return;
@@ -398,18 +438,21 @@ fn serve_connection(
                     PeerFrame::Hello {
                         cluster_id,
                         node_id,
+                        address,
                     },
                 ) => {
                     if let Err(refusal) = adapter_common::check_hello(
                         config.cluster_id,
                         config.node_id,
-                        &config.peers,
                         cluster_id,
                         node_id,
                     ) {
                         tracing::warn!(%remote, %refusal, "refusing a connection");
                         Counters::add(&counters.refused_connections, 1);
                         return None;
+                    }
+                    if let Ok(address) = address.parse() {
+                        shared.book.learn(node_id, address);
                     }
                     tracing::debug!(%remote, node_id, "peer connected");
                     peer = Some(node_id);
@@ -490,15 +533,21 @@ fn connect(shared: &Shared, addr: SocketAddr, out: &mut Vec<u8>) -> io::Result<T
     let hello = PeerFrame::Hello {
         cluster_id: shared.config.cluster_id,
         node_id: shared.config.node_id,
+        address: shared
+            .config
+            .advertise
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     };
     encode_frame(&hello, HELLO_MAX_FRAME, out).map_err(io::Error::other)?;
     stream.write_all(out)?;
     Ok(stream)
 }
 
-/// Keeps a connection to `peer` and writes what its queue holds, until the queue closes or
-/// the transport stops.
-fn write_loop(shared: &Shared, peer: NodeId, addr: SocketAddr, queue: &Receiver<Message>) {
+/// Keeps a connection to `peer` (at the address the book gives at each connection) and
+/// writes what its queue holds, until the queue closes, the transport stops, or the peer has
+/// no address any more.
+fn write_loop(shared: &Shared, peer: NodeId, queue: &Receiver<Message>) {
     let counters = &shared.counters;
     let mut backoff = BACKOFF_MIN;
     let mut out = Vec::new();
@@ -506,6 +555,9 @@ fn write_loop(shared: &Shared, peer: NodeId, addr: SocketAddr, queue: &Receiver<
     let mut connection: Option<(TcpStream, u64)> = None;
     while !shared.stopping() {
         let Some((stream, _)) = &mut connection else {
+            let Some(addr) = shared.book.address(peer) else {
+                break;
+            };
             match connect(shared, addr, &mut out) {
                 Ok(stream) => {
                     tracing::debug!(peer, %addr, "connected");
@@ -555,7 +607,7 @@ fn write_loop(shared: &Shared, peer: NodeId, addr: SocketAddr, queue: &Receiver<
         match stream.write_all(&out) {
             Ok(()) => Counters::add(&counters.sent, batch),
             Err(error) => {
-                tracing::debug!(peer, %addr, %error, "write failed; reconnecting");
+                tracing::debug!(peer, %error, "write failed; reconnecting");
                 Counters::add(&counters.dropped, batch);
                 if let Some((stream, id)) = connection.take() {
                     let _ = stream.shutdown(Shutdown::Both);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_thread::transport::TcpTransport;
 use adapter_thread::{NodeHandle, NodeOptions, ProposeError, Status, TcpConfig};
+use raft_proto::{Membership, MembershipChange};
 
 struct Threads;
 
@@ -20,6 +21,16 @@ impl TestNode for Node {
     }
     fn status(&self) -> Option<Status> {
         self.handle.status()
+    }
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<Membership, ProposeError> {
+        self.handle.change_membership(change, timeout)
+    }
+    fn membership(&self) -> Option<Membership> {
+        self.handle.membership()
     }
     fn shutdown(&self) {
         self.handle.shutdown();

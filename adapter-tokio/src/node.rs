@@ -2,6 +2,7 @@
 //! [`Driver`], carry out its [`Effects`]. Disk writes and syncs run on the storage worker's
 //! own thread ([`StorageWorker`]), never on the runtime's threads.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use adapter_common::writer::StorageWorker;
@@ -9,7 +10,7 @@ use adapter_common::{
     Command, Driver, Effects, Input, NodeOptions, ProposeError, StartError, StateMachine, Status,
     Transport,
 };
-use raft_proto::{Message, NodeId};
+use raft_proto::{Membership, MembershipChange, Message, NodeId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -44,6 +45,45 @@ impl NodeHandle {
             ))
             .map_err(|_| ProposeError::ShutDown)?;
         answer.await.unwrap_or(Err(ProposeError::ShutDown))
+    }
+
+    /// Asks the cluster for a membership change (send it to the leader); resolves with the
+    /// membership it led to once committed (when the voters change, once the cluster has left
+    /// the joint membership), or with the refusal.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<Membership, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        let reply = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
+        self.commands
+            .send(Command::ChangeMembership(change, reply))
+            .map_err(|_| ProposeError::ShutDown)?;
+        answer.await.unwrap_or(Err(ProposeError::ShutDown))
+    }
+
+    /// Adds node `id`, reachable at `address`, as a learner (see
+    /// [`change_membership`](Self::change_membership)).
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: SocketAddr,
+    ) -> Result<Membership, ProposeError> {
+        let data = address.to_string().into_bytes().into();
+        self.change_membership(MembershipChange::AddLearner { id, data })
+            .await
+    }
+
+    /// The membership in force at this node, or None once it is shut down.
+    pub async fn membership(&self) -> Option<Membership> {
+        let (reply, answer) = oneshot::channel();
+        let reply = Box::new(move |membership| {
+            let _ = reply.send(membership);
+        });
+        self.commands.send(Command::Membership(reply)).ok()?;
+        answer.await.ok()
     }
 
     /// The node's current state, or None once it is shut down.

@@ -6,16 +6,17 @@
 //! outgoing connection, fed by a bounded queue: [`Transport::send`] never waits (a message
 //! that does not fit is dropped and counted), and a dead peer is reconnected with exponential
 //! backoff (20 ms up to 1 s). Garbage, truncated or oversized frames close that connection
-//! only.
+//! only. Peers are looked up in a [`PeerBook`]: the writer to a member added at run time is
+//! started by the first message to it, and the writer to a node that left is stopped.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use adapter_common::net::{reconnect_backoff, TransportCounters as Counters};
-use adapter_common::{PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
+use adapter_common::{PeerBook, PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
 use raft_proto::{Message, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,49 +31,82 @@ const WRITE_BATCH: usize = 256;
 /// A TCP transport running on the current tokio runtime.
 #[derive(Debug)]
 pub struct TcpTransport {
-    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    config: Arc<TcpConfig>,
+    book: Arc<PeerBook>,
+    /// The queue of each peer's writer task, started on the first message to it.
+    queues: Mutex<BTreeMap<NodeId, mpsc::Sender<Message>>>,
     counters: Arc<Counters>,
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl TcpTransport {
     /// Binds `config.listen` and starts the transport's tasks; received messages go to
     /// `inbound` (dropped when it is full).
-    pub async fn start(config: TcpConfig, inbound: mpsc::Sender<Message>) -> io::Result<Self> {
+    pub async fn start(mut config: TcpConfig, inbound: mpsc::Sender<Message>) -> io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
+        if config.advertise.is_none() && !local_addr.ip().is_unspecified() {
+            config.advertise = Some(local_addr);
+        }
+        let book = Arc::new(PeerBook::new(&config));
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(accept_loop(
+        let tasks = vec![tokio::spawn(accept_loop(
             listener,
             Arc::clone(&config),
+            Arc::clone(&book),
             inbound,
             Arc::clone(&counters),
-            stopped.clone(),
+            stopped,
         ))];
-        let mut queues = BTreeMap::new();
-        for (&peer, &addr) in &config.peers {
-            let (queue, queued) = mpsc::channel(config.queue_len.max(1));
-            queues.insert(peer, queue);
-            let writer = PeerWriter::new(Arc::clone(&config), Arc::clone(&counters));
-            tasks.push(tokio::spawn(write_loop(
-                peer,
-                addr,
-                writer,
-                queued,
-                stopped.clone(),
-            )));
-        }
         Ok(Self {
-            queues,
+            config,
+            book,
+            queues: Mutex::new(BTreeMap::new()),
             counters,
             local_addr,
             stop,
-            tasks,
+            tasks: Mutex::new(tasks),
+            runtime: tokio::runtime::Handle::current(),
         })
+    }
+
+    /// The queue of `peer`'s writer, starting it if its address is known.
+    fn queue(&self, peer: NodeId) -> Option<mpsc::Sender<Message>> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = queues.get(&peer).filter(|q| !q.is_closed()) {
+            return Some(queue.clone());
+        }
+        self.book.address(peer)?;
+        if *self.stop.borrow() {
+            return None;
+        }
+        let (queue, queued) = mpsc::channel(self.config.queue_len.max(1));
+        let writer = PeerWriter::new(Arc::clone(&self.config), Arc::clone(&self.counters));
+        let task = self.runtime.spawn(write_loop(
+            peer,
+            Arc::clone(&self.book),
+            writer,
+            queued,
+            self.stop.subscribe(),
+        ));
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        queues.insert(peer, queue.clone());
+        Some(queue)
+    }
+
+    /// Drops the writers to `peers` (their tasks end once their queues close).
+    fn forget(&self, peers: &[NodeId]) {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        for peer in peers {
+            queues.remove(peer);
+        }
     }
 
     /// Where the transport accepts connections.
@@ -88,7 +122,12 @@ impl TcpTransport {
     /// Stops every task (connections are closed); returns within a few seconds at most.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
+        self.queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
             task.abort();
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -98,18 +137,23 @@ impl TcpTransport {
 impl Transport for TcpTransport {
     fn send(&self, message: Message) {
         let delivered = self
-            .queues
-            .get(&message.to)
+            .queue(message.to)
             .is_some_and(|queue| queue.try_send(message).is_ok());
         if !delivered {
             Counters::add(&self.counters.dropped, 1);
         }
+    }
+
+    fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
+        let changed = self.book.set_members(members);
+        self.forget(&changed);
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     config: Arc<TcpConfig>,
+    book: Arc<PeerBook>,
     inbound: mpsc::Sender<Message>,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
@@ -123,6 +167,7 @@ async fn accept_loop(
                         stream,
                         remote,
                         Arc::clone(&config),
+                        Arc::clone(&book),
                         inbound.clone(),
                         Arc::clone(&counters),
                         stop.clone(),
@@ -143,11 +188,12 @@ async fn read_loop(
     mut stream: TcpStream,
     remote: SocketAddr,
     config: Arc<TcpConfig>,
+    book: Arc<PeerBook>,
     inbound: mpsc::Sender<Message>,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut reader = PeerReader::new(config, Arc::clone(&counters));
+    let mut reader = PeerReader::new(config, Arc::clone(&counters), book);
     let mut buf = vec![0u8; 64 * 1024];
     let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
     loop {
@@ -183,11 +229,12 @@ async fn read_loop(
     }
 }
 
-/// Owns the connection to one peer: connects (with backoff), says hello, writes what is
-/// queued; reconnects after an error.
+/// Owns the connection to one peer: connects (with backoff) to the address the book gives,
+/// says hello, writes what is queued; reconnects after an error. Ends when the queue closes
+/// or the peer has no address any more.
 async fn write_loop(
     peer: NodeId,
-    addr: SocketAddr,
+    book: Arc<PeerBook>,
     writer: PeerWriter,
     mut queue: mpsc::Receiver<Message>,
     mut stop: watch::Receiver<bool>,
@@ -196,6 +243,9 @@ async fn write_loop(
     let mut failures = 0;
     let mut out = Vec::new();
     loop {
+        let Some(addr) = book.address(peer) else {
+            return;
+        };
         let connected = tokio::select! {
             connected = TcpStream::connect(addr) => connected,
             _ = stop.changed() => return,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_tokio::transport::TcpTransport;
 use adapter_tokio::{NodeHandle, NodeOptions, ProposeError, Status, TcpConfig};
+use raft_proto::{Membership, MembershipChange};
 
 struct Tokio {
     runtime: tokio::runtime::Runtime,
@@ -39,6 +40,20 @@ impl TestNode for Node {
     }
     fn status(&self) -> Option<Status> {
         self.runtime.block_on(self.handle.status())
+    }
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<Membership, ProposeError> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, self.handle.change_membership(change))
+                .await
+                .unwrap_or(Err(ProposeError::TimedOut))
+        })
+    }
+    fn membership(&self) -> Option<Membership> {
+        self.runtime.block_on(self.handle.membership())
     }
     fn shutdown(&self) {
         self.runtime.block_on(self.handle.shutdown());

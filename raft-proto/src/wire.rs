@@ -26,6 +26,7 @@
 //! Everything here is a pure function of its input: no I/O, and nothing a peer sends can make
 //! it panic.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -52,12 +53,15 @@ const SHRINK_TO: usize = 64 * 1024;
 #[non_exhaustive]
 pub enum PeerFrame {
     /// The first frame on a connection: who is connecting. The receiver refuses the connection
-    /// when the cluster is not its own or the node is not one of its peers.
+    /// when the cluster is not its own or the node claims the receiver's own id.
     Hello {
         /// The cluster the sender belongs to; guards against cross-wired clusters.
         cluster_id: u64,
         /// The sender's identity.
         node_id: NodeId,
+        /// Where the sender accepts connections (`host:port`), so that a node that joins a
+        /// cluster can answer a leader it has never heard of; empty when unknown.
+        address: String,
     },
     /// A Raft message from the sender (its `from` is the id given in the `Hello`).
     Raft(Message),
@@ -307,10 +311,17 @@ mod tests {
             PeerFrame::Hello {
                 cluster_id: 0xdead_beef,
                 node_id: 7,
+                address: String::new(),
             },
             PeerFrame::Hello {
                 cluster_id: u64::MAX,
                 node_id: 0,
+                address: String::new(),
+            },
+            PeerFrame::Hello {
+                cluster_id: 3,
+                node_id: 4,
+                address: String::from("[2001:db8::1]:65535"),
             },
             message(MessageBody::VoteRequest {
                 last_log_index: 12,
@@ -385,11 +396,13 @@ mod tests {
         let frame = PeerFrame::Hello {
             cluster_id: 1,
             node_id: 300,
+            address: String::new(),
         };
         let mut out = vec![0xaa];
         encode_frame(&frame, 64, &mut out).unwrap();
-        // Appends after what was there; variant 0, varint 1, varint 300 = [0xac, 0x02].
-        assert_eq!(out, [0xaa, 4, 0, 0, 0, 0, 1, 0xac, 0x02]);
+        // Appends after what was there; variant 0, varint 1, varint 300 = [0xac, 0x02], an
+        // empty string = length 0.
+        assert_eq!(out, [0xaa, 5, 0, 0, 0, 0, 1, 0xac, 0x02, 0]);
     }
 
     #[test]
@@ -547,7 +560,7 @@ mod tests {
         // A variant that does not exist.
         bytes.extend_from_slice(&[1, 0, 0, 0, 9]);
         // A valid Hello followed by a stray byte.
-        bytes.extend_from_slice(&[4, 0, 0, 0, 0, 1, 2, 0]);
+        bytes.extend_from_slice(&[5, 0, 0, 0, 0, 1, 2, 0, 0]);
         // A Hello cut short inside its payload.
         bytes.extend_from_slice(&[2, 0, 0, 0, 0, 0x81]);
         // An empty payload.
@@ -556,6 +569,7 @@ mod tests {
         let good = PeerFrame::Hello {
             cluster_id: 1,
             node_id: 2,
+            address: String::new(),
         };
         encode_frame(&good, 64, &mut bytes).unwrap();
 
@@ -663,6 +677,7 @@ mod tests {
         let frame = PeerFrame::Hello {
             cluster_id: 5,
             node_id: 6,
+            address: String::new(),
         };
         let mut one = Vec::new();
         encode_frame(&frame, 64, &mut one).unwrap();
