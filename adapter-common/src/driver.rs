@@ -159,10 +159,12 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// The address a member's data names, if it is one (`host:port` in UTF-8, as the adapters
-/// attach it).
+/// The Raft address a member's data names, if it does: the data is UTF-8 and starts with
+/// `host:port`, up to the first space (what follows is the application's, for example a
+/// client address).
 pub fn member_address(data: &[u8]) -> Option<std::net::SocketAddr> {
-    std::str::from_utf8(data).ok()?.parse().ok()
+    let text = std::str::from_utf8(data).ok()?;
+    text.split(' ').next()?.parse().ok()
 }
 
 /// A membership change waiting to complete.

@@ -4,9 +4,14 @@
 //! raft-kv demo                      # 3 processes on 127.0.0.1, load, leader SIGKILL, verification
 //! raft-kv serve --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \
 //!               --client-addr 127.0.0.1:8001 --data-dir data/node-1
+//! raft-kv serve --id 4 --raft-addr 127.0.0.1:7004 --join 127.0.0.1:8001 \
+//!               --client-addr 127.0.0.1:8004 --data-dir data/node-4
+//! raft-kv members list --cluster 127.0.0.1:8001
+//! raft-kv members promote --cluster 127.0.0.1:8001 --id 4
 //! ```
 
 mod demo;
+mod members;
 mod protocol;
 mod runtime;
 mod server;
@@ -34,9 +39,17 @@ enum Cmd {
         /// This node's id.
         #[arg(long)]
         id: NodeId,
-        /// Every member's Raft address, this one included: `1=127.0.0.1:7001,2=...`.
-        #[arg(long, value_parser = parse_peers)]
-        peers: BTreeMap<NodeId, SocketAddr>,
+        /// For a new cluster: every member's Raft address, this one included:
+        /// `1=127.0.0.1:7001,2=...`.
+        #[arg(long, value_parser = parse_peers, required_unless_present = "join")]
+        peers: Option<BTreeMap<NodeId, SocketAddr>>,
+        /// To join an existing cluster: client addresses of some of its members (the node
+        /// starts empty and asks to be added as a learner).
+        #[arg(long, value_delimiter = ',', conflicts_with = "peers")]
+        join: Option<Vec<SocketAddr>>,
+        /// Where this node listens for its peers (default: its entry in --peers).
+        #[arg(long, required_unless_present = "peers")]
+        raft_addr: Option<SocketAddr>,
         /// Where clients connect.
         #[arg(long)]
         client_addr: SocketAddr,
@@ -55,6 +68,40 @@ enum Cmd {
         /// Which adapter runs the node.
         #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
         runtime: runtime::Runtime,
+    },
+    /// Look at or change the membership of a running cluster (the leader is found from
+    /// the addresses given).
+    Members {
+        #[command(subcommand)]
+        action: MembersCmd,
+    },
+    /// Write `count` keys `key-0000000`... (value `value-N`) through the leader.
+    Put {
+        /// Client addresses of members.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+        /// How many keys.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// The first key's number.
+        #[arg(long, default_value_t = 0)]
+        from: usize,
+    },
+    /// Read keys `from..from+count` back through the leader (through the log) and check
+    /// their values; with --node, check what that replica holds instead.
+    Check {
+        /// Client addresses of members.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+        /// How many keys.
+        #[arg(long)]
+        count: usize,
+        /// The first key's number.
+        #[arg(long, default_value_t = 0)]
+        from: usize,
+        /// Check the replica at this client address (its applied state) instead.
+        #[arg(long)]
+        node: Option<SocketAddr>,
     },
     /// Start a 3-node cluster as child processes, drive a load, kill the leader, verify.
     Demo {
@@ -92,6 +139,53 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum MembersCmd {
+    /// Print the voters and learners with their addresses.
+    List {
+        /// Client addresses of members: `127.0.0.1:8001,127.0.0.1:8002`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+    },
+    /// Add a node (started with `serve --join` or empty `serve --raft-addr`), as a voter or,
+    /// with --learner, as a learner.
+    Add {
+        /// Client addresses of members.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+        /// The new node's id.
+        #[arg(long)]
+        id: NodeId,
+        /// The new node's Raft address.
+        #[arg(long)]
+        raft_addr: SocketAddr,
+        /// The new node's client address.
+        #[arg(long)]
+        client_addr: SocketAddr,
+        /// Add it as a learner (it does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Make a learner a voter.
+    Promote {
+        /// Client addresses of members.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+        /// The learner's id.
+        #[arg(long)]
+        id: NodeId,
+    },
+    /// Remove a voter or a learner.
+    Remove {
+        /// Client addresses of members.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+        /// The member's id.
+        #[arg(long)]
+        id: NodeId,
+    },
+}
+
 fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
     s.split(',')
         .map(|part| {
@@ -107,12 +201,85 @@ fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
         .collect()
 }
 
+fn check_keys(
+    cluster: &[SocketAddr],
+    count: usize,
+    from: usize,
+    node: Option<SocketAddr>,
+) -> Result<(), String> {
+    let mut wrong = 0;
+    if let Some(node) = node {
+        let (pairs, applied) = members::dump(node)?;
+        let map: BTreeMap<String, Vec<u8>> = pairs.into_iter().collect();
+        for i in from..from + count {
+            if map.get(&demo::key(i)) != Some(&demo::value(i)) {
+                wrong += 1;
+            }
+        }
+        println!(
+            "{node}: {} of {count} keys present with their values (applied index {applied}, {} keys in all)",
+            count - wrong,
+            map.len()
+        );
+    } else {
+        for i in from..from + count {
+            let command = store::KvCommand::Get { key: demo::key(i) };
+            let answer = members::execute(cluster, command, std::time::Duration::from_secs(30))?;
+            if answer != Some(demo::value(i)) {
+                wrong += 1;
+            }
+        }
+        println!(
+            "read {} of {count} keys back with their values",
+            count - wrong
+        );
+    }
+    if wrong == 0 {
+        Ok(())
+    } else {
+        Err(format!("{wrong} keys missing or wrong"))
+    }
+}
+
+fn run_members(action: MembersCmd) -> Result<(), String> {
+    use crate::protocol::MemberChange;
+    let limit = std::time::Duration::from_secs(60);
+    let members = match action {
+        MembersCmd::List { cluster } => members::list(&cluster)?,
+        MembersCmd::Add {
+            cluster,
+            id,
+            raft_addr,
+            client_addr,
+            learner,
+        } => {
+            let data = server::member_data(raft_addr, client_addr);
+            let change = if learner {
+                MemberChange::AddLearner { id, data }
+            } else {
+                MemberChange::AddVoter { id, data }
+            };
+            members::change(&cluster, change, limit)?
+        }
+        MembersCmd::Promote { cluster, id } => {
+            members::change(&cluster, MemberChange::Promote { id }, limit)?
+        }
+        MembersCmd::Remove { cluster, id } => {
+            members::change(&cluster, MemberChange::Remove { id }, limit)?
+        }
+    };
+    members::print(&members);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve {
             id,
             peers,
+            join,
+            raft_addr,
             client_addr,
             data_dir,
             cluster_id,
@@ -134,16 +301,44 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .init();
-            server::serve(server::ServeConfig {
-                id,
-                cluster_id,
-                peers,
-                client_addr,
-                data_dir,
-                snapshot_every,
-                runtime,
-            })
+            let peers = peers.unwrap_or_default();
+            match raft_addr.or_else(|| peers.get(&id).copied()) {
+                None => Err(format!(
+                    "node {id} has no Raft address: give --raft-addr or list it in --peers"
+                )),
+                Some(raft_addr) => server::serve(server::ServeConfig {
+                    id,
+                    cluster_id,
+                    raft_addr,
+                    peers,
+                    join: join.unwrap_or_default(),
+                    client_addr,
+                    data_dir,
+                    snapshot_every,
+                    runtime,
+                }),
+            }
         }
+        Cmd::Members { action } => run_members(action),
+        Cmd::Put {
+            cluster,
+            count,
+            from,
+        } => (from..from + count)
+            .try_for_each(|i| {
+                let command = store::KvCommand::Put {
+                    key: demo::key(i),
+                    value: demo::value(i),
+                };
+                members::execute(&cluster, command, std::time::Duration::from_secs(30)).map(|_| ())
+            })
+            .map(|()| println!("wrote {count} keys from {}", demo::key(from))),
+        Cmd::Check {
+            cluster,
+            count,
+            from,
+            node,
+        } => check_keys(&cluster, count, from, node),
         Cmd::Demo {
             dir,
             writes,

@@ -23,6 +23,90 @@ pub(crate) enum Request {
     Status,
     /// Stop the node cleanly and exit.
     Shutdown,
+    /// The membership in force at this node.
+    Members,
+    /// Change the membership (the leader only); answered with the resulting membership.
+    ChangeMembership(MemberChange),
+}
+
+/// A membership change as clients send it. Member data is `RAFT_ADDR CLIENT_ADDR`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MemberChange {
+    AddLearner {
+        id: NodeId,
+        data: String,
+    },
+    AddVoter {
+        id: NodeId,
+        data: String,
+    },
+    Promote {
+        id: NodeId,
+    },
+    Remove {
+        id: NodeId,
+    },
+    Replace {
+        voters: Vec<(NodeId, String)>,
+        learners: Vec<(NodeId, String)>,
+    },
+}
+
+impl MemberChange {
+    pub(crate) fn into_core(self) -> raft_proto::MembershipChange {
+        use raft_proto::MembershipChange as C;
+        let data = |s: String| raft_proto::Payload::from(s.into_bytes());
+        let list = |v: Vec<(NodeId, String)>| v.into_iter().map(|(i, s)| (i, data(s))).collect();
+        match self {
+            Self::AddLearner { id, data: d } => C::AddLearner { id, data: data(d) },
+            Self::AddVoter { id, data: d } => C::AddVoter { id, data: data(d) },
+            Self::Promote { id } => C::PromoteLearner { id },
+            Self::Remove { id } => C::Remove { id },
+            Self::Replace { voters, learners } => C::Replace {
+                voters: list(voters),
+                learners: list(learners),
+            },
+        }
+    }
+}
+
+/// A membership as clients see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Members {
+    pub(crate) voters: Vec<NodeId>,
+    /// While joint: the old voters.
+    pub(crate) outgoing: Vec<NodeId>,
+    pub(crate) learners: Vec<NodeId>,
+    /// Each member's data (`RAFT_ADDR CLIENT_ADDR`), where it has some.
+    pub(crate) data: Vec<(NodeId, String)>,
+    /// The leader the answering node knows of.
+    pub(crate) leader: Option<NodeId>,
+}
+
+impl Members {
+    pub(crate) fn from_core(m: &raft_proto::Membership, leader: Option<NodeId>) -> Self {
+        let data = m
+            .members()
+            .into_iter()
+            .filter_map(|id| {
+                let d = m.data(id)?;
+                Some((id, String::from_utf8_lossy(d).into_owned()))
+            })
+            .collect();
+        Self {
+            voters: m.voters().iter().copied().collect(),
+            outgoing: m.outgoing_voters().iter().copied().collect(),
+            learners: m.learners().iter().copied().collect(),
+            data,
+            leader,
+        }
+    }
+
+    /// The client address a member's data names (after the Raft address).
+    pub(crate) fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        let (_, data) = self.data.iter().find(|(i, _)| *i == id)?;
+        data.split(' ').nth(1)?.parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +127,10 @@ pub(crate) enum Response {
         leader: Option<NodeId>,
         applied: u64,
     },
+    /// A membership (in force, or the one a change led to).
+    Members(Members),
+    /// The membership change was refused: why.
+    Refused(String),
 }
 
 /// Writes one frame.

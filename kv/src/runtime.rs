@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapter_common::{NodeOptions, ProposeError, StartError, Status, TcpConfig};
+use raft_proto::{Membership, MembershipChange};
 
 use crate::store::KvStore;
 
@@ -110,6 +111,38 @@ impl Node {
                     Err(ProposeError::TimedOut)
                 }))
             }
+        }
+    }
+
+    /// Asks for a membership change and waits up to `timeout` for it to complete.
+    pub(crate) fn change_membership(
+        &self,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<Membership, ProposeError> {
+        match self {
+            Self::Thread { node, .. } => node.change_membership(change, timeout),
+            Self::Tokio { runtime, node, .. } => runtime.block_on(async {
+                tokio::time::timeout(timeout, node.change_membership(change))
+                    .await
+                    .unwrap_or(Err(ProposeError::TimedOut))
+            }),
+            Self::Smol { node, .. } => smol::block_on(futures_lite::future::or(
+                node.change_membership(change),
+                async {
+                    smol::Timer::after(timeout).await;
+                    Err(ProposeError::TimedOut)
+                },
+            )),
+        }
+    }
+
+    /// The membership in force at the node, None once it is shut down.
+    pub(crate) fn membership(&self) -> Option<Membership> {
+        match self {
+            Self::Thread { node, .. } => node.membership(),
+            Self::Tokio { runtime, node, .. } => runtime.block_on(node.membership()),
+            Self::Smol { node, .. } => smol::block_on(node.membership()),
         }
     }
 

@@ -10,7 +10,9 @@ use adapter_common::{NodeOptions, ProposeError, TcpConfig};
 use raft_proto::wire::FrameDecoder;
 use raft_proto::NodeId;
 
-use crate::protocol::{read_frame, write_frame, Request, Response, MAX_FRAME};
+use crate::protocol::{
+    read_frame, write_frame, MemberChange, Members, Request, Response, MAX_FRAME,
+};
 use crate::runtime::{Node, Runtime};
 use crate::store::KvStore;
 
@@ -19,8 +21,13 @@ use crate::store::KvStore;
 pub(crate) struct ServeConfig {
     pub(crate) id: NodeId,
     pub(crate) cluster_id: u64,
-    /// Raft addresses of every member, this one included.
+    /// Where this node listens for its peers.
+    pub(crate) raft_addr: SocketAddr,
+    /// Raft addresses of the members of a new cluster, this one included (empty when the
+    /// node joins an existing cluster).
     pub(crate) peers: BTreeMap<NodeId, SocketAddr>,
+    /// Client addresses of members of an existing cluster to join (as a learner).
+    pub(crate) join: Vec<SocketAddr>,
     /// Where this node listens for clients.
     pub(crate) client_addr: SocketAddr,
     pub(crate) data_dir: PathBuf,
@@ -31,13 +38,18 @@ pub(crate) struct ServeConfig {
 
 /// How long a client request may wait for its command to commit.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a membership change may take (a learner may have a snapshot to catch up with).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The data a kv member carries: its Raft address (what the transports read) and its client
+/// address (what clients read).
+pub(crate) fn member_data(raft: SocketAddr, client: SocketAddr) -> String {
+    format!("{raft} {client}")
+}
 
 /// Runs the replica until a client asks it to shut down.
 pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
-    let listen = *config
-        .peers
-        .get(&config.id)
-        .ok_or_else(|| format!("node {} is not among the peers", config.id))?;
+    let listen = config.raft_addr;
     let mut others = config.peers.clone();
     others.remove(&config.id);
     let mut tcp = TcpConfig::new(config.cluster_id, config.id, listen, others);
@@ -53,6 +65,19 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     let clients = TcpListener::bind(config.client_addr)
         .map_err(|e| format!("cannot listen for clients on {}: {e}", config.client_addr))?;
     tracing::info!(id = config.id, raft = %listen, clients = %config.client_addr, runtime = ?config.runtime, "serving");
+    if !config.join.is_empty() {
+        // Ask the cluster to add this node as a learner; a node that restarts is a member
+        // already, which is fine.
+        let (join, id) = (config.join.clone(), config.id);
+        let data = member_data(listen, config.client_addr);
+        std::thread::spawn(move || {
+            let change = MemberChange::AddLearner { id, data };
+            match crate::members::change(&join, change, Duration::from_secs(60)) {
+                Ok(members) => tracing::info!(id, ?members, "joined the cluster as a learner"),
+                Err(error) => tracing::warn!(id, %error, "could not join the cluster"),
+            }
+        });
+    }
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     std::thread::spawn({
         let node = Arc::clone(&node);
@@ -124,6 +149,25 @@ fn serve_client(
                 },
                 None => Response::Unavailable("shut down".into()),
             },
+            Request::Members => match (node.membership(), node.status()) {
+                (Some(membership), Some(status)) => {
+                    Response::Members(Members::from_core(&membership, status.leader))
+                }
+                _ => Response::Unavailable("shut down".into()),
+            },
+            Request::ChangeMembership(change) => {
+                match node.change_membership(change.into_core(), CHANGE_TIMEOUT) {
+                    Ok(membership) => {
+                        let leader = node.status().and_then(|s| s.leader);
+                        Response::Members(Members::from_core(&membership, leader))
+                    }
+                    Err(ProposeError::NotLeader { leader_hint }) => {
+                        Response::NotLeader(leader_hint)
+                    }
+                    Err(ProposeError::Refused(error)) => Response::Refused(error.to_string()),
+                    Err(e) => Response::Unavailable(e.to_string()),
+                }
+            }
             Request::Shutdown => {
                 let _ = write_frame(&mut stream, &Response::Done(None));
                 let _ = stop.try_send(());

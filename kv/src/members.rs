@@ -1,0 +1,149 @@
+//! Membership from the client side: `raft-kv members list|add|promote|remove`, and the
+//! request a node started with `--join` sends. The tool finds the leader itself: it asks the
+//! addresses it is given, follows leader hints, and learns the client addresses of members
+//! from their membership data (`RAFT_ADDR CLIENT_ADDR`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use raft_proto::NodeId;
+
+use crate::protocol::{Connection, MemberChange, Members, Request, Response};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The membership as the leader (or, failing that, the first node that answers) sees it.
+pub(crate) fn list(cluster: &[SocketAddr]) -> Result<Members, String> {
+    let mut first = None;
+    for &addr in cluster {
+        let mut conn = Connection::new(addr, Duration::from_secs(2));
+        if let Ok(Response::Members(members)) = conn.call(&Request::Members) {
+            if let Some(leader) = members.leader.and_then(|l| members.client_addr(l)) {
+                let mut conn = Connection::new(leader, Duration::from_secs(2));
+                if let Ok(Response::Members(from_leader)) = conn.call(&Request::Members) {
+                    return Ok(from_leader);
+                }
+            }
+            first.get_or_insert(members);
+        }
+    }
+    first.ok_or_else(|| format!("no node of {cluster:?} answered"))
+}
+
+/// Sends `change` to the leader, looking for it among `cluster` and the members' client
+/// addresses, for up to `limit`. A refusal after an attempt whose outcome is unknown (a lost
+/// connection, a timeout) is taken as the change having gone through.
+pub(crate) fn change(
+    cluster: &[SocketAddr],
+    change: MemberChange,
+    limit: Duration,
+) -> Result<Members, String> {
+    let start = Instant::now();
+    let mut known: Vec<SocketAddr> = cluster.to_vec();
+    let mut attempted = false;
+    let request = Request::ChangeMembership(change);
+    while start.elapsed() < limit {
+        let mut i = 0;
+        while i < known.len() {
+            let addr = known[i];
+            i += 1;
+            let mut conn = Connection::new(addr, CALL_TIMEOUT);
+            let learn = |members: &Members, known: &mut Vec<SocketAddr>| {
+                for (id, _) in &members.data {
+                    if let Some(client) = members.client_addr(*id) {
+                        if !known.contains(&client) {
+                            known.push(client);
+                        }
+                    }
+                }
+            };
+            match conn.call(&request) {
+                Ok(Response::Members(members)) => return Ok(members),
+                Ok(Response::Refused(reason)) if attempted => {
+                    return list(&known).map_err(|e| format!("{reason}; then {e}"));
+                }
+                Ok(Response::Refused(reason)) if reason.contains("in progress") => {}
+                Ok(Response::Refused(reason)) => return Err(reason),
+                Ok(Response::NotLeader(_)) => {
+                    // Learn the members' addresses, so that the leader can be reached.
+                    if let Ok(Response::Members(members)) = conn.call(&Request::Members) {
+                        learn(&members, &mut known);
+                    }
+                }
+                Ok(_) | Err(_) => attempted = true,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("no leader completed the change within {limit:?}"))
+}
+
+/// Prints a membership.
+pub(crate) fn print(members: &Members) {
+    let describe = |id: &NodeId| {
+        let data = members
+            .data
+            .iter()
+            .find(|(i, _)| i == id)
+            .map_or("", |(_, d)| d.as_str());
+        format!("{id} {data}")
+    };
+    println!("leader: {:?}", members.leader);
+    for id in &members.voters {
+        println!("voter   {}", describe(id));
+    }
+    for id in &members.outgoing {
+        if !members.voters.contains(id) {
+            println!("leaving {}", describe(id));
+        }
+    }
+    for id in &members.learners {
+        println!("learner {}", describe(id));
+    }
+}
+
+/// Runs `command` through the leader (found like [`change`] finds it) for up to `limit`.
+pub(crate) fn execute(
+    cluster: &[SocketAddr],
+    command: crate::store::KvCommand,
+    limit: Duration,
+) -> Result<Option<Vec<u8>>, String> {
+    let start = Instant::now();
+    let mut known: Vec<SocketAddr> = cluster.to_vec();
+    let request = Request::Command(command);
+    while start.elapsed() < limit {
+        let mut i = 0;
+        while i < known.len() {
+            let addr = known[i];
+            i += 1;
+            let mut conn = Connection::new(addr, CALL_TIMEOUT);
+            match conn.call(&request) {
+                Ok(Response::Done(answer)) => return Ok(answer),
+                Ok(Response::NotLeader(_)) => {
+                    if let Ok(Response::Members(members)) = conn.call(&Request::Members) {
+                        for (id, _) in &members.data {
+                            if let Some(client) = members.client_addr(*id) {
+                                if !known.contains(&client) {
+                                    known.push(client);
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("no leader answered within {limit:?}"))
+}
+
+/// What the replica at `addr` holds, and its applied index.
+pub(crate) fn dump(addr: SocketAddr) -> Result<(Vec<(String, Vec<u8>)>, u64), String> {
+    let mut conn = Connection::new(addr, CALL_TIMEOUT);
+    match conn.call(&Request::Dump) {
+        Ok(Response::Dump(pairs, applied)) => Ok((pairs, applied)),
+        Ok(other) => Err(format!("{addr} answered {other:?}")),
+        Err(e) => Err(format!("{addr}: {e}")),
+    }
+}
