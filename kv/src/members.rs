@@ -138,8 +138,11 @@ pub(crate) fn execute(
     Err(format!("no leader answered within {limit:?}"))
 }
 
+/// A replica's key-value pairs and its applied index.
+pub(crate) type Dump = (Vec<(String, Vec<u8>)>, u64);
+
 /// What the replica at `addr` holds, and its applied index.
-pub(crate) fn dump(addr: SocketAddr) -> Result<(Vec<(String, Vec<u8>)>, u64), String> {
+pub(crate) fn dump(addr: SocketAddr) -> Result<Dump, String> {
     let mut conn = Connection::new(addr, CALL_TIMEOUT);
     match conn.call(&Request::Dump) {
         Ok(Response::Dump(pairs, applied)) => Ok((pairs, applied)),
