@@ -50,6 +50,8 @@ pub(crate) struct Cluster {
     exe: PathBuf,
     runtime: Runtime,
     dir: PathBuf,
+    /// The nodes the cluster was started with.
+    bootstrap: Vec<NodeId>,
     peers: BTreeMap<NodeId, SocketAddr>,
     clients: BTreeMap<NodeId, SocketAddr>,
     children: BTreeMap<NodeId, Child>,
@@ -72,6 +74,7 @@ impl Cluster {
             exe,
             runtime,
             dir: dir.to_path_buf(),
+            bootstrap: (1..=NODES).collect(),
             peers,
             clients,
             children: BTreeMap::new(),
@@ -82,9 +85,57 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Starts (or restarts) node `id` as a child process, logging to its data directory.
+    /// Adds node `id` on fresh ports and starts it empty with `--join` (the current members'
+    /// client addresses): it asks to be added as a learner.
+    pub(crate) fn spawn_joining(&mut self, id: NodeId) -> Result<(), String> {
+        let mut ports = free_ports(2)?.into_iter();
+        self.peers.insert(id, ports.next().ok_or("no port")?);
+        self.clients.insert(id, ports.next().ok_or("no port")?);
+        self.spawn(id)
+    }
+
+    /// Forgets node `id` (removed from the cluster), killing it if it runs.
+    pub(crate) fn forget(&mut self, id: NodeId) {
+        self.kill(id);
+        self.peers.remove(&id);
+        self.clients.remove(&id);
+    }
+
+    /// The data node `id` carries as a member: its Raft and client addresses.
+    pub(crate) fn member_data(&self, id: NodeId) -> String {
+        crate::server::member_data(self.peers[&id], self.clients[&id])
+    }
+
+    /// The client addresses of every node.
+    pub(crate) fn client_addrs(&self) -> Vec<SocketAddr> {
+        self.clients.values().copied().collect()
+    }
+
+    /// Starts (or restarts) node `id` as a child process, logging to its data directory: a
+    /// bootstrap node with `--peers`, any other with `--join`.
     pub(crate) fn spawn(&mut self, id: NodeId) -> Result<(), String> {
-        let peers: Vec<String> = self.peers.iter().map(|(i, a)| format!("{i}={a}")).collect();
+        let membership = if self.bootstrap.contains(&id) {
+            let peers: Vec<String> = self
+                .peers
+                .iter()
+                .filter(|(i, _)| self.bootstrap.contains(i))
+                .map(|(i, a)| format!("{i}={a}"))
+                .collect();
+            vec!["--peers".to_string(), peers.join(",")]
+        } else {
+            let join: Vec<String> = self
+                .clients
+                .iter()
+                .filter(|(&i, _)| i != id)
+                .map(|(_, a)| a.to_string())
+                .collect();
+            vec![
+                "--raft-addr".to_string(),
+                self.peers[&id].to_string(),
+                "--join".to_string(),
+                join.join(","),
+            ]
+        };
         let log_path = self.dir.join(format!("node-{id}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -95,7 +146,7 @@ impl Cluster {
         let child = Command::new(&self.exe)
             .arg("serve")
             .args(["--id", &id.to_string()])
-            .args(["--peers", &peers.join(",")])
+            .args(&membership)
             .args(["--client-addr", &self.clients[&id].to_string()])
             // The node exits when this process dies (its stdin closes): no orphans.
             .arg("--exit-with-parent")
@@ -459,11 +510,27 @@ pub(crate) struct ChaosConfig {
     pub(crate) clients: usize,
     pub(crate) seed: u64,
     pub(crate) runtime: Runtime,
+    /// Rounds replace a random voter by a fresh node instead of crashing nodes.
+    pub(crate) membership: bool,
+}
+
+/// What a chaos run did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChaosReport {
+    /// Writes acknowledged, each found on every node at the end.
+    pub(crate) acknowledged: usize,
+    /// Rounds run.
+    pub(crate) rounds: usize,
+    /// Nodes at the end.
+    pub(crate) nodes: usize,
 }
 
 /// Runs the chaos test; fails if an acknowledged write is missing anywhere at the end or the
 /// nodes do not converge.
-pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<usize, String> {
+pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, String> {
+    if config.membership {
+        return chaos_membership(exe, config);
+    }
     let mut cluster = Cluster::start(exe, config.runtime, &config.dir)?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
@@ -527,12 +594,21 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<usize, String>
         Ok(())
     })?;
     let acked = acked.into_inner().unwrap_or_else(|p| p.into_inner());
+    verify(cluster, &acked, config.rounds)
+}
+
+/// Every acknowledged write on every running node, which all converged; stops the cluster.
+fn verify(cluster: Cluster, acked: &[usize], rounds: usize) -> Result<ChaosReport, String> {
     if acked.is_empty() {
         return Err("no write was acknowledged".into());
     }
     let dumps = cluster.converged_dumps(Duration::from_secs(30));
-    if dumps.len() != NODES as usize {
-        return Err(format!("only {} nodes answered at the end", dumps.len()));
+    if dumps.len() != cluster.children.len() {
+        return Err(format!(
+            "only {} of {} nodes answered at the end",
+            dumps.len(),
+            cluster.children.len()
+        ));
     }
     if dumps.values().any(|d| Some(d) != dumps.values().next()) {
         return Err("the nodes did not converge to the same state".into());
@@ -551,6 +627,104 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<usize, String>
             ));
         }
     }
+    let nodes = dumps.len();
     cluster.stop();
-    Ok(acked.len())
+    Ok(ChaosReport {
+        acknowledged: acked.len(),
+        rounds,
+        nodes,
+    })
+}
+
+/// The membership chaos: `rounds` times under load, a fresh node (new id, empty directory)
+/// joins as a learner and replaces a random voter (the leader one time in two) in one joint
+/// change; the replaced node is then killed and forgotten.
+fn chaos_membership(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, String> {
+    let mut cluster = Cluster::start(exe, config.runtime, &config.dir)?;
+    cluster
+        .wait_for_leader(0, Duration::from_secs(10))
+        .ok_or("no leader was elected within 10 s")?;
+    let mut rng = config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut random = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound.max(1)
+    };
+    let addrs = std::sync::RwLock::new(cluster.client_addrs());
+    let next = AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acked: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|scope| -> Result<(), String> {
+        let _stop_clients = StopOnDrop(&stop);
+        for _ in 0..config.clients {
+            let (next, stop, acked, addrs) = (&next, &stop, &acked, &addrs);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let command = KvCommand::Put {
+                        key: key(i),
+                        value: value(i),
+                    };
+                    let known = addrs.read().unwrap_or_else(|p| p.into_inner()).clone();
+                    let limit = Duration::from_secs(5);
+                    if crate::members::execute(&known, command, limit).is_ok() {
+                        acked.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+                    }
+                }
+            });
+        }
+        let mut next_id = NODES + 1;
+        let limit = Duration::from_secs(60);
+        for round in 0..config.rounds {
+            std::thread::sleep(Duration::from_millis(100 + random(400)));
+            let members = crate::members::list(&cluster.client_addrs())?;
+            let victim = match members.leader {
+                Some(leader) if random(2) == 0 => leader,
+                _ => members.voters[random(members.voters.len() as u64) as usize],
+            };
+            let fresh = next_id;
+            next_id += 1;
+            cluster.spawn_joining(fresh)?;
+            *addrs.write().unwrap_or_else(|p| p.into_inner()) = cluster.client_addrs();
+            // The fresh node adds itself as a learner; wait for it to be one.
+            let start = Instant::now();
+            loop {
+                let members = crate::members::list(&cluster.client_addrs())?;
+                if members.learners.contains(&fresh) {
+                    break;
+                }
+                if start.elapsed() > limit {
+                    return Err(format!("round {round}: node {fresh} did not join"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let voters = members
+                .voters
+                .iter()
+                .copied()
+                .filter(|&v| v != victim)
+                .chain([fresh])
+                .map(|v| (v, cluster.member_data(v)))
+                .collect();
+            let change = crate::protocol::MemberChange::Replace {
+                voters,
+                learners: Vec::new(),
+            };
+            crate::members::change(&cluster.client_addrs(), change, limit)
+                .map_err(|e| format!("round {round}: replacing {victim} by {fresh}: {e}"))?;
+            cluster.forget(victim);
+            *addrs.write().unwrap_or_else(|p| p.into_inner()) = cluster.client_addrs();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    })?;
+    let acked = acked.into_inner().unwrap_or_else(|p| p.into_inner());
+    verify(cluster, &acked, config.rounds)
 }

@@ -136,6 +136,10 @@ enum Cmd {
         /// Which adapter runs the nodes.
         #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
         runtime: runtime::Runtime,
+        /// Each round replaces a random voter by a fresh node (new id, empty directory)
+        /// instead of crashing nodes.
+        #[arg(long)]
+        membership: bool,
     },
 }
 
@@ -366,6 +370,7 @@ fn main() -> ExitCode {
             clients,
             seed,
             runtime,
+            membership,
         } => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))
             .and_then(|exe| {
@@ -377,11 +382,15 @@ fn main() -> ExitCode {
                         clients,
                         seed,
                         runtime,
+                        membership,
                     },
                 )
             })
-            .map(|acked| {
-                println!("chaos passed: {acked} acknowledged writes survived on every node")
+            .map(|report| {
+                println!(
+                    "chaos passed: {} rounds, {} acknowledged writes present on all {} nodes",
+                    report.rounds, report.acknowledged, report.nodes
+                )
             }),
     };
     match result {

@@ -94,3 +94,38 @@ fn the_demo_runs_on_every_runtime() {
         );
     }
 }
+
+/// Replacing voters by fresh processes under load, on threads and tokio: every acknowledged
+/// write is on every final member, and the final members are the fresh nodes' successors.
+#[test]
+fn replacing_nodes_under_load_loses_no_acknowledged_write() {
+    for (runtime, seed) in [("thread", 7), ("tokio", 8)] {
+        let dir = scratch(&format!("chaos-membership-{runtime}-{seed}"));
+        let output = raft_kv()
+            .args([
+                "chaos",
+                "--membership",
+                "--rounds",
+                "4",
+                "--clients",
+                "4",
+                "--runtime",
+                runtime,
+                "--seed",
+            ])
+            .arg(seed.to_string())
+            .arg("--dir")
+            .arg(&dir)
+            .output()
+            .expect("runs");
+        let _ = std::fs::remove_dir_all(&dir);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success()
+                && stdout.contains("4 rounds")
+                && stdout.contains("all 3 nodes"),
+            "membership chaos on {runtime} (seed {seed}) failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
