@@ -680,17 +680,14 @@ fn chaos_membership(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
                 }
             });
         }
-        let mut next_id = NODES + 1;
         let limit = Duration::from_secs(60);
-        for round in 0..config.rounds {
+        for (round, fresh) in (0..config.rounds).zip(NODES + 1..) {
             std::thread::sleep(Duration::from_millis(100 + random(400)));
             let members = crate::members::list(&cluster.client_addrs())?;
             let victim = match members.leader {
                 Some(leader) if random(2) == 0 => leader,
                 _ => members.voters[random(members.voters.len() as u64) as usize],
             };
-            let fresh = next_id;
-            next_id += 1;
             cluster.spawn_joining(fresh)?;
             *addrs.write().unwrap_or_else(|p| p.into_inner()) = cluster.client_addrs();
             // The fresh node adds itself as a learner; wait for it to be one.
