@@ -1,10 +1,13 @@
-//! An arbitrary fault schedule and proposals into the simulator: every safety property is
-//! checked after every simulated event; a violation is a crash.
+//! An arbitrary fault schedule (crashes, partitions, one-way and two-way link cuts, pauses,
+//! membership changes, pre-vote and check-quorum on or off) and proposals into the
+//! simulator: every safety property is checked after every simulated event; a violation is a
+//! crash.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use raft_proto::sim::{FailureKind, Sim, SimOptions, MS};
+use raft_proto::MembershipChange;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -19,6 +22,15 @@ enum Op {
     Reliable(bool),
     LongReordering(bool),
     Sleep(u8),
+    CutLink(u8, u8),
+    CutBetween(u8, u8),
+    HealLinks,
+    Pause(u8),
+    Resume(u8),
+    AddLearner(u8),
+    AddVoter(u8),
+    Promote(u8),
+    Remove(u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -27,6 +39,9 @@ struct Schedule {
     seed: u64,
     snapshot_interval: Option<u8>,
     crash_points: bool,
+    initial_voters: Option<u8>,
+    pre_vote: bool,
+    check_quorum: bool,
     ops: Vec<Op>,
 }
 
@@ -37,6 +52,9 @@ fuzz_target!(|schedule: Schedule| {
     options.snapshot_chunk = 16;
     options.crash_point_odds = if schedule.crash_points { 10 } else { 0 };
     options.max_events = 200_000;
+    options.initial_voters = schedule.initial_voters.map(|k| 1 + usize::from(k) % n);
+    options.pre_vote = schedule.pre_vote;
+    options.check_quorum = schedule.check_quorum;
     let mut sim = Sim::new(options);
     let mut command = 0u64;
     for op in schedule.ops.into_iter().take(128) {
@@ -63,6 +81,24 @@ fuzz_target!(|schedule: Schedule| {
             Op::Heal => sim.heal_partition(),
             Op::Reliable(on) => sim.set_reliable(on),
             Op::LongReordering(on) => sim.set_long_reordering(on),
+            Op::CutLink(a, b) => sim.cut_link(usize::from(a) % n, usize::from(b) % n),
+            Op::CutBetween(a, b) => sim.cut_between(usize::from(a) % n, usize::from(b) % n),
+            Op::HealLinks => sim.heal_links(),
+            Op::Pause(s) => sim.pause(usize::from(s) % n),
+            Op::Resume(s) => sim.resume(usize::from(s) % n),
+            Op::AddLearner(id) | Op::AddVoter(id) | Op::Promote(id) | Op::Remove(id) => {
+                let id = 1 + u64::from(id) % n as u64;
+                let data = id.to_le_bytes().to_vec().into();
+                let change = match op {
+                    Op::AddLearner(_) => MembershipChange::AddLearner { id, data },
+                    Op::AddVoter(_) => MembershipChange::AddVoter { id, data },
+                    Op::Promote(_) => MembershipChange::PromoteLearner { id },
+                    _ => MembershipChange::Remove { id },
+                };
+                if let Some(leader) = sim.current_leader() {
+                    let _ = sim.change_membership(leader, change);
+                }
+            }
             Op::Sleep(ms) => {
                 if let Err(failure) = sim.sleep(u64::from(ms) * 4 * MS) {
                     assert!(failure.kind != FailureKind::Safety, "{failure}");
