@@ -501,6 +501,27 @@ pub(crate) fn value(i: usize) -> Vec<u8> {
     format!("value-{i}").into_bytes()
 }
 
+/// A generator of numbers below a bound (xorshift), from `seed`: the chaos's choices.
+fn random_below(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound.max(1)
+    }
+}
+
+/// Stops the clients however a chaos scope is left (an error would otherwise leave them
+/// looping and the scope waiting for them for ever).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// What the chaos run does: `rounds` times, SIGKILL a random node (the leader one time in
 /// two) at a random moment under load, and restart it after a random pause.
 #[derive(Debug, Clone)]
@@ -535,24 +556,10 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;
-    let mut rng = config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut random = move |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound.max(1)
-    };
+    let mut random = random_below(config.seed);
     let next = AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let acked: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-    /// Stops the clients however the scope is left (an error would otherwise leave them
-    /// looping and the scope waiting for them forever).
-    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
     std::thread::scope(|scope| -> Result<(), String> {
         let _stop_clients = StopOnDrop(&stop);
         for _ in 0..config.clients {
@@ -644,23 +651,11 @@ fn chaos_membership(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;
-    let mut rng = config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut random = move |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound.max(1)
-    };
+    let mut random = random_below(config.seed);
     let addrs = std::sync::RwLock::new(cluster.client_addrs());
     let next = AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let acked: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
     std::thread::scope(|scope| -> Result<(), String> {
         let _stop_clients = StopOnDrop(&stop);
         for _ in 0..config.clients {
