@@ -48,15 +48,6 @@ pub(crate) fn change(
             let addr = known[i];
             i += 1;
             let mut conn = Connection::new(addr, CALL_TIMEOUT);
-            let learn = |members: &Members, known: &mut Vec<SocketAddr>| {
-                for (id, _) in &members.data {
-                    if let Some(client) = members.client_addr(*id) {
-                        if !known.contains(&client) {
-                            known.push(client);
-                        }
-                    }
-                }
-            };
             match conn.call(&request) {
                 Ok(Response::Members(members)) => return Ok(members),
                 Ok(Response::Refused(reason)) if attempted => {
@@ -64,12 +55,7 @@ pub(crate) fn change(
                 }
                 Ok(Response::Refused(reason)) if reason.contains("in progress") => {}
                 Ok(Response::Refused(reason)) => return Err(reason),
-                Ok(Response::NotLeader(_)) => {
-                    // Learn the members' addresses, so that the leader can be reached.
-                    if let Ok(Response::Members(members)) = conn.call(&Request::Members) {
-                        learn(&members, &mut known);
-                    }
-                }
+                Ok(Response::NotLeader(_)) => learn_members(&mut conn, &mut known),
                 Ok(_) | Err(_) => attempted = true,
             }
         }
@@ -119,17 +105,7 @@ pub(crate) fn execute(
             let mut conn = Connection::new(addr, CALL_TIMEOUT);
             match conn.call(&request) {
                 Ok(Response::Done(answer)) => return Ok(answer),
-                Ok(Response::NotLeader(_)) => {
-                    if let Ok(Response::Members(members)) = conn.call(&Request::Members) {
-                        for (id, _) in &members.data {
-                            if let Some(client) = members.client_addr(*id) {
-                                if !known.contains(&client) {
-                                    known.push(client);
-                                }
-                            }
-                        }
-                    }
-                }
+                Ok(Response::NotLeader(_)) => learn_members(&mut conn, &mut known),
                 _ => {}
             }
         }
@@ -148,5 +124,19 @@ pub(crate) fn dump(addr: SocketAddr) -> Result<Dump, String> {
         Ok(Response::Dump(pairs, applied)) => Ok((pairs, applied)),
         Ok(other) => Err(format!("{addr} answered {other:?}")),
         Err(e) => Err(format!("{addr}: {e}")),
+    }
+}
+
+/// Asks the node behind `conn` for the membership and adds the members' client addresses to
+/// `known`, so that the leader can be reached.
+fn learn_members(conn: &mut Connection, known: &mut Vec<SocketAddr>) {
+    if let Ok(Response::Members(members)) = conn.call(&Request::Members) {
+        for (id, _) in &members.data {
+            if let Some(client) = members.client_addr(*id) {
+                if !known.contains(&client) {
+                    known.push(client);
+                }
+            }
+        }
     }
 }
