@@ -9,6 +9,12 @@
 //! application hands the core a snapshot ([`Event::SnapshotTaken`]), the core compacts its log
 //! and sends the snapshot, in chunks, to followers that need entries it no longer has.
 //!
+//! The cluster's membership changes through the log ([`Event::ChangeMembership`], joint
+//! consensus when the voters change, learners that receive the log without voting; see
+//! [`Membership`]); elections and commitment need a majority of every configuration in force.
+//! Pre-vote and check-quorum ([`Config::pre_vote`], [`Config::check_quorum`]) keep a node that
+//! was cut off, or removed, from disrupting the cluster.
+//!
 //! # Example: a single-node cluster driven by hand
 //!
 //! ```
