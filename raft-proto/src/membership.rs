@@ -20,8 +20,10 @@ use crate::types::{Index, NodeId, Payload};
 /// vote, and an election or a commitment needs a majority of each. Learners receive the log
 /// and never vote. Every member may carry bytes of the application's (the adapters keep the
 /// member's address there).
+///
+/// With the `serde` feature it serializes as its [`encode`](Self::encode)d bytes, the one
+/// canonical form (ids in increasing order), and deserializes only from such bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Membership {
     voters: BTreeSet<NodeId>,
     outgoing: BTreeSet<NodeId>,
@@ -299,8 +301,9 @@ impl Membership {
         out
     }
 
-    /// Reads bytes made by [`encode`](Self::encode). `None` for anything else: bytes left over,
-    /// a learner that is also a voter, data for a non-member.
+    /// Reads bytes made by [`encode`](Self::encode). `None` for anything else: ids out of
+    /// order or repeated, bytes left over, a learner that is also a voter, data for a
+    /// non-member.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut reader = Reader(bytes);
         if reader.byte()? != ENCODING_VERSION {
@@ -309,20 +312,23 @@ impl Membership {
         let mut sets = [BTreeSet::new(), BTreeSet::new(), BTreeSet::new()];
         for set in &mut sets {
             for _ in 0..reader.count()? {
-                if !set.insert(reader.varint()?) {
+                let id = reader.varint()?;
+                if set.last().is_some_and(|&last| last >= id) {
                     return None;
                 }
+                set.insert(id);
             }
         }
         let [voters, outgoing, learners] = sets;
-        let mut data = BTreeMap::new();
+        let mut data: BTreeMap<NodeId, Payload> = BTreeMap::new();
         for _ in 0..reader.count()? {
             let id = reader.varint()?;
-            let len = usize::try_from(reader.varint()?).ok()?;
-            let bytes = reader.take(len)?;
-            if data.insert(id, Payload::from(bytes)).is_some() {
+            if data.last_key_value().is_some_and(|(&last, _)| last >= id) {
                 return None;
             }
+            let len = usize::try_from(reader.varint()?).ok()?;
+            let bytes = reader.take(len)?;
+            data.insert(id, Payload::from(bytes));
         }
         let membership = Self {
             voters,
@@ -335,6 +341,31 @@ impl Membership {
 }
 
 const ENCODING_VERSION: u8 = 1;
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Membership {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.encode())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Membership {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Membership;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the encoded bytes of a membership")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Membership, E> {
+                Membership::decode(bytes)
+                    .ok_or_else(|| E::custom("not the canonical encoding of a membership"))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
+    }
+}
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
@@ -483,6 +514,10 @@ mod tests {
         assert_eq!(Membership::decode(&bad.encode()), None);
         // Huge counts do not allocate or panic.
         assert_eq!(Membership::decode(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]), None);
+        // Only the canonical encoding: ids in increasing order, each once.
+        assert!(Membership::decode(&[1, 2, 1, 4, 0, 0, 0]).is_some());
+        assert_eq!(Membership::decode(&[1, 2, 4, 1, 0, 0, 0]), None);
+        assert_eq!(Membership::decode(&[1, 2, 4, 4, 0, 0, 0]), None);
     }
 
     #[test]

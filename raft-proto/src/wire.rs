@@ -554,6 +554,49 @@ mod tests {
         assert_eq!(drain(&mut decoder), frames[2..]);
     }
 
+    /// Found by the `wire_decode` fuzz target: a membership whose ids were in another order
+    /// decoded to a value that re-encoded to other bytes of the same length. Memberships now
+    /// travel in their one canonical encoding; any other order is refused.
+    #[test]
+    fn a_membership_out_of_order_is_refused() {
+        let chunk = |membership| {
+            PeerFrame::Raft(Message {
+                from: 4,
+                to: 4,
+                term: 4,
+                body: MessageBody::SnapshotChunk {
+                    meta: crate::types::SnapshotMeta {
+                        last_index: 1,
+                        last_term: 0,
+                    },
+                    membership,
+                    offset: 0,
+                    data: Arc::from(&[][..]),
+                    done: false,
+                },
+            })
+        };
+        let frame = chunk(crate::membership::Membership::new([0, 4]));
+        let mut bytes = Vec::new();
+        encode_frame(&frame, 64, &mut bytes).unwrap();
+        let mut decoder = FrameDecoder::new(64);
+        decoder.extend(&bytes);
+        assert_eq!(decoder.next_frame::<PeerFrame>(), Ok(Some(frame)));
+        // The voters' ids, 0 then 4, swapped.
+        let at = bytes
+            .windows(3)
+            .position(|w| w == [2, 0, 4])
+            .expect("the voters in the frame");
+        bytes[at + 1] = 4;
+        bytes[at + 2] = 0;
+        let mut decoder = FrameDecoder::new(64);
+        decoder.extend(&bytes);
+        assert!(matches!(
+            decoder.next_frame::<PeerFrame>(),
+            Err(WireError::Malformed { .. })
+        ));
+    }
+
     #[test]
     fn malformed_payloads_are_skipped() {
         let mut bytes = Vec::new();
