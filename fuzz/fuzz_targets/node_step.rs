@@ -1,7 +1,8 @@
-//! A structured sequence of events into one node, pre-vote and check-quorum each on or off:
-//! no panic, and its local invariants hold
-//! after every step: the term and the commit index never go back, applied ≤ commit, and a
-//! vote once cast is kept for the rest of its term.
+//! A structured sequence of events into one node (reads and leadership transfers included),
+//! pre-vote, check-quorum and lease reads each on or off: no panic, and its local invariants
+//! hold after every step: the term and the commit index never go back, applied ≤ commit, a
+//! vote once cast is kept for the rest of its term, and a read is served only once applied up
+//! to its index.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -12,7 +13,7 @@ use raft_proto::{
 
 #[derive(Arbitrary, Debug)]
 enum Body {
-    VoteRequest { last_log_index: u16, last_log_term: u8 },
+    VoteRequest { last_log_index: u16, last_log_term: u8, transfer: bool },
     VoteResponse(bool),
     Append { prev: u16, prev_term: u8, terms: Vec<u8>, commit: u16 },
     Accepted(u16),
@@ -21,6 +22,11 @@ enum Body {
     Ack { last_index: u16, received: u16 },
     PreVoteRequest { last_log_index: u16, last_log_term: u8 },
     PreVoteResponse(bool),
+    ReadIndexRequest(u8),
+    ReadIndexResponse { id: u8, index: Option<u16> },
+    ConfirmLeader(u8),
+    LeaderConfirmed(u8),
+    TimeoutNow,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -29,15 +35,18 @@ enum Op {
     Persisted(u8),
     Propose(u8),
     SnapshotTaken(u16),
+    Read(u8),
+    Transfer(u8),
     Message { from: u8, to: u8, term: u8, body: Body },
 }
 
 fn body(body: Body) -> MessageBody {
     let i = u64::from;
     match body {
-        Body::VoteRequest { last_log_index, last_log_term } => MessageBody::VoteRequest {
+        Body::VoteRequest { last_log_index, last_log_term, transfer } => MessageBody::VoteRequest {
             last_log_index: i(last_log_index),
             last_log_term: u64::from(last_log_term),
+            transfer,
         },
         Body::VoteResponse(granted) => MessageBody::VoteResponse { granted },
         Body::Append { prev, prev_term, terms, commit } => MessageBody::AppendRequest {
@@ -75,15 +84,24 @@ fn body(body: Body) -> MessageBody {
             last_log_term: u64::from(last_log_term),
         },
         Body::PreVoteResponse(granted) => MessageBody::PreVoteResponse { granted },
+        Body::ReadIndexRequest(id) => MessageBody::ReadIndexRequest { id: u64::from(id) },
+        Body::ReadIndexResponse { id, index } => MessageBody::ReadIndexResponse {
+            id: u64::from(id),
+            index: index.map(i),
+        },
+        Body::ConfirmLeader(round) => MessageBody::ConfirmLeader { round: u64::from(round) },
+        Body::LeaderConfirmed(round) => MessageBody::LeaderConfirmed { round: u64::from(round) },
+        Body::TimeoutNow => MessageBody::TimeoutNow,
     }
 }
 
-fuzz_target!(|input: (bool, bool, Vec<Op>)| {
-    let (pre_vote, check_quorum, ops) = input;
+fuzz_target!(|input: (bool, bool, bool, Vec<Op>)| {
+    let (pre_vote, check_quorum, lease_reads, ops) = input;
     let mut config = Config::new(1, vec![1, 2, 3]);
     config.max_snapshot_chunk = 4;
     config.pre_vote = pre_vote;
     config.check_quorum = check_quorum;
+    config.lease_reads = lease_reads && check_quorum;
     let mut node = Node::new(config, 0).expect("a valid config");
     let mut now = 0u64;
     let mut actions = Vec::new();
@@ -100,6 +118,8 @@ fuzz_target!(|input: (bool, bool, Vec<Op>)| {
                 last_index: u64::from(index),
                 data: Payload::from(&b"state"[..]),
             },
+            Op::Read(context) => Event::Read { context: u64::from(context) },
+            Op::Transfer(to) => Event::TransferLeadership { to: u64::from(to % 5) },
             Op::Message { from, to, term, body: b } => Event::Message(Message {
                 from: u64::from(from % 5),
                 to: u64::from(to % 4),
@@ -108,7 +128,12 @@ fuzz_target!(|input: (bool, bool, Vec<Op>)| {
             }),
         };
         node.step_into(now, event, &mut actions);
-        actions.clear();
+        for action in actions.drain(..) {
+            // A read is served only once applied up to its index.
+            if let raft_proto::Action::ReadReady { index, .. } = action {
+                assert!(index <= node.applied_index(), "read served before applied");
+            }
+        }
         assert!(node.term() >= term, "the term went back");
         assert!(node.commit_index() >= commit, "the commit index went back");
         assert!(node.applied_index() <= node.commit_index());

@@ -47,8 +47,8 @@ struct Args {
     #[arg(long)]
     list: bool,
     /// Inject a deliberate bug into every node, to see the judge catch it:
-    /// commit-earlier-term, vote-before-persist, forget-vote, append-before-persist or
-    /// commit-joint-new-only.
+    /// commit-earlier-term, vote-before-persist, forget-vote, append-before-persist,
+    /// commit-joint-new-only, serve-reads-locally or serve-reads-before-applied.
     #[arg(long)]
     inject_bug: Option<String>,
     /// Print every failure in full (by default the first three are).
@@ -65,15 +65,25 @@ struct Args {
     /// Run the scenarios with check-quorum off (the random search draws it per seed).
     #[arg(long)]
     no_check_quorum: bool,
+    /// Set clocks this many parts per million apart in the scenarios that drift them
+    /// (`lease_read`: the leader's slow, the others' fast); 400000 breaks the lease's bound.
+    #[arg(long)]
+    clock_drift_ppm: Option<i64>,
+    /// Do not check each read against the commit index when it was asked: only the
+    /// linearizability checker judges what clients saw.
+    #[arg(long)]
+    no_read_floor: bool,
 }
 
 /// The bugs `--inject-bug` knows.
-const BUGS: [&str; 5] = [
+const BUGS: [&str; 7] = [
     "commit-earlier-term",
     "vote-before-persist",
     "forget-vote",
     "append-before-persist",
     "commit-joint-new-only",
+    "serve-reads-locally",
+    "serve-reads-before-applied",
 ];
 
 /// The options of one run as the command line asks: a bug injected, a digest kept, features
@@ -86,12 +96,20 @@ fn configure(mut options: SimOptions, args: &Args) -> SimOptions {
     if args.no_check_quorum {
         options.check_quorum = false;
     }
+    if let Some(ppm) = args.clock_drift_ppm {
+        options.clock_drift_ppm = ppm;
+    }
+    if args.no_read_floor {
+        options.check_read_floor = false;
+    }
     match args.inject_bug.as_deref() {
         Some("commit-earlier-term") => options.bugs.commit_earlier_term_by_counting = true,
         Some("vote-before-persist") => options.bugs.grant_vote_before_persist = true,
         Some("forget-vote") => options.bugs.forget_vote_on_step_down = true,
         Some("append-before-persist") => options.bugs.accept_append_before_persist = true,
         Some("commit-joint-new-only") => options.bugs.commit_joint_with_new_voters_only = true,
+        Some("serve-reads-locally") => options.bugs.serve_reads_locally = true,
+        Some("serve-reads-before-applied") => options.bugs.serve_reads_before_applied = true,
         _ => {}
     }
     options

@@ -57,6 +57,17 @@ pub struct Config {
     /// heard from the current leader within `election_timeout_min` refuses a vote for a higher
     /// term, without adopting that term.
     pub check_quorum: bool,
+    /// Lease reads (thesis §6.4.1), off by default: while the leader's lease holds, a read is
+    /// served at the commit index without a round of confirmations. The lease starts when the
+    /// leader sends a round of confirmations that a quorum answers, and lasts
+    /// `election_timeout_min - clock_drift_bound`: no voter that answered can vote for another
+    /// leader before its own `election_timeout_min` has passed (the sticky leader, so
+    /// `check_quorum` must be on). **Clock assumption**: between any two nodes, the time one
+    /// measures over that span differs from the other's by less than `clock_drift_bound`;
+    /// beyond it, a deposed leader may serve a stale read.
+    pub lease_reads: bool,
+    /// See `lease_reads`: how much shorter than `election_timeout_min` the lease is.
+    pub clock_drift_bound: Instant,
     /// Seeds the generator that draws election timeouts. Give each node its own seed (the core
     /// mixes in `id` as well), and the same seed to replay a run exactly.
     pub seed: u64,
@@ -83,6 +94,12 @@ pub struct InjectedBugs {
     /// `become_follower(term)` helper that always clears the vote does: on every append from
     /// the current leader, a follower or candidate "steps down" and may then vote again.
     pub forget_vote_on_step_down: bool,
+    /// Answer every read at once at the node's own commit index, without confirming that it
+    /// still leads (or asking the leader): a deposed leader serves stale reads.
+    pub serve_reads_locally: bool,
+    /// Answer a confirmed read before the state machine applied up to its index: a follower
+    /// serves a read from a state older than the read index.
+    pub serve_reads_before_applied: bool,
 }
 
 impl Config {
@@ -106,6 +123,8 @@ impl Config {
             leader_noop: false,
             pre_vote: true,
             check_quorum: true,
+            lease_reads: false,
+            clock_drift_bound: 50,
             seed: 0,
             #[cfg(feature = "bug-injection")]
             bugs: InjectedBugs::default(),
@@ -127,6 +146,11 @@ impl Config {
             || self.heartbeat_interval >= self.election_timeout_min
         {
             return Err(ConfigError::BadTiming);
+        }
+        if self.lease_reads
+            && (!self.check_quorum || self.clock_drift_bound >= self.election_timeout_min)
+        {
+            return Err(ConfigError::BadLease);
         }
         if self.max_inflight_appends == 0
             || self.max_entries_per_append == 0
@@ -151,6 +175,8 @@ pub enum ConfigError {
     /// `max_inflight_appends`, `max_entries_per_append` and `max_snapshot_chunk` must be at
     /// least 1.
     ZeroLimit,
+    /// Lease reads need check-quorum, and a drift bound below `election_timeout_min`.
+    BadLease,
 }
 
 impl fmt::Display for ConfigError {
@@ -161,6 +187,10 @@ impl fmt::Display for ConfigError {
             Self::BadTiming => write!(
                 f,
                 "timeouts must satisfy 0 < heartbeat_interval < election_timeout_min < election_timeout_max"
+            ),
+            Self::BadLease => write!(
+                f,
+                "lease reads need check_quorum and clock_drift_bound < election_timeout_min"
             ),
             Self::ZeroLimit => write!(
                 f,

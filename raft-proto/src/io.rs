@@ -73,6 +73,23 @@ pub enum Event {
     /// The leader is asked to change the cluster's membership. Answered by one
     /// [`Action::MembershipOutcome`].
     ChangeMembership(MembershipChange),
+    /// The application asks for a linearizable read (thesis §6.4). Answered by one
+    /// [`Action::ReadReady`] (serve the read once the state machine applied up to its index)
+    /// or [`Action::ReadRefused`], carrying `context` back. On a leader: one round of
+    /// confirmations from a quorum (batched with the other reads of the round), or none while
+    /// its lease holds ([`Config::lease_reads`](crate::Config)); on a follower: the leader is
+    /// asked for the index.
+    Read {
+        /// The caller's id for the read.
+        context: u64,
+    },
+    /// The leader is asked to hand leadership over to voter `to` (thesis §3.10). Answered by
+    /// [`Action::TransferOutcome`]: `Started`, then the leader steps down when `to` wins its
+    /// election, or `Aborted` after an election timeout; proposals are refused meanwhile.
+    TransferLeadership {
+        /// The voter to lead next.
+        to: NodeId,
+    },
     /// The application took a snapshot of its state after applying every entry up to
     /// `last_index`. Ignored when `last_index` is not above the current snapshot or beyond the
     /// applied index, or when the node does not know the membership at `last_index` (a node
@@ -108,6 +125,72 @@ pub enum Action {
     RestoreSnapshot(Snapshot),
     /// The answer to an [`Event::ChangeMembership`].
     MembershipOutcome(MembershipOutcome),
+    /// The read `context` may be served, linearizably, once the state machine applied every
+    /// entry up to `index`.
+    ReadReady {
+        /// The caller's id for the read.
+        context: u64,
+        /// The read index.
+        index: Index,
+    },
+    /// The read `context` cannot be served here.
+    ReadRefused {
+        /// The caller's id for the read.
+        context: u64,
+        /// Why.
+        reason: ReadRefusal,
+    },
+    /// What became of a leadership transfer.
+    TransferOutcome(TransferOutcome),
+}
+
+/// Why a read was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadRefusal {
+    /// This node knows of no leader to confirm the read.
+    NoLeader,
+    /// Leadership changed before the read could be confirmed.
+    LeadershipLost,
+    /// No quorum confirmed the read within an election timeout (the leader may be cut off, or
+    /// a message lost); retry.
+    TimedOut,
+}
+
+/// What became of a leadership transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferOutcome {
+    /// The leader brings `to` up to date, then tells it to campaign; proposals are refused
+    /// until the transfer completes (the leader steps down) or aborts.
+    Started {
+        /// The target.
+        to: NodeId,
+    },
+    /// The transfer was refused.
+    Refused(TransferRefusal),
+    /// The target did not take over within an election timeout: the leader leads on.
+    Aborted {
+        /// The target.
+        to: NodeId,
+    },
+}
+
+/// Why a leadership transfer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferRefusal {
+    /// This node is not the leader.
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// The target is this node.
+    AlreadyLeader,
+    /// The target is not a voter of the membership in force.
+    NotAVoter(NodeId),
+    /// Another transfer is in progress.
+    InProgress,
 }
 
 /// The answer to a membership change.
@@ -208,4 +291,6 @@ pub enum ProposalOutcome {
 pub enum ProposalRefusal {
     /// The proposal held no command.
     Empty,
+    /// The leader is handing leadership over; retry at the next leader.
+    TransferInProgress,
 }

@@ -88,7 +88,10 @@ pub mod wire;
 #[cfg(feature = "bug-injection")]
 pub use config::InjectedBugs;
 pub use config::{Config, ConfigError};
-pub use io::{Action, Event, MembershipOutcome, Persist, ProposalOutcome, ProposalRefusal};
+pub use io::{
+    Action, Event, MembershipOutcome, Persist, ProposalOutcome, ProposalRefusal, ReadRefusal,
+    TransferOutcome, TransferRefusal,
+};
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, NodeStats, StartError};

@@ -91,6 +91,8 @@ pub enum MembershipError {
     NotMember(NodeId),
     /// The member to promote is not a learner.
     NotLearner(NodeId),
+    /// The leader is handing leadership over.
+    TransferInProgress,
 }
 
 impl fmt::Display for MembershipError {
@@ -104,6 +106,7 @@ impl fmt::Display for MembershipError {
             Self::AlreadyMember(id) => write!(f, "node {id} is already a member"),
             Self::NotMember(id) => write!(f, "node {id} is not a member"),
             Self::NotLearner(id) => write!(f, "node {id} is not a learner"),
+            Self::TransferInProgress => write!(f, "a leadership transfer is in progress"),
         }
     }
 }

@@ -31,6 +31,10 @@ pub enum MessageBody {
         last_log_index: Index,
         /// Term of the candidate's last log entry.
         last_log_term: Term,
+        /// The candidate campaigns because the leader handed leadership over to it
+        /// ([`MessageBody::TimeoutNow`]): voters grant it even if they heard from that leader
+        /// recently (the sticky-leader rule does not apply).
+        transfer: bool,
     },
     /// The answer to a [`MessageBody::VoteRequest`] of the same term.
     VoteResponse {
@@ -92,6 +96,34 @@ pub enum MessageBody {
         /// Whether the pre-vote was granted.
         granted: bool,
     },
+    /// A follower asks its leader for a read index (a read served at the follower, thesis
+    /// §6.4).
+    ReadIndexRequest {
+        /// The follower's id for the read.
+        id: u64,
+    },
+    /// The leader's answer to a [`MessageBody::ReadIndexRequest`]: the read may be served once
+    /// the follower applied up to `index`; `None` when the leader could not confirm it.
+    ReadIndexResponse {
+        /// The follower's id for the read.
+        id: u64,
+        /// The read index.
+        index: Option<Index>,
+    },
+    /// The leader asks its voters to confirm that it still leads (for reads: one round
+    /// confirms every read registered before it was sent).
+    ConfirmLeader {
+        /// The round's number.
+        round: u64,
+    },
+    /// The answer to a [`MessageBody::ConfirmLeader`] of the same term.
+    LeaderConfirmed {
+        /// The round's number.
+        round: u64,
+    },
+    /// The leader hands leadership over: the addressee, now up to date, campaigns at once
+    /// (thesis §3.10).
+    TimeoutNow,
 }
 
 impl MessageBody {
@@ -103,6 +135,9 @@ impl MessageBody {
                 | Self::AppendRequest { .. }
                 | Self::SnapshotChunk { .. }
                 | Self::PreVoteRequest { .. }
+                | Self::ReadIndexRequest { .. }
+                | Self::ConfirmLeader { .. }
+                | Self::TimeoutNow
         )
     }
 }

@@ -326,7 +326,17 @@ mod tests {
             message(MessageBody::VoteRequest {
                 last_log_index: 12,
                 last_log_term: 3,
+                transfer: true,
             }),
+            message(MessageBody::ReadIndexRequest { id: 7 }),
+            message(MessageBody::ReadIndexResponse {
+                id: 7,
+                index: Some(1 << 33),
+            }),
+            message(MessageBody::ReadIndexResponse { id: 8, index: None }),
+            message(MessageBody::ConfirmLeader { round: 9 }),
+            message(MessageBody::LeaderConfirmed { round: 9 }),
+            message(MessageBody::TimeoutNow),
             message(MessageBody::VoteResponse { granted: true }),
             message(MessageBody::AppendRequest {
                 prev_log_index: 1 << 40,

@@ -54,6 +54,13 @@ beyond_tests!(
     crash_in_joint,
     partition_in_joint,
     bad_changes,
+    read_index,
+    read_deposed_leader,
+    lease_read,
+    follower_read,
+    transfer_up_to_date,
+    transfer_lagging,
+    transfer_target_crash,
 );
 
 /// Runs `name` over 20 seeds with `switch` applied; every seed must fail with a message
@@ -95,5 +102,50 @@ fn checkquorum_isolated_leader_fails_without_check_quorum() {
         "checkquorum_isolated_leader",
         |o| o.check_quorum = false,
         "still leads",
+    );
+}
+
+#[test]
+fn read_deposed_leader_fails_with_reads_served_from_local_state() {
+    // The linearizability checker alone (the per-read check off) reports the stale read.
+    let messages = fails_without(
+        "read_deposed_leader",
+        |o| {
+            o.bugs.serve_reads_locally = true;
+            o.check_read_floor = false;
+        },
+        "is not linearizable",
+    );
+    eprintln!("{}", messages[0]);
+    // And the per-read check catches it as it happens.
+    fails_without(
+        "read_deposed_leader",
+        |o| o.bugs.serve_reads_locally = true,
+        "a stale read",
+    );
+}
+
+#[test]
+fn lease_read_fails_beyond_the_drift_bound() {
+    // The bound is 50 ms of a 300 ms minimum election timeout (clocks may differ by 1/6);
+    // with the leader's clock at 0.2 times true speed and the others' at 1.8 times, a
+    // deposed leader's lease outlives the new leader's first commit.
+    let messages = fails_without(
+        "lease_read",
+        |o| {
+            o.clock_drift_ppm = 800_000;
+            o.check_read_floor = false;
+        },
+        "is not linearizable",
+    );
+    eprintln!("{}", messages[0]);
+}
+
+#[test]
+fn follower_read_fails_when_served_before_applied() {
+    fails_without(
+        "follower_read",
+        |o| o.bugs.serve_reads_before_applied = true,
+        "having applied only up to",
     );
 }

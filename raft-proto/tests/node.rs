@@ -94,6 +94,7 @@ fn a_vote_is_granted_only_once_durable_and_only_once_per_term() {
             MessageBody::VoteRequest {
                 last_log_index: 0,
                 last_log_term: 0,
+                transfer: false,
             },
         )
     };
@@ -337,6 +338,7 @@ fn no_peer_input_makes_the_node_panic_or_go_back() {
                 0 => MessageBody::VoteRequest {
                     last_log_index: rng.pick(&odd),
                     last_log_term: rng.pick(&odd),
+                    transfer: rng.pick(&odd).is_multiple_of(2),
                 },
                 1 => MessageBody::VoteResponse {
                     granted: rng.next().is_multiple_of(2),
@@ -407,6 +409,7 @@ fn messages_round_trip_through_postcard() {
         MessageBody::VoteRequest {
             last_log_index: 3,
             last_log_term: 2,
+            transfer: false,
         },
         MessageBody::VoteResponse { granted: true },
         MessageBody::AppendRequest {
@@ -451,6 +454,7 @@ fn a_frame_with_an_absurd_term_does_not_stop_elections() {
             let body = MessageBody::VoteRequest {
                 last_log_index: u64::MAX >> 3,
                 last_log_term: absurd,
+                transfer: false,
             };
             sim.inject(
                 s,
@@ -596,6 +600,7 @@ fn a_follower_with_a_recent_leader_ignores_disruptive_votes() {
     let vote = MessageBody::VoteRequest {
         last_log_index: 5,
         last_log_term: 1,
+        transfer: false,
     };
     let actions = follower.step(20, msg(2, 3, 2, vote.clone()));
     assert_eq!(follower.term(), 1, "took the disruptive term");

@@ -69,7 +69,7 @@ impl Node {
             (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index());
         let could_vote =
             term > self.hard_state.term || self.hard_state.voted_for.is_none_or(|v| v == candidate);
-        let granted = up_to_date && could_vote && !self.leader_is_recent();
+        let granted = up_to_date && could_vote && !self.refuses_disruption();
         let body = MessageBody::PreVoteResponse { granted };
         if granted {
             // The answer carries the pre-vote's term, which the candidate expects back.
@@ -116,10 +116,13 @@ impl Node {
                     self.quorum_check_deadline =
                         self.now.saturating_add(self.config.election_timeout_max);
                 }
+                self.abort_late_transfer();
                 if self.now >= self.heartbeat_deadline {
                     self.heartbeat_deadline =
                         self.now.saturating_add(self.config.heartbeat_interval);
                     self.heartbeat();
+                    self.renew_lease();
+                    self.transfer_on_heartbeat();
                 }
             }
             Role::Follower | Role::Candidate | Role::PreCandidate => {
@@ -129,6 +132,7 @@ impl Node {
                     self.become_follower(self.hard_state.term, self.leader);
                     self.reset_election_timer();
                 } else if self.now >= self.election_deadline {
+                    self.transfer_campaign = false;
                     if self.config.pre_vote {
                         self.become_pre_candidate();
                     } else {
@@ -161,12 +165,18 @@ impl Node {
     /// Whether this node may run for leader: it votes in the membership in force, or that
     /// membership is not committed yet and it voted in the one before (it may be the only one
     /// that can carry the change through: the new voters may not have the entry yet).
-    fn may_campaign(&self) -> bool {
+    pub(super) fn may_campaign(&self) -> bool {
         let me = self.config.id;
         let current = self.memberships.current_index();
         self.memberships.current().is_voter(me)
             || (current > self.commit_index
                 && self.memberships.at(current.saturating_sub(1)).is_voter(me))
+    }
+
+    /// Whether this node refuses to help depose its leader (check-quorum's sticky leader): it
+    /// leads or heard from its leader recently, or with lease reads, it restarted recently.
+    pub(super) fn refuses_disruption(&self) -> bool {
+        self.leader_is_recent() || self.now < self.quiet_until
     }
 
     /// Whether this node leads, or heard from the leader of its term within the minimum
@@ -207,6 +217,8 @@ impl Node {
         self.votes.clear();
         self.vote_answers.clear();
         self.progress.clear();
+        self.transfer = None;
+        self.transfer_campaign = false;
     }
 
     /// Asks for pre-votes for the next term, changing nothing durable.
@@ -217,6 +229,7 @@ impl Node {
             return;
         }
         self.role = Role::PreCandidate;
+        self.transfer_campaign = false;
         self.leader = None;
         self.votes.clear();
         self.votes.push(self.config.id);
@@ -277,6 +290,7 @@ impl Node {
                 let body = MessageBody::VoteRequest {
                     last_log_index,
                     last_log_term,
+                    transfer: self.transfer_campaign,
                 };
                 self.send_when_durable(peer, body);
             }
@@ -287,6 +301,11 @@ impl Node {
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.votes.clear();
+        self.transfer_campaign = false;
+        self.term_start = self.log.last_index();
+        self.transfer = None;
+        self.transfer_sent_this_term = false;
+        self.reset_leader_reads();
         if self.config.leader_noop {
             self.append_to_log(Entry::noop(self.hard_state.term));
         }

@@ -33,6 +33,9 @@ impl Node {
                 leader_hint: self.leader,
             });
         }
+        if self.transfer.is_some() {
+            return Err(MembershipError::TransferInProgress);
+        }
         let current = self.memberships.current();
         if current.is_joint() || self.memberships.current_index() > self.commit_index {
             return Err(MembershipError::ChangeInProgress);
@@ -58,6 +61,7 @@ impl Node {
         let members = self.memberships.current().members();
         self.peers = members.iter().copied().filter(|&id| id != me).collect();
         if self.role == Role::Leader {
+            self.end_lease();
             let last = self.log.last_index();
             self.progress.retain(|p| members.contains(&p.id));
             for &peer in &self.peers {

@@ -10,7 +10,10 @@
 //! - `commit`: the commit rule and the hand-over of committed entries;
 //! - `snapshot`: compaction, and sending and receiving snapshots in chunks;
 //! - `persist`: the step's pending write, durability acknowledgements, and the messages held
-//!   until durable.
+//!   until durable;
+//! - `membership`: membership changes, and the replication set following the membership;
+//! - `read`: linearizable reads (ReadIndex, leases, reads at followers);
+//! - `transfer`: leadership transfer.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -31,11 +34,15 @@ mod commit;
 mod election;
 mod membership;
 mod persist;
+mod read;
 mod replication;
 mod snapshot;
+mod transfer;
 
 use persist::PendingWrite;
+use read::Reads;
 use snapshot::IncomingSnapshot;
+use transfer::Transfer;
 
 /// One member of a Raft cluster, as a pure state machine.
 ///
@@ -92,6 +99,21 @@ pub struct Node {
     actions: Vec<Action>,
     /// Scratch space for the commit computation, reused to keep the step allocation-free.
     match_scratch: Vec<Index>,
+    /// Linearizable reads in progress.
+    reads: Reads,
+    /// While leader: the last log index when it was elected. Its commit index is a read index
+    /// only once it reaches this (every entry of an earlier term is then known committed).
+    term_start: Index,
+    /// While leader: a leadership transfer under way.
+    transfer: Option<Transfer>,
+    /// While leader: a voter was told to campaign at once in this term, so the lease no longer
+    /// holds (its vote requests override the sticky leader).
+    transfer_sent_this_term: bool,
+    /// This candidacy was started by the leader's `TimeoutNow`: the vote requests say so.
+    transfer_campaign: bool,
+    /// With lease reads, a restarted node refuses votes for a higher term until then, as if it
+    /// had just heard from a leader: it may have promised a lease before the crash.
+    quiet_until: Instant,
     stats: NodeStats,
 }
 
@@ -241,6 +263,16 @@ impl Node {
             persists: Vec::new(),
             actions: Vec::new(),
             match_scratch: Vec::new(),
+            reads: Reads::default(),
+            term_start: 0,
+            transfer: None,
+            transfer_sent_this_term: false,
+            transfer_campaign: false,
+            quiet_until: if config.lease_reads {
+                now.saturating_add(config.election_timeout_min)
+            } else {
+                now
+            },
             stats: NodeStats::default(),
             config,
         };
@@ -266,6 +298,8 @@ impl Node {
             Event::Message(message) => self.on_message(message),
             Event::Propose(commands) => self.on_propose(commands),
             Event::ChangeMembership(change) => self.on_change_membership(change),
+            Event::Read { context } => self.on_read(context),
+            Event::TransferLeadership { to } => self.on_transfer_leadership(to),
             Event::Persisted { seq } => self.on_persisted(seq),
             Event::SnapshotTaken { last_index, data } => self.on_snapshot_taken(last_index, data),
         }
@@ -276,8 +310,10 @@ impl Node {
         }
         if self.role == Role::Leader {
             self.replicate();
+            self.hand_over_if_caught_up();
         }
         self.apply_committed();
+        self.settle_reads();
         self.flush_write();
         out.append(&mut self.persists);
         out.append(&mut self.actions);
@@ -378,18 +414,26 @@ impl Node {
     }
 
     /// When the node next needs a [`Event::Tick`] (an election timeout, a heartbeat round, a
-    /// leader's check-quorum, or a candidate's retransmission of its vote requests).
+    /// leader's check-quorum, a candidate's retransmission of its vote requests, the end of a
+    /// leadership transfer, or a read that would time out).
     pub fn next_deadline(&self) -> Instant {
-        match self.role {
-            Role::Leader if self.config.check_quorum => {
-                self.heartbeat_deadline.min(self.quorum_check_deadline)
+        let deadline = match self.role {
+            Role::Leader => {
+                let mut d = self.heartbeat_deadline;
+                if self.config.check_quorum {
+                    d = d.min(self.quorum_check_deadline);
+                }
+                if let Some(t) = self.transfer {
+                    d = d.min(t.deadline);
+                }
+                d
             }
-            Role::Leader => self.heartbeat_deadline,
             Role::Candidate | Role::PreCandidate => {
                 self.election_deadline.min(self.heartbeat_deadline)
             }
             Role::Follower => self.election_deadline,
-        }
+        };
+        self.read_deadline().map_or(deadline, |r| deadline.min(r))
     }
 
     fn on_message(&mut self, message: Message) {
@@ -414,16 +458,22 @@ impl Node {
                 MessageBody::PreVoteRequest { .. }
                 | MessageBody::PreVoteResponse { granted: true } => {}
                 // The sticky leader: a node that hears from its leader keeps following it, and
-                // a disruptive candidate does not even raise its term.
-                MessageBody::VoteRequest { .. }
-                    if self.config.check_quorum && self.leader_is_recent() =>
-                {
+                // a disruptive candidate does not even raise its term. A candidate the leader
+                // handed leadership to is not disruptive.
+                MessageBody::VoteRequest {
+                    transfer: false, ..
+                } if self.config.check_quorum && self.refuses_disruption() => {
                     self.stats.disruptive_votes += 1;
                     return;
                 }
                 _ => {
-                    let leader = matches!(message.body, MessageBody::AppendRequest { .. })
-                        .then_some(message.from);
+                    let leader = matches!(
+                        message.body,
+                        MessageBody::AppendRequest { .. }
+                            | MessageBody::ConfirmLeader { .. }
+                            | MessageBody::TimeoutNow
+                    )
+                    .then_some(message.from);
                     self.become_follower(message.term, leader);
                 }
             }
@@ -442,6 +492,7 @@ impl Node {
             MessageBody::VoteRequest {
                 last_log_index,
                 last_log_term,
+                transfer: _,
             } => self.on_vote_request(from, last_log_index, last_log_term),
             MessageBody::VoteResponse { granted } => self.on_vote_response(from, granted),
             MessageBody::PreVoteRequest {
@@ -471,6 +522,13 @@ impl Node {
                 last_index,
                 received,
             } => self.on_snapshot_ack(from, last_index, received),
+            MessageBody::ReadIndexRequest { id } => self.on_read_index_request(from, id),
+            MessageBody::ReadIndexResponse { id, index } => {
+                self.on_read_index_response(from, id, index)
+            }
+            MessageBody::ConfirmLeader { round } => self.on_confirm_leader(from, round),
+            MessageBody::LeaderConfirmed { round } => self.on_leader_confirmed(from, round),
+            MessageBody::TimeoutNow => self.on_timeout_now(from),
         }
     }
 
@@ -491,6 +549,9 @@ impl Node {
                 last_index: meta.last_index,
                 received: 0,
             },
+            MessageBody::ReadIndexRequest { id } => {
+                MessageBody::ReadIndexResponse { id, index: None }
+            }
             _ => return,
         };
         self.send_when_durable(message.from, body);
@@ -516,6 +577,8 @@ impl Node {
             grant_vote_before_persist: false,
             accept_append_before_persist: false,
             forget_vote_on_step_down: false,
+            serve_reads_locally: false,
+            serve_reads_before_applied: false,
         }
     }
 }
@@ -562,7 +625,13 @@ fn indexes_are_plausible(body: &MessageBody) -> bool {
         }
         MessageBody::SnapshotAck { last_index, .. } => ok(last_index),
         MessageBody::PreVoteRequest { last_log_index, .. } => ok(last_log_index),
-        MessageBody::VoteResponse { .. } | MessageBody::PreVoteResponse { .. } => true,
+        MessageBody::ReadIndexResponse { index, .. } => index.as_ref().is_none_or(ok),
+        MessageBody::VoteResponse { .. }
+        | MessageBody::PreVoteResponse { .. }
+        | MessageBody::ReadIndexRequest { .. }
+        | MessageBody::ConfirmLeader { .. }
+        | MessageBody::LeaderConfirmed { .. }
+        | MessageBody::TimeoutNow => true,
     }
 }
 
@@ -576,4 +645,6 @@ struct NoBugs {
     grant_vote_before_persist: bool,
     accept_append_before_persist: bool,
     forget_vote_on_step_down: bool,
+    serve_reads_locally: bool,
+    serve_reads_before_applied: bool,
 }

@@ -27,6 +27,13 @@ impl Node {
                 }));
             return;
         }
+        if self.transfer.is_some() {
+            let refusal = ProposalOutcome::Refused {
+                count: commands.len(),
+                reason: ProposalRefusal::TransferInProgress,
+            };
+            return self.actions.push(Action::ProposalOutcome(refusal));
+        }
         let term = self.hard_state.term;
         let first_index = self.log.last_index() + 1;
         self.reserve_log(commands.len());

@@ -33,19 +33,23 @@
 
 mod beyond;
 mod checker;
+pub mod kv;
 pub mod random;
+mod reads;
 mod reconfig;
 pub mod scenarios;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt;
 use std::format;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
 use crate::config::Config;
-use crate::io::{Action, Event, MembershipOutcome, Persist, ProposalOutcome};
+use crate::io::{
+    Action, Event, MembershipOutcome, Persist, ProposalOutcome, ReadRefusal, TransferOutcome,
+};
 use crate::membership::{Membership, MembershipChange};
 use crate::message::{Message, MessageBody};
 use crate::node::Node;
@@ -104,6 +108,18 @@ pub struct SimOptions {
     /// Crash points: a node that sends messages while some of its writes are not yet durable
     /// is, one time in this many, rebooted at once (losing some of those writes). 0 = never.
     pub crash_point_odds: u64,
+    /// [`Config::lease_reads`] for every node (off by default).
+    pub lease_reads: bool,
+    /// [`Config::clock_drift_bound`] for every node, in microseconds.
+    pub clock_drift_bound: u64,
+    /// Clock drift for the scenarios that set clocks apart once they know the leader (see
+    /// [`Sim::set_clock_rate`]): the leader's clock runs this many parts per million slow and
+    /// the others' as much fast, the worst case for a lease.
+    pub clock_drift_ppm: i64,
+    /// Whether every read is checked against the highest commit index any node had when it
+    /// was asked (on by default; off to let the linearizability checker alone find a stale
+    /// read).
+    pub check_read_floor: bool,
     /// Deliberate bugs in every node (test-only).
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::config::InjectedBugs,
@@ -124,6 +140,10 @@ impl SimOptions {
             disk_stalls: false,
             timing: Timing::LAB,
             crash_point_odds: 0,
+            lease_reads: false,
+            clock_drift_bound: 50 * MS,
+            clock_drift_ppm: 0,
+            check_read_floor: true,
             snapshot_interval: None,
             snapshot_chunk: 1024,
             snapshot_catchup_entries: 5,
@@ -246,6 +266,10 @@ enum SimEvent {
     Reboot {
         server: usize,
         incarnation: u64,
+    },
+    /// A key-value client acts (see [`kv`]).
+    Client {
+        client: usize,
     },
 }
 
@@ -390,6 +414,8 @@ struct Server {
     applied: Vec<Entry>,
     /// The live instance's state machine.
     app: App,
+    /// The live instance's key-value state (see [`kv`]), rebuilt from `app` on restore.
+    kv: kv::KvState,
     /// Requests received by the current incarnation.
     requests_received: u64,
     timer_at: Option<u64>,
@@ -459,6 +485,83 @@ pub struct Sim {
     history: Vec<Entry>,
     peak_persisted_size: usize,
     digest: Digest,
+    /// The highest commit index any node ever had: every read asked later must be answered
+    /// at an index at least this high.
+    highest_commit: Index,
+    /// Reads asked with [`Sim::read`] or by the key-value clients.
+    reads: ReadBook,
+    /// Leadership transfer outcomes, in order: the server and what it answered.
+    transfers: Vec<(usize, TransferOutcome)>,
+    /// The key-value workload, when one runs.
+    kv: kv::Workload,
+    /// Each server's clock.
+    clocks: Vec<Clock>,
+    /// When the leader of each term first committed an entry of its term.
+    first_commits: BTreeMap<Term, u64>,
+}
+
+/// A server's clock: from true time `since_true`, when it read `since_local`, it runs
+/// `ppm` parts per million fast (slow when negative).
+#[derive(Debug, Clone, Copy, Default)]
+struct Clock {
+    since_true: u64,
+    since_local: u64,
+    ppm: i64,
+}
+
+impl Clock {
+    fn rate(self) -> u128 {
+        (1_000_000 + self.ppm).max(1) as u128
+    }
+
+    /// What the clock reads at true time `t` (not before `since_true`).
+    fn local(self, t: u64) -> u64 {
+        if self.ppm == 0 {
+            return self.since_local + (t - self.since_true);
+        }
+        let elapsed = u128::from(t.saturating_sub(self.since_true)) * self.rate() / 1_000_000;
+        self.since_local
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+
+    /// The first true time at which the clock reads at least `local`.
+    fn true_time(self, local: u64) -> u64 {
+        let ahead = local.saturating_sub(self.since_local);
+        if self.ppm == 0 {
+            return self.since_true.saturating_add(ahead);
+        }
+        let elapsed = (u128::from(ahead) * 1_000_000).div_ceil(self.rate());
+        self.since_true
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+}
+
+/// The reads in flight and their outcomes.
+#[derive(Debug, Default)]
+struct ReadBook {
+    next_context: u64,
+    /// Per read in flight: its context, server, the incarnation asked, and the highest commit
+    /// index when asked.
+    pending: Vec<(u64, usize, u64, Index)>,
+    /// How reads ended, for [`Sim::read_outcome`]: served at an index, or refused.
+    outcomes: BTreeMap<u64, ReadOutcome>,
+    /// Every read served: by which server, when.
+    served: Vec<(usize, u64)>,
+}
+
+/// How a read asked with [`Sim::read`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadOutcome {
+    /// Served by the server at this read index, at this virtual time.
+    Ready {
+        /// The read index.
+        index: Index,
+        /// When it was served.
+        at: u64,
+    },
+    /// Refused.
+    Refused(ReadRefusal),
 }
 
 /// FNV-1a over the `Debug` rendering of what it is fed, without allocating.
@@ -501,6 +604,7 @@ impl Sim {
                     view: LogView::default(),
                     applied: Vec::new(),
                     app: App::default(),
+                    kv: kv::KvState::default(),
                     requests_received: 0,
                     timer_at: None,
                     paused: false,
@@ -529,6 +633,12 @@ impl Sim {
             history: Vec::new(),
             peak_persisted_size: 0,
             digest: Digest::default(),
+            highest_commit: 0,
+            reads: ReadBook::default(),
+            transfers: Vec::new(),
+            kv: kv::Workload::default(),
+            clocks: std::vec![Clock::default(); n],
+            first_commits: BTreeMap::new(),
             options,
         };
         for s in 0..n {
@@ -790,14 +900,16 @@ impl Sim {
         let config = self.node_config(s);
         let durable = self.servers[s].storage.durable.clone();
         self.servers[s].app = App::default();
+        self.servers[s].kv = kv::KvState::default();
         self.servers[s].last_applied = 0;
         if let Some(snapshot) = &durable.snapshot {
             if let Err(message) = self.restore_app(s, snapshot) {
                 return self.set_failure(FailureKind::Safety, message);
             }
         }
+        let local_now = self.local_time(s, self.now);
         let server = &mut self.servers[s];
-        let node = match Node::restore(config, durable, self.now) {
+        let node = match Node::restore(config, durable, local_now) {
             Ok(node) => node,
             Err(e) => {
                 let message = format!("server {} cannot restart: {e}", server.id);
@@ -913,6 +1025,76 @@ impl Sim {
         outcome
     }
 
+    /// Asks server `s` for a linearizable read; returns the read's context, with which
+    /// [`read_outcome`](Self::read_outcome) tells how it ended, or `None` when the server is
+    /// down or paused.
+    pub fn read(&mut self, s: usize) -> Option<u64> {
+        if self.servers[s].node.is_none() || self.servers[s].paused {
+            return None;
+        }
+        let context = self.start_read(s);
+        self.step(s, Event::Read { context });
+        Some(context)
+    }
+
+    /// How the read `context` ended; `None` while it is in flight.
+    pub fn read_outcome(&self, context: u64) -> Option<ReadOutcome> {
+        self.reads.outcomes.get(&context).copied()
+    }
+
+    /// Asks server `s` to hand leadership over to server `to`; returns its first answer, or
+    /// `None` when the server is down or paused.
+    pub fn transfer_leadership(&mut self, s: usize, to: usize) -> Option<TransferOutcome> {
+        if self.servers[s].node.is_none() || self.servers[s].paused {
+            return None;
+        }
+        let before = self.transfers.len();
+        let to = self.servers[to].id;
+        self.step(s, Event::TransferLeadership { to });
+        self.transfers[before..]
+            .iter()
+            .find(|(server, _)| *server == s)
+            .map(|&(_, outcome)| outcome)
+    }
+
+    /// Every leadership transfer outcome so far, in order, with the server that gave it.
+    pub fn transfer_outcomes(&self) -> &[(usize, TransferOutcome)] {
+        &self.transfers
+    }
+
+    /// The highest commit index any node ever had.
+    pub fn highest_commit(&self) -> Index {
+        self.highest_commit
+    }
+
+    /// From now on, server `s`'s clock runs `ppm` parts per million fast (slow when negative).
+    /// Its reading does not jump: only its rate changes.
+    pub fn set_clock_rate(&mut self, s: usize, ppm: i64) {
+        let local = self.clocks[s].local(self.now);
+        self.clocks[s] = Clock {
+            since_true: self.now,
+            since_local: local,
+            ppm,
+        };
+        // Its timer's true time moved.
+        self.servers[s].timer_at = None;
+        self.schedule_timer(s);
+    }
+
+    /// When the leader of `term` first committed an entry of its own term, if it did.
+    pub fn first_commit_at(&self, term: Term) -> Option<u64> {
+        self.first_commits.get(&term).copied()
+    }
+
+    /// How many reads server `s` served at or after virtual time `since`.
+    pub fn reads_served_by(&self, s: usize, since: u64) -> usize {
+        self.reads
+            .served
+            .iter()
+            .filter(|&&(server, at)| server == s && at >= since)
+            .count()
+    }
+
     /// How many votes server `s` granted (vote responses it sent with `granted`), over all its
     /// incarnations.
     pub fn votes_granted(&self, s: usize) -> u64 {
@@ -959,6 +1141,71 @@ impl Sim {
 
     // --- Internals ---------------------------------------------------------------------------
 
+    /// Registers a read about to be asked of server `s`: its context, and the commit index it
+    /// must reach.
+    fn start_read(&mut self, s: usize) -> u64 {
+        let context = self.reads.next_context;
+        self.reads.next_context += 1;
+        let incarnation = self.servers[s].incarnation;
+        self.reads
+            .pending
+            .push((context, s, incarnation, self.highest_commit));
+        context
+    }
+
+    /// Server `s` serves the read `context` at `index`: it must have applied up to there, and
+    /// `index` must cover every entry committed anywhere before the read was asked.
+    fn on_read_ready(&mut self, s: usize, context: u64, index: Index) {
+        let id = self.servers[s].id;
+        let Some(&(_, asked_at, incarnation, floor)) =
+            self.reads.pending.iter().find(|r| r.0 == context)
+        else {
+            let message = format!("node {id} served a read {context} nobody asked of it");
+            return self.set_failure(FailureKind::Safety, message);
+        };
+        if asked_at != s || incarnation != self.servers[s].incarnation {
+            let message = format!("node {id} served read {context}, asked of another instance");
+            return self.set_failure(FailureKind::Safety, message);
+        }
+        let applied = self.servers[s].last_applied;
+        if applied < index {
+            let message = format!(
+                "Read Safety: node {id} served read {context} at index {index} having applied only \
+                 up to {applied}"
+            );
+            return self.set_failure(FailureKind::Safety, message);
+        }
+        if self.options.check_read_floor && index < floor {
+            let message = format!(
+                "Read Safety: node {id} served read {context} at index {index}, below {floor}, \
+                 committed before the read was asked (a stale read)"
+            );
+            return self.set_failure(FailureKind::Safety, message);
+        }
+        let at = self.now;
+        self.reads.served.push((s, at));
+        self.on_read_end(context, ReadOutcome::Ready { index, at });
+        self.kv_read_served(s, context);
+    }
+
+    fn on_read_end(&mut self, context: u64, outcome: ReadOutcome) {
+        self.reads.pending.retain(|r| r.0 != context);
+        self.reads.outcomes.insert(context, outcome);
+        if let ReadOutcome::Refused(_) = outcome {
+            self.kv_read_refused(context);
+        }
+    }
+
+    /// What server `s`'s clock reads at true time `t`.
+    fn local_time(&self, s: usize, t: u64) -> u64 {
+        self.clocks[s].local(t)
+    }
+
+    /// The first true time at which server `s`'s clock reads at least `local`.
+    fn true_time(&self, s: usize, local: u64) -> u64 {
+        self.clocks[s].true_time(local)
+    }
+
     /// The ids the cluster was bootstrapped with.
     fn bootstrap_voters(&self) -> Vec<NodeId> {
         let k = self.options.initial_voters.unwrap_or(self.servers.len());
@@ -981,6 +1228,8 @@ impl Sim {
         config.leader_noop = self.options.leader_noop;
         config.pre_vote = self.options.pre_vote;
         config.check_quorum = self.options.check_quorum;
+        config.lease_reads = self.options.lease_reads;
+        config.clock_drift_bound = self.options.clock_drift_bound;
         config.max_snapshot_chunk = self.options.snapshot_chunk;
         config.snapshot_catchup_entries = self.options.snapshot_catchup_entries;
         config.max_entries_per_append = self.options.max_entries_per_append.max(1);
@@ -1004,7 +1253,7 @@ impl Sim {
     fn schedule_timer(&mut self, s: usize) {
         let server = &self.servers[s];
         let Some(node) = &server.node else { return };
-        let deadline = node.next_deadline().max(self.now);
+        let deadline = self.true_time(s, node.next_deadline()).max(self.now);
         if server.timer_at.is_some_and(|t| t <= deadline) {
             return;
         }
@@ -1030,7 +1279,7 @@ impl Sim {
         let target = match &event {
             SimEvent::Deliver { to, .. } => Some(*to),
             SimEvent::Timer { server, .. } | SimEvent::Synced { server, .. } => Some(*server),
-            SimEvent::Reboot { .. } => None,
+            SimEvent::Reboot { .. } | SimEvent::Client { .. } => None,
         };
         if let Some(server) = target.map(|t| &mut self.servers[t]).filter(|s| s.paused) {
             server.backlog.push(event);
@@ -1109,6 +1358,7 @@ impl Sim {
                     self.check_durability();
                 }
             }
+            SimEvent::Client { client } => self.client_acts(client),
         }
     }
 
@@ -1130,7 +1380,8 @@ impl Sim {
                 use fmt::Write;
                 let _ = write!(self.digest, "{s} {} {event:?}", self.now);
             }
-            node.step_into(self.now, event, &mut actions);
+            let local_now = self.clocks[s].local(self.now);
+            node.step_into(local_now, event, &mut actions);
             if self.options.digest {
                 use fmt::Write;
                 for action in &actions {
@@ -1153,6 +1404,11 @@ impl Sim {
                 } => self.on_apply(s, first_index, entries),
                 Action::ProposalOutcome(outcome) => self.last_outcome = Some(outcome),
                 Action::MembershipOutcome(outcome) => self.last_membership_outcome = Some(outcome),
+                Action::ReadReady { context, index } => self.on_read_ready(s, context, index),
+                Action::ReadRefused { context, reason } => {
+                    self.on_read_end(context, ReadOutcome::Refused(reason));
+                }
+                Action::TransferOutcome(outcome) => self.transfers.push((s, outcome)),
                 Action::RestoreSnapshot(snapshot) => {
                     if snapshot.meta.last_index <= self.servers[s].last_applied {
                         let message = format!(
@@ -1249,6 +1505,7 @@ impl Sim {
         }
         for (k, entry) in entries.into_iter().enumerate() {
             let index = first_index + k as Index;
+            let server = &mut self.servers[s];
             let Some(hash) = server.view.hash(index) else {
                 let message = format!("node {id} applied index {index} beyond its log");
                 return self.set_failure(FailureKind::Safety, message);
@@ -1271,6 +1528,7 @@ impl Sim {
             app.last_index = index;
             if entry.kind == EntryKind::Command {
                 app.commands.push(entry.data.clone());
+                server.kv.apply(&entry.data);
             }
             if app.digest != hash {
                 let message = format!(
@@ -1283,6 +1541,8 @@ impl Sim {
                     app.due_snapshot = Some((index, app.snapshot_bytes(id)));
                 }
             }
+            let for_clients = (entry.kind == EntryKind::Command && self.kv.is_waiting())
+                .then(|| (entry.term, entry.data.clone()));
             let position = (index - 1) as usize;
             match server.applied.get(position) {
                 Some(previous) if *previous != entry => {
@@ -1296,6 +1556,9 @@ impl Sim {
                 None => server.applied.push(entry),
             }
             server.last_applied = index;
+            if let Some((term, data)) = for_clients {
+                self.kv_applied(s, index, term, &data);
+            }
         }
     }
 
@@ -1394,6 +1657,7 @@ impl Sim {
         server.last_term = term;
         let commit_advanced = commit > server.last_commit;
         server.last_commit = commit;
+        self.highest_commit = self.highest_commit.max(commit);
         if became {
             if matches!(role, Role::Candidate | Role::PreCandidate) {
                 self.servers[s].campaigns += 1;
@@ -1434,6 +1698,9 @@ impl Sim {
                         return self.set_failure(FailureKind::Safety, message);
                     }
                     self.durably_committed = self.durably_committed.max(commit);
+                    if server.view.term(commit) == Some(term) {
+                        self.first_commits.entry(term).or_insert(self.now);
+                    }
                 }
             }
         }
@@ -1515,6 +1782,7 @@ impl Sim {
             ));
         }
         let server = &mut self.servers[s];
+        server.kv = kv::KvState::replay(&commands);
         server.app = App {
             last_index: last,
             digest,
@@ -1561,6 +1829,12 @@ impl Sim {
 
 fn message_kind(body: &MessageBody) -> &'static str {
     match body {
+        MessageBody::ReadIndexRequest { .. } => "ReadIndexRequest",
+        MessageBody::ReadIndexResponse { index: Some(_), .. } => "ReadIndexResponse",
+        MessageBody::ReadIndexResponse { index: None, .. } => "ReadIndexResponse(refused)",
+        MessageBody::ConfirmLeader { .. } => "ConfirmLeader",
+        MessageBody::LeaderConfirmed { .. } => "LeaderConfirmed",
+        MessageBody::TimeoutNow => "TimeoutNow",
         MessageBody::VoteRequest { .. } => "VoteRequest",
         MessageBody::VoteResponse { granted: true } => "VoteResponse(granted)",
         MessageBody::VoteResponse { granted: false } => "VoteResponse(refused)",

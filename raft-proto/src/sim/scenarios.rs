@@ -13,6 +13,10 @@ use super::beyond::{
     checkquorum_isolated_leader, checkquorum_sticky_leader, one_way_link, paused_leader,
     prevote_minority_partition, prevote_rejoin,
 };
+use super::reads::{
+    follower_read, lease_read, lease_setup, read_deposed_leader, read_index, read_setup,
+    transfer_lagging, transfer_target_crash, transfer_up_to_date,
+};
 use super::reconfig::{
     add_learner, bad_changes, crash_in_joint, grow_from_one, partition_in_joint, promote_learner,
     remove_follower, remove_leader, replace_all,
@@ -178,6 +182,13 @@ scenarios! {
     beyond crash_in_joint: 5, false, false;
     beyond partition_in_joint: 5, false, false, |o| o.initial_voters = Some(3);
     beyond bad_changes: 3, false, false;
+    beyond read_index: 3, true, false, read_setup;
+    beyond read_deposed_leader: 5, false, false, read_setup;
+    beyond lease_read: 3, false, false, lease_setup;
+    beyond follower_read: 3, true, false, read_setup;
+    beyond transfer_up_to_date: 3, false, false;
+    beyond transfer_lagging: 3, false, false;
+    beyond transfer_target_crash: 3, false, false;
 }
 
 /// The lab's snapshot interval: the service snapshots after every 10th applied entry.
