@@ -1,6 +1,7 @@
 //! The conformance suite every adapter runs (test-only, feature `conformance`): election,
 //! failover, proposals under load, crash and restart from disk, snapshot transfer to a lagging
-//! node, shutdown, and bad frames on the Raft port — written once, run against each adapter
+//! node, shutdown, membership changes, linearizable reads, leadership transfer (also on
+//! shutdown), and bad frames on the Raft port — written once, run against each adapter
 //! through its [`Harness`], as rustls runs one suite per crypto provider.
 //!
 //! An adapter's test file implements [`Harness`] (start a node over real TCP on 127.0.0.1 with
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use raft_proto::{Membership, MembershipChange, NodeId, Role};
 
-use crate::{NodeOptions, ProposeError, StateMachine, Status, TcpConfig};
+use crate::{NodeOptions, ProposeError, ReadError, StateMachine, Status, TcpConfig, TransferError};
 
 /// A running node, seen through blocking calls whatever its runtime.
 pub trait TestNode: Send + Sync {
@@ -32,6 +33,10 @@ pub trait TestNode: Send + Sync {
     ) -> Result<Membership, ProposeError>;
     /// The membership in force at the node, None once it is shut down.
     fn membership(&self) -> Option<Membership>;
+    /// Asks for a linearizable read and waits up to `timeout` for its read index.
+    fn read_index(&self, timeout: Duration) -> Result<u64, ReadError>;
+    /// Asks the node (the leader) to hand leadership over to `to`; waits up to `timeout`.
+    fn transfer_leadership(&self, to: NodeId, timeout: Duration) -> Result<(), TransferError>;
     /// Stops the node cleanly (and its transport).
     fn shutdown(&self);
 }
@@ -536,6 +541,100 @@ pub fn shutdown(harness: &dyn Harness) {
     assert!(node.status().is_none());
 }
 
+/// A read at any node returns a read index covering every write acknowledged before it, once
+/// that node applied up to it.
+pub fn linearizable_reads(harness: &dyn Harness) {
+    let cluster = Cluster::new(harness, "reads");
+    let leader = cluster.leader(Duration::from_secs(5));
+    for round in 0..3 {
+        cluster.propose(format!("w{round}").as_bytes());
+        let committed = cluster.node(leader).status().expect("running").commit_index;
+        for id in 1..=3 {
+            let index = cluster
+                .node(id)
+                .read_index(Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("read at node {id} failed: {e}"));
+            assert!(
+                index >= committed,
+                "node {id} read at {index}, below the acknowledged write's commit {committed}"
+            );
+            let applied = cluster.node(id).status().expect("running").applied_index;
+            assert!(
+                applied >= index,
+                "node {id} answered before applying {index}"
+            );
+        }
+    }
+}
+
+/// A leader cut off from the others cannot confirm a read: it fails instead of returning
+/// possibly stale state.
+pub fn read_fails_without_quorum(harness: &dyn Harness) {
+    let cluster = Cluster::with_proxies(harness, "read-quorum");
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"before");
+    cluster.isolate(leader);
+    let result = cluster.node(leader).read_index(Duration::from_secs(5));
+    assert!(
+        matches!(
+            result,
+            Err(ReadError::TimedOut | ReadError::LeadershipLost | ReadError::NoLeader)
+        ),
+        "an isolated leader served a read: {result:?}"
+    );
+    cluster.heal();
+}
+
+/// The leader hands leadership over to a follower on request: the follower leads in the next
+/// term, and the cluster keeps committing.
+pub fn transfer_leadership(harness: &dyn Harness) {
+    let cluster = Cluster::new(harness, "transfer");
+    let leader = cluster.leader(Duration::from_secs(5));
+    let before = count(&cluster.propose(b"before"));
+    let term = cluster.node(leader).status().expect("running").term;
+    let target = if leader == 1 { 2 } else { 1 };
+    cluster
+        .node(leader)
+        .transfer_leadership(target, Duration::from_secs(5))
+        .expect("the transfer completes");
+    let status = cluster.node(target).status().expect("running");
+    assert_eq!(status.role, Role::Leader, "the target leads");
+    assert_eq!(
+        status.term,
+        term + 1,
+        "in the next term, without another election"
+    );
+    let refused = cluster
+        .node(target)
+        .transfer_leadership(target, Duration::from_secs(5));
+    assert!(matches!(refused, Err(TransferError::Refused(_))));
+    assert!(count(&cluster.propose(b"after")) > before);
+}
+
+/// A leader that is shut down hands leadership over first: when its shutdown returns,
+/// another node already leads (without an election timeout of silence).
+pub fn shutdown_hands_leadership_over(harness: &dyn Harness) {
+    let mut cluster = Cluster::new(harness, "handover");
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"x");
+    let term = cluster.node(leader).status().expect("running").term;
+    cluster.stop(leader);
+    let leaders: Vec<(NodeId, u64)> = (1..=3)
+        .filter(|&id| id != leader)
+        .filter_map(|id| {
+            let s = cluster.node(id).status()?;
+            (s.role == Role::Leader).then_some((id, s.term))
+        })
+        .collect();
+    assert_eq!(
+        leaders.len(),
+        1,
+        "no leader right after the leader's shutdown returned: no hand-over"
+    );
+    assert_eq!(leaders[0].1, term + 1);
+    cluster.propose(b"y");
+}
+
 /// A follower cut off from the others for several election timeouts (its links dropped)
 /// rejoins without changing the leader or anyone's term (pre-vote), and catches up.
 pub fn partitioned_follower_rejoins(harness: &dyn Harness) {
@@ -545,8 +644,22 @@ pub fn partitioned_follower_rejoins(harness: &dyn Harness) {
     let term = cluster.node(leader).status().expect("running").term;
     let follower = if leader == 1 { 2 } else { 1 };
     cluster.isolate(follower);
-    // Elections time out after 300-600 ms: the cut-off follower times out several times.
-    std::thread::sleep(Duration::from_millis(3000));
+    let cut_off_at = cluster
+        .node(follower)
+        .status()
+        .expect("running")
+        .commit_index;
+    // Elections time out after 300-600 ms: the cut-off follower times out several times,
+    // while the others commit without it.
+    for i in 0..10 {
+        cluster.propose(format!("while cut off {i}").as_bytes());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = cluster.node(follower).status().expect("running");
+    assert_eq!(
+        status.commit_index, cut_off_at,
+        "the follower was not cut off: it learned of new commits"
+    );
     cluster.heal();
     cluster.propose(b"after");
     let commit = cluster.node(leader).status().expect("running").commit_index;
@@ -717,7 +830,8 @@ macro_rules! conformance_tests {
             election, proposals_under_load, failover, restart_from_disk,
             snapshot_to_lagging_node, shutdown, bad_frames_on_the_port,
             proposal_times_out_without_quorum, partitioned_follower_rejoins,
-            grow_one_to_three, replace_a_node, shrink_and_grow_back);
+            grow_one_to_three, replace_a_node, shrink_and_grow_back, linearizable_reads,
+            read_fails_without_quorum, transfer_leadership, shutdown_hands_leadership_over);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

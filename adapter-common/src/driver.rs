@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use raft_proto::{
     Action, Config, DurableState, EntryKind, Event, Index, Membership, MembershipChange,
-    MembershipError, MembershipOutcome, Message, NodeId, Payload, Persist, ProposalOutcome, Role,
-    Term,
+    MembershipError, MembershipOutcome, Message, NodeId, Payload, Persist, ProposalOutcome,
+    ProposalRefusal, ReadRefusal, Role, Term, TransferOutcome, TransferRefusal,
 };
 
 /// The application's replicated state machine.
@@ -40,6 +40,10 @@ pub struct NodeOptions {
     /// [`ProposeError::TimedOut`] (it may still commit later): a leader that lost its quorum
     /// otherwise keeps its proposers waiting for ever.
     pub proposal_timeout: Duration,
+    /// Whether a leader that is shut down first hands leadership over to its most up-to-date
+    /// voter (waiting at most an election timeout), so that the cluster does not sit
+    /// leaderless for an election timeout. On by default.
+    pub transfer_on_shutdown: bool,
 }
 
 impl NodeOptions {
@@ -58,6 +62,7 @@ impl NodeOptions {
             data_dir: data_dir.into(),
             snapshot_every: Some(10_000),
             proposal_timeout: Duration::from_secs(5),
+            transfer_on_shutdown: true,
         }
     }
 }
@@ -88,6 +93,62 @@ pub enum ProposeError {
     /// The membership change was refused; nothing was appended.
     #[error("the membership change was refused: {0}")]
     Refused(MembershipError),
+    /// The leader is handing leadership over to `to`: nothing was appended; retry there.
+    #[error("leadership is being handed over to node {to}")]
+    Transferring {
+        /// The node that is to lead next.
+        to: NodeId,
+    },
+}
+
+/// Why a linearizable read could not be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The node knows of no leader to confirm the read (an election is under way).
+    #[error("no leader is known")]
+    NoLeader,
+    /// Leadership changed before the read was confirmed; retry.
+    #[error("leadership changed before the read was confirmed")]
+    LeadershipLost,
+    /// No quorum confirmed the read within an election timeout; retry.
+    #[error("the read was not confirmed in time")]
+    TimedOut,
+    /// The node is shut down (or failed).
+    #[error("the node is shut down")]
+    ShutDown,
+}
+
+impl From<ReadRefusal> for ReadError {
+    fn from(refusal: ReadRefusal) -> Self {
+        match refusal {
+            ReadRefusal::NoLeader => Self::NoLeader,
+            ReadRefusal::TimedOut => Self::TimedOut,
+            _ => Self::LeadershipLost,
+        }
+    }
+}
+
+/// Why a leadership transfer did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// This node is not the leader; ask the hinted one.
+    #[error("not the leader (leader: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// The transfer cannot be made: the target is this node or not a voter, or another
+    /// transfer runs.
+    #[error("the transfer was refused: {0:?}")]
+    Refused(TransferRefusal),
+    /// The target did not take over within an election timeout; this node leads on.
+    #[error("the target did not take over in time; the leader leads on")]
+    Aborted,
+    /// The node is shut down (or failed).
+    #[error("the node is shut down")]
+    ShutDown,
 }
 
 /// Why a node could not start.
@@ -132,6 +193,15 @@ pub type Reply = Box<dyn FnOnce(Result<Vec<u8>, ProposeError>) + Send>;
 /// to once it is committed (and the cluster has left the joint membership), or the error.
 pub type ChangeReply = Box<dyn FnOnce(Result<Membership, ProposeError>) + Send>;
 
+/// Completes one linearizable read: called exactly once, with the read index once the state
+/// machine has applied every entry up to it (so that the application may read its state
+/// now), or the error.
+pub type ReadReply = Box<dyn FnOnce(Result<Index, ReadError>) + Send>;
+
+/// Completes one leadership transfer: called exactly once, with `Ok` once this node stepped
+/// down and knows of the new leader, or the error.
+pub type TransferReply = Box<dyn FnOnce(Result<(), TransferError>) + Send>;
+
 /// A request from the application's handle to the node's loop.
 #[non_exhaustive]
 pub enum Command {
@@ -143,7 +213,13 @@ pub enum Command {
     Status(Box<dyn FnOnce(Status) + Send>),
     /// Report the membership in force at the node.
     Membership(Box<dyn FnOnce(Membership) + Send>),
-    /// Stop the node.
+    /// A linearizable read (ReadIndex, a lease, or the leader's read index at a follower);
+    /// the reply comes when the state machine may be read.
+    Read(ReadReply),
+    /// Hand leadership over to the given voter (at the leader).
+    TransferLeadership(NodeId, TransferReply),
+    /// Stop the node (a leader first hands leadership over, see
+    /// [`NodeOptions::transfer_on_shutdown`]).
     Shutdown,
 }
 
@@ -154,6 +230,8 @@ impl std::fmt::Debug for Command {
             Self::ChangeMembership(change, _) => write!(f, "ChangeMembership({change:?})"),
             Self::Status(_) => write!(f, "Status"),
             Self::Membership(_) => write!(f, "Membership"),
+            Self::Read(_) => write!(f, "Read"),
+            Self::TransferLeadership(to, _) => write!(f, "TransferLeadership({to})"),
             Self::Shutdown => write!(f, "Shutdown"),
         }
     }
@@ -234,6 +312,21 @@ pub struct Driver<S> {
     change_reply: Option<ChangeReply>,
     /// The membership last handed to the transport.
     routed: Option<Membership>,
+    /// Reads waiting for the core, by context.
+    reads: BTreeMap<u64, ReadReply>,
+    next_read: u64,
+    /// The reply of the transfer being stepped, then of the transfer under way.
+    transfer_reply: Option<TransferReply>,
+    /// A transfer under way.
+    transfer: Option<TransferReply>,
+    /// The target of the transfer under way (also one started for a shutdown).
+    transfer_target: Option<NodeId>,
+    transfer_on_shutdown: bool,
+    /// Shutting down: the hand-over ends by this time at the latest.
+    stopping: Option<u64>,
+    /// The hand-over cannot happen (refused or aborted): stop now.
+    stop_now: bool,
+    election_timeout: u64,
     actions: Vec<Action>,
 }
 
@@ -272,6 +365,15 @@ impl<S: StateMachine> Driver<S> {
             changes: Vec::new(),
             change_reply: None,
             routed: None,
+            reads: BTreeMap::new(),
+            next_read: 0,
+            transfer_reply: None,
+            transfer: None,
+            transfer_target: None,
+            transfer_on_shutdown: options.transfer_on_shutdown,
+            stopping: None,
+            stop_now: false,
+            election_timeout: options.raft.election_timeout_max,
             actions: Vec::new(),
         })
     }
@@ -312,7 +414,13 @@ impl<S: StateMachine> Driver<S> {
             .map(|c| c.deadline)
             .min()
             .unwrap_or(u64::MAX);
-        let deadline = self.core.next_deadline().min(proposal).min(change);
+        let stopping = self.stopping.unwrap_or(u64::MAX);
+        let deadline = self
+            .core
+            .next_deadline()
+            .min(proposal)
+            .min(change)
+            .min(stopping);
         Duration::from_millis(deadline.saturating_sub(self.now()))
     }
 
@@ -346,9 +454,74 @@ impl<S: StateMachine> Driver<S> {
             }
             Input::Command(Command::Status(reply)) => reply(self.status()),
             Input::Command(Command::Membership(reply)) => reply(self.core.membership().clone()),
-            Input::Command(Command::Shutdown) => return true,
+            Input::Command(Command::Read(reply)) => self.read(reply, out),
+            Input::Command(Command::TransferLeadership(to, reply)) => {
+                self.transfer_leadership(to, reply, out)
+            }
+            Input::Command(Command::Shutdown) => return self.begin_shutdown(out),
         }
         false
+    }
+
+    /// Asks the core for a linearizable read; `reply` is called once the state machine may
+    /// be read, or with the reason it may not.
+    pub fn read(&mut self, reply: ReadReply, out: &mut Effects) {
+        // Proposals queued before the read go first (a client's write, then its read).
+        self.flush_proposals(out);
+        let context = self.next_read;
+        self.next_read += 1;
+        self.reads.insert(context, reply);
+        self.step(Event::Read { context }, out);
+    }
+
+    /// Asks the core to hand leadership over to `to`; `reply` is called once this node
+    /// stepped down and knows the new leader, or with the reason it did not.
+    pub fn transfer_leadership(&mut self, to: NodeId, reply: TransferReply, out: &mut Effects) {
+        self.flush_proposals(out);
+        self.transfer_reply = Some(reply);
+        self.step(Event::TransferLeadership { to }, out);
+        if let Some(reply) = self.transfer_reply.take() {
+            reply(Err(TransferError::ShutDown));
+        }
+    }
+
+    /// Asked to stop: a leader with another voter first hands leadership over to the most
+    /// up-to-date one (see [`NodeOptions::transfer_on_shutdown`]). Returns whether to stop
+    /// at once.
+    fn begin_shutdown(&mut self, out: &mut Effects) -> bool {
+        if self.stopping.is_some() {
+            return false;
+        }
+        let me = self.id();
+        let target = self
+            .core
+            .membership()
+            .voters()
+            .iter()
+            .copied()
+            .filter(|&id| id != me)
+            .max_by_key(|&id| self.core.match_index(id).unwrap_or(0));
+        let (true, true, Some(to)) = (self.transfer_on_shutdown, self.core.is_leader(), target)
+        else {
+            return true;
+        };
+        tracing::info!(id = me, to, "shutting down: handing leadership over first");
+        self.stopping = Some(self.now().saturating_add(self.election_timeout));
+        self.flush_proposals(out);
+        self.step(Event::TransferLeadership { to }, out);
+        false
+    }
+
+    /// Whether a shutdown's hand-over is over: another leader is known, it failed, or its
+    /// time is up.
+    fn handover_done(&self) -> bool {
+        let Some(deadline) = self.stopping else {
+            return false;
+        };
+        let me = self.id();
+        self.stop_now
+            || self.core.leader().is_some_and(|leader| leader != me)
+            || self.now() >= deadline
     }
 
     /// Ends one wake-up of the node's loop, the same way in every runtime: takes the inputs
@@ -378,8 +551,14 @@ impl<S: StateMachine> Driver<S> {
             // Queued proposals are answered, not proposed; what the inputs caused is still
             // written and sent below.
             self.shut_down();
+            self.flush(out);
+        } else {
+            self.flush(out);
+            if self.handover_done() {
+                stop = true;
+                self.shut_down();
+            }
         }
-        self.flush(out);
         if !worker.write(std::mem::take(&mut out.writes)) {
             tracing::error!(id = self.id(), "the storage worker is gone; stopping");
             stop = true;
@@ -454,6 +633,40 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
+    fn on_transfer_outcome(&mut self, outcome: TransferOutcome) {
+        match outcome {
+            TransferOutcome::Started { to } => {
+                self.transfer_target = Some(to);
+                if let Some(reply) = self.transfer_reply.take() {
+                    self.transfer = Some(reply);
+                }
+            }
+            TransferOutcome::Refused(refusal) => {
+                if self.stopping.is_some() && refusal != TransferRefusal::InProgress {
+                    self.stop_now = true;
+                }
+                if let Some(reply) = self.transfer_reply.take() {
+                    reply(Err(match refusal {
+                        TransferRefusal::NotLeader { leader_hint } => {
+                            TransferError::NotLeader { leader_hint }
+                        }
+                        other => TransferError::Refused(other),
+                    }));
+                }
+            }
+            _ => {
+                // Aborted: the target did not take over; this node leads on.
+                self.transfer_target = None;
+                if self.stopping.is_some() {
+                    self.stop_now = true;
+                }
+                if let Some(reply) = self.transfer.take() {
+                    reply(Err(TransferError::Aborted));
+                }
+            }
+        }
+    }
+
     /// A message from a peer.
     pub fn on_message(&mut self, message: Message, out: &mut Effects) {
         self.step(Event::Message(message), out);
@@ -509,6 +722,15 @@ impl<S: StateMachine> Driver<S> {
     /// stopping. Call it before the last [`flush`](Self::flush).
     pub fn shut_down(&mut self) {
         self.deadlines.clear();
+        for (_, reply) in std::mem::take(&mut self.reads) {
+            reply(Err(ReadError::ShutDown));
+        }
+        for reply in [self.transfer.take(), self.transfer_reply.take()]
+            .into_iter()
+            .flatten()
+        {
+            reply(Err(TransferError::ShutDown));
+        }
         for waiter in std::mem::take(&mut self.changes) {
             (waiter.reply)(Err(ProposeError::ShutDown));
         }
@@ -546,6 +768,20 @@ impl<S: StateMachine> Driver<S> {
         self.core.step_into(now, event, &mut actions);
         self.execute(&mut actions, None, out);
         self.actions = actions;
+        self.settle_transfer();
+    }
+
+    /// A transfer under way completes once this node stepped down and knows a new leader.
+    fn settle_transfer(&mut self) {
+        if !self.core.is_leader() {
+            self.transfer_target = None;
+        }
+        let me = self.id();
+        if self.transfer.is_some() && self.core.leader().is_some_and(|l| l != me) {
+            if let Some(reply) = self.transfer.take() {
+                reply(Ok(()));
+            }
+        }
     }
 
     /// Carries out a step's actions; `replies` are the proposers of the step's proposals.
@@ -647,6 +883,17 @@ impl<S: StateMachine> Driver<S> {
                         _ => reply(Err(ProposeError::Lost)),
                     }
                 }
+                Action::ReadReady { context, index } => {
+                    if let Some(reply) = self.reads.remove(&context) {
+                        reply(Ok(index));
+                    }
+                }
+                Action::ReadRefused { context, reason } => {
+                    if let Some(reply) = self.reads.remove(&context) {
+                        reply(Err(reason.into()));
+                    }
+                }
+                Action::TransferOutcome(outcome) => self.on_transfer_outcome(outcome),
                 Action::ProposalOutcome(outcome) => {
                     let Some(replies) = replies.take() else {
                         continue;
@@ -670,6 +917,21 @@ impl<S: StateMachine> Driver<S> {
                         ProposalOutcome::NotLeader { leader_hint, .. } => {
                             for reply in replies {
                                 reply(Err(ProposeError::NotLeader { leader_hint }));
+                            }
+                        }
+                        ProposalOutcome::Refused {
+                            reason: ProposalRefusal::TransferInProgress,
+                            ..
+                        } => {
+                            let to = self.core.leader().unwrap_or_default();
+                            let error = self.transfer_target.map_or(
+                                ProposeError::NotLeader {
+                                    leader_hint: Some(to),
+                                },
+                                |to| ProposeError::Transferring { to },
+                            );
+                            for reply in replies {
+                                reply(Err(error.clone()));
                             }
                         }
                         _ => {

@@ -61,8 +61,8 @@ pub mod storage;
 pub mod writer;
 
 pub use driver::{
-    member_address, ChangeReply, Command, Driver, Effects, Input, NodeOptions, ProposeError, Reply,
-    StartError, StateMachine, Status,
+    member_address, ChangeReply, Command, Driver, Effects, Input, NodeOptions, ProposeError,
+    ReadError, ReadReply, Reply, StartError, StateMachine, Status, TransferError, TransferReply,
 };
 pub use net::{
     check_hello, Inbox, MemoryNetwork, MemoryTransport, PeerBook, PeerReader, PeerWriter, Refusal,

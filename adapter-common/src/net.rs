@@ -38,9 +38,10 @@ impl<T: Transport> Transport for Arc<T> {
 /// Where each peer can be reached, for a TCP transport whose peers change at run time.
 ///
 /// An address comes, by precedence, from the membership (the data of the member, given with
-/// [`set_members`](Self::set_members)), from the peer's own hello ([`learn`](Self::learn):
-/// how a node that joins reaches a leader it has never heard of), or from the transport's
-/// configuration. A node that leaves the membership loses its routes.
+/// [`set_members`](Self::set_members)), from the transport's configuration (the operator's
+/// word wins over what a peer says of itself: a proxy, a NAT), or from the peer's own hello
+/// ([`learn`](Self::learn): how a node that joins reaches a leader it has never heard of). A
+/// node that leaves the membership loses its routes.
 #[derive(Debug)]
 pub struct PeerBook {
     own: NodeId,
@@ -59,8 +60,8 @@ impl Routes {
     fn address(&self, id: NodeId) -> Option<SocketAddr> {
         self.announced
             .get(&id)
-            .or_else(|| self.learned.get(&id))
             .or_else(|| self.configured.get(&id))
+            .or_else(|| self.learned.get(&id))
             .copied()
     }
 }

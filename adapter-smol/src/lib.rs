@@ -54,7 +54,7 @@ pub mod transport;
 
 pub use adapter_common::storage;
 pub use adapter_common::{
-    MemoryNetwork, NodeOptions, ProposeError, StartError, StateMachine, Status, TcpConfig,
-    Transport,
+    MemoryNetwork, NodeOptions, ProposeError, ReadError, StartError, StateMachine, Status,
+    TcpConfig, TransferError, Transport,
 };
 pub use node::{start, start_with, BoxFuture, NodeHandle, SmolSpawner, Spawn};

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use adapter_common::writer::StorageWorker;
 use adapter_common::{
-    Command, Driver, Effects, Input, NodeOptions, ProposeError, StartError, StateMachine, Status,
-    Transport,
+    Command, Driver, Effects, Input, NodeOptions, ProposeError, ReadError, StartError,
+    StateMachine, Status, TransferError, Transport,
 };
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
-use raft_proto::{Membership, MembershipChange, Message, NodeId};
+use raft_proto::{Index, Membership, MembershipChange, Message, NodeId};
 
 /// A future an executor runs to completion.
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -107,6 +107,41 @@ impl NodeHandle {
             .await
     }
 
+    /// Resolves when a linearizable read may be served: the state machine has applied every
+    /// entry up to the returned read index, which covers every write acknowledged before the
+    /// call (thesis §6.4: ReadIndex at the leader, a lease when the core runs with lease reads,
+    /// or the leader's read index at a follower). Read the state machine's state after it
+    /// resolves. Fails when no quorum confirms it within an election timeout.
+    ///
+    /// Cancellation-safe: dropping the future abandons the read.
+    pub async fn read_index(&self) -> Result<Index, ReadError> {
+        let (reply, answer) = async_channel::bounded(1);
+        let reply = Box::new(move |answer| {
+            let _ = reply.try_send(answer);
+        });
+        self.commands
+            .send(Command::Read(reply))
+            .await
+            .map_err(|_| ReadError::ShutDown)?;
+        answer.recv().await.unwrap_or(Err(ReadError::ShutDown))
+    }
+
+    /// Asks this node, the leader, to hand leadership over to voter `to` (thesis §3.10);
+    /// resolves once it stepped down and knows the new leader, or with the reason it did not
+    /// (aborted after an election timeout). Proposals are refused with
+    /// [`ProposeError::Transferring`] meanwhile.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferError> {
+        let (reply, answer) = async_channel::bounded(1);
+        let reply = Box::new(move |answer| {
+            let _ = reply.try_send(answer);
+        });
+        self.commands
+            .send(Command::TransferLeadership(to, reply))
+            .await
+            .map_err(|_| TransferError::ShutDown)?;
+        answer.recv().await.unwrap_or(Err(TransferError::ShutDown))
+    }
+
     /// The membership in force at this node, or None once it is shut down.
     pub async fn membership(&self) -> Option<Membership> {
         let (reply, answer) = async_channel::bounded(1);
@@ -132,8 +167,10 @@ impl NodeHandle {
         self.id
     }
 
-    /// Stops the node: waiting proposals fail with [`ProposeError::ShutDown`], writes already
-    /// issued are completed (nothing acknowledged is lost), and the node's task ends.
+    /// Stops the node: a leader first hands leadership over to its most up-to-date voter (at
+    /// most an election timeout; see [`NodeOptions::transfer_on_shutdown`]), waiting
+    /// proposals fail with [`ProposeError::ShutDown`], writes already issued are completed
+    /// (nothing acknowledged is lost), and the node's task ends.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
         // The task closes `done` when it ends.
@@ -182,6 +219,8 @@ pub fn start_with<S: StateMachine, T: Transport>(
 enum Wake {
     Input(Input),
     InboundClosed,
+    /// Every handle is gone: stop (once).
+    CommandsClosed,
     Deadline,
 }
 
@@ -195,13 +234,19 @@ async fn run<S: StateMachine, T: Transport>(
 ) {
     let mut effects = Effects::default();
     let mut inbound_open = true;
+    let mut commands_open = true;
     loop {
         let deadline = driver.time_to_deadline();
         let wake = future::or(
             future::or(
                 async {
-                    let command = commands.recv().await;
-                    Wake::Input(Input::Command(command.unwrap_or(Command::Shutdown)))
+                    if !commands_open {
+                        future::pending::<()>().await;
+                    }
+                    match commands.recv().await {
+                        Ok(command) => Wake::Input(Input::Command(command)),
+                        Err(_) => Wake::CommandsClosed,
+                    }
                 },
                 async {
                     let result = durable.recv().await;
@@ -233,6 +278,10 @@ async fn run<S: StateMachine, T: Transport>(
             Wake::InboundClosed => {
                 inbound_open = false;
                 None
+            }
+            Wake::CommandsClosed => {
+                commands_open = false;
+                Some(Input::Command(Command::Shutdown))
             }
             Wake::Deadline => None,
         };

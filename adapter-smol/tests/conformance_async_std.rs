@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_smol::transport::TcpTransport;
-use adapter_smol::{BoxFuture, NodeHandle, NodeOptions, ProposeError, Status, TcpConfig};
+use adapter_smol::{
+    BoxFuture, NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError,
+};
 use raft_proto::{Membership, MembershipChange};
 
 fn async_std_spawner(future: BoxFuture) {
@@ -44,6 +46,20 @@ impl TestNode for Node {
     }
     fn membership(&self) -> Option<Membership> {
         async_std::task::block_on(self.handle.membership())
+    }
+    fn read_index(&self, timeout: Duration) -> Result<u64, ReadError> {
+        async_std::task::block_on(async {
+            async_std::future::timeout(timeout, self.handle.read_index())
+                .await
+                .unwrap_or(Err(ReadError::TimedOut))
+        })
+    }
+    fn transfer_leadership(&self, to: u64, timeout: Duration) -> Result<(), TransferError> {
+        async_std::task::block_on(async {
+            async_std::future::timeout(timeout, self.handle.transfer_leadership(to))
+                .await
+                .unwrap_or(Err(TransferError::Aborted))
+        })
     }
     fn shutdown(&self) {
         async_std::task::block_on(self.handle.shutdown());

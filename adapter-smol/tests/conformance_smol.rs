@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_smol::transport::TcpTransport;
-use adapter_smol::{NodeHandle, NodeOptions, ProposeError, SmolSpawner, Status, TcpConfig};
+use adapter_smol::{
+    NodeHandle, NodeOptions, ProposeError, ReadError, SmolSpawner, Status, TcpConfig, TransferError,
+};
 use raft_proto::{Membership, MembershipChange};
 
 struct Smol;
@@ -43,6 +45,21 @@ impl TestNode for Node {
     }
     fn membership(&self) -> Option<Membership> {
         smol::block_on(self.handle.membership())
+    }
+    fn read_index(&self, timeout: Duration) -> Result<u64, ReadError> {
+        smol::block_on(futures_lite::future::or(self.handle.read_index(), async {
+            smol::Timer::after(timeout).await;
+            Err(ReadError::TimedOut)
+        }))
+    }
+    fn transfer_leadership(&self, to: u64, timeout: Duration) -> Result<(), TransferError> {
+        smol::block_on(futures_lite::future::or(
+            self.handle.transfer_leadership(to),
+            async {
+                smol::Timer::after(timeout).await;
+                Err(TransferError::Aborted)
+            },
+        ))
     }
     fn shutdown(&self) {
         smol::block_on(self.handle.shutdown());

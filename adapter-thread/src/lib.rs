@@ -55,7 +55,7 @@ pub mod transport;
 
 pub use adapter_common::storage;
 pub use adapter_common::{
-    MemoryNetwork, NodeOptions, ProposeError, StartError, StateMachine, Status, TcpConfig,
-    Transport,
+    MemoryNetwork, NodeOptions, ProposeError, ReadError, StartError, StateMachine, Status,
+    TcpConfig, TransferError, Transport,
 };
 pub use runtime::{start, NodeHandle};

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use adapter_common::writer::StorageWorker;
 use adapter_common::{
-    Command, Driver, Effects, Input, NodeOptions, ProposeError, StartError, StateMachine, Status,
-    Transport,
+    Command, Driver, Effects, Input, NodeOptions, ProposeError, ReadError, StartError,
+    StateMachine, Status, TransferError, Transport,
 };
 use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
-use raft_proto::{Membership, MembershipChange, Message, NodeId};
+use raft_proto::{Index, Membership, MembershipChange, Message, NodeId};
 
 /// The application's handle on a running node. Cloneable; every clone talks to the same node.
 #[derive(Clone)]
@@ -89,6 +89,44 @@ impl NodeHandle {
         self.change_membership(MembershipChange::AddLearner { id, data }, timeout)
     }
 
+    /// Blocks until a linearizable read may be served: the state machine has applied every
+    /// entry up to the returned read index, which covers every write acknowledged before the
+    /// call (thesis §6.4: ReadIndex at the leader, a lease when the core runs with lease reads,
+    /// or the leader's read index at a follower). Read the state machine's state after it
+    /// returns. Fails when no quorum confirms it, or after `timeout` ([`ReadError::TimedOut`]).
+    pub fn read_index(&self, timeout: Duration) -> Result<Index, ReadError> {
+        let (reply, answer) = bounded(1);
+        let reply = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
+        self.commands
+            .send(Command::Read(reply))
+            .map_err(|_| ReadError::ShutDown)?;
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(ReadError::TimedOut),
+            Err(RecvTimeoutError::Disconnected) => Err(ReadError::ShutDown),
+        }
+    }
+
+    /// Asks this node, the leader, to hand leadership over to voter `to` (thesis §3.10), and
+    /// blocks until it stepped down and knows the new leader, the transfer failed, or
+    /// `timeout` passes. Proposals are refused with [`ProposeError::Transferring`] meanwhile.
+    pub fn transfer_leadership(&self, to: NodeId, timeout: Duration) -> Result<(), TransferError> {
+        let (reply, answer) = bounded(1);
+        let reply = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
+        self.commands
+            .send(Command::TransferLeadership(to, reply))
+            .map_err(|_| TransferError::ShutDown)?;
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(TransferError::Aborted),
+            Err(RecvTimeoutError::Disconnected) => Err(TransferError::ShutDown),
+        }
+    }
+
     /// The membership in force at this node, or None once it is shut down.
     pub fn membership(&self) -> Option<Membership> {
         let (reply, answer) = bounded(1);
@@ -114,9 +152,10 @@ impl NodeHandle {
         self.id
     }
 
-    /// Stops the node: proposals still waiting fail with [`ProposeError::ShutDown`], writes
-    /// already issued are completed (nothing acknowledged is lost), and the node's threads
-    /// are joined.
+    /// Stops the node: a leader first hands leadership over to its most up-to-date voter
+    /// (at most an election timeout; see [`NodeOptions::transfer_on_shutdown`]), proposals
+    /// still waiting fail with [`ProposeError::ShutDown`], writes already issued are completed
+    /// (nothing acknowledged is lost), and the node's threads are joined.
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
         let threads: Vec<JoinHandle<()>> = match self.threads.lock() {
@@ -173,6 +212,8 @@ fn run<S: StateMachine, T: Transport>(
 ) {
     let never = crossbeam_channel::never();
     let mut inbound = inbound;
+    let no_commands = crossbeam_channel::never();
+    let mut commands = commands;
     let mut effects = Effects::default();
     loop {
         let input = select! {
@@ -184,7 +225,14 @@ fn run<S: StateMachine, T: Transport>(
                     None
                 }
             },
-            recv(commands) -> command => Some(Input::Command(command.unwrap_or(Command::Shutdown))),
+            recv(commands) -> command => match command {
+                Ok(command) => Some(Input::Command(command)),
+                // Every handle is gone: stop (once).
+                Err(_) => {
+                    commands = &no_commands;
+                    Some(Input::Command(Command::Shutdown))
+                }
+            },
             recv(durable) -> result => Some(Input::Durable(
                 result.unwrap_or_else(|_| Err("the storage worker is gone".into())),
             )),

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_thread::transport::TcpTransport;
-use adapter_thread::{NodeHandle, NodeOptions, ProposeError, Status, TcpConfig};
+use adapter_thread::{
+    NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError,
+};
 use raft_proto::{Membership, MembershipChange};
 
 struct Threads;
@@ -31,6 +33,12 @@ impl TestNode for Node {
     }
     fn membership(&self) -> Option<Membership> {
         self.handle.membership()
+    }
+    fn read_index(&self, timeout: Duration) -> Result<u64, ReadError> {
+        self.handle.read_index(timeout)
+    }
+    fn transfer_leadership(&self, to: u64, timeout: Duration) -> Result<(), TransferError> {
+        self.handle.transfer_leadership(to, timeout)
     }
     fn shutdown(&self) {
         self.handle.shutdown();

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use adapter_common::writer::StorageWorker;
 use adapter_common::{
-    Command, Driver, Effects, Input, NodeOptions, ProposeError, StartError, StateMachine, Status,
-    Transport,
+    Command, Driver, Effects, Input, NodeOptions, ProposeError, ReadError, StartError,
+    StateMachine, Status, TransferError, Transport,
 };
-use raft_proto::{Membership, MembershipChange, Message, NodeId};
+use raft_proto::{Index, Membership, MembershipChange, Message, NodeId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -76,6 +76,39 @@ impl NodeHandle {
             .await
     }
 
+    /// Resolves when a linearizable read may be served: the state machine has applied every
+    /// entry up to the returned read index, which covers every write acknowledged before the
+    /// call (thesis §6.4: ReadIndex at the leader, a lease when the core runs with lease reads,
+    /// or the leader's read index at a follower). Read the state machine's state after it
+    /// resolves. Fails when no quorum confirms it within an election timeout.
+    ///
+    /// Cancellation-safe: dropping the future abandons the read.
+    pub async fn read_index(&self) -> Result<Index, ReadError> {
+        let (reply, answer) = oneshot::channel();
+        let reply = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
+        self.commands
+            .send(Command::Read(reply))
+            .map_err(|_| ReadError::ShutDown)?;
+        answer.await.unwrap_or(Err(ReadError::ShutDown))
+    }
+
+    /// Asks this node, the leader, to hand leadership over to voter `to` (thesis §3.10);
+    /// resolves once it stepped down and knows the new leader, or with the reason it did not
+    /// (aborted after an election timeout). Proposals are refused with
+    /// [`ProposeError::Transferring`] meanwhile.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferError> {
+        let (reply, answer) = oneshot::channel();
+        let reply = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
+        self.commands
+            .send(Command::TransferLeadership(to, reply))
+            .map_err(|_| TransferError::ShutDown)?;
+        answer.await.unwrap_or(Err(TransferError::ShutDown))
+    }
+
     /// The membership in force at this node, or None once it is shut down.
     pub async fn membership(&self) -> Option<Membership> {
         let (reply, answer) = oneshot::channel();
@@ -101,8 +134,10 @@ impl NodeHandle {
         self.id
     }
 
-    /// Stops the node: waiting proposals fail with [`ProposeError::ShutDown`], writes already
-    /// issued are completed (nothing acknowledged is lost), and the node's task ends.
+    /// Stops the node: a leader first hands leadership over to its most up-to-date voter (at
+    /// most an election timeout; see [`NodeOptions::transfer_on_shutdown`]), waiting
+    /// proposals fail with [`ProposeError::ShutDown`], writes already issued are completed
+    /// (nothing acknowledged is lost), and the node's task ends.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
         let task = self
@@ -158,6 +193,7 @@ async fn run<S: StateMachine, T: Transport>(
 ) {
     let mut effects = Effects::default();
     let mut inbound_open = true;
+    let mut commands_open = true;
     loop {
         let input = tokio::select! {
             message = inbound.recv(), if inbound_open => match message {
@@ -168,7 +204,14 @@ async fn run<S: StateMachine, T: Transport>(
                     None
                 }
             },
-            command = commands.recv() => Some(Input::Command(command.unwrap_or(Command::Shutdown))),
+            command = commands.recv(), if commands_open => match command {
+                Some(command) => Some(Input::Command(command)),
+                // Every handle is gone: stop (once).
+                None => {
+                    commands_open = false;
+                    Some(Input::Command(Command::Shutdown))
+                }
+            },
             result = durable.recv() => Some(Input::Durable(
                 result.unwrap_or_else(|| Err("the storage worker is gone".into())),
             )),

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_tokio::transport::TcpTransport;
-use adapter_tokio::{NodeHandle, NodeOptions, ProposeError, Status, TcpConfig};
+use adapter_tokio::{
+    NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError,
+};
 use raft_proto::{Membership, MembershipChange};
 
 struct Tokio {
@@ -54,6 +56,20 @@ impl TestNode for Node {
     }
     fn membership(&self) -> Option<Membership> {
         self.runtime.block_on(self.handle.membership())
+    }
+    fn read_index(&self, timeout: Duration) -> Result<u64, ReadError> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, self.handle.read_index())
+                .await
+                .unwrap_or(Err(ReadError::TimedOut))
+        })
+    }
+    fn transfer_leadership(&self, to: u64, timeout: Duration) -> Result<(), TransferError> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, self.handle.transfer_leadership(to))
+                .await
+                .unwrap_or(Err(TransferError::Aborted))
+        })
     }
     fn shutdown(&self) {
         self.runtime.block_on(self.handle.shutdown());

@@ -408,6 +408,15 @@ impl Node {
         self.memberships.current().is_voter(self.config.id)
     }
 
+    /// While leader: the highest log index known to be durable on member `id` (its match
+    /// index); `None` when not leader or `id` is not a member this leader replicates to.
+    pub fn match_index(&self, id: NodeId) -> Option<Index> {
+        self.progress
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.match_index)
+    }
+
     /// Counters of dropped peer input.
     pub fn stats(&self) -> NodeStats {
         self.stats
