@@ -1,6 +1,7 @@
 //! `raft-kv demo`: three replicas as child processes on 127.0.0.1, a client load with a
 //! progress bar, the leader killed with SIGKILL half-way, failover measured, the killed node
-//! restarted, and every acknowledged write checked on every node.
+//! restarted, and every acknowledged write checked on every node; meanwhile a few clients
+//! read and write shared keys, and their history is checked for linearizability.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -15,9 +16,14 @@ use raft_proto::NodeId;
 
 use clap::ValueEnum;
 
+use crate::history::Recorder;
 use crate::protocol::{Connection, Request, Response};
 use crate::runtime::Runtime;
+use crate::server::ReadMode;
 use crate::store::KvCommand;
+
+/// How many clients record their history in the demo and the chaos runs.
+const RECORDED_CLIENTS: u64 = 4;
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -29,6 +35,7 @@ pub(crate) struct DemoConfig {
     pub(crate) kill_at: Option<f64>,
     pub(crate) quiet: bool,
     pub(crate) runtime: Runtime,
+    pub(crate) read_mode: ReadMode,
 }
 
 /// What the demo measured.
@@ -40,6 +47,8 @@ pub(crate) struct DemoReport {
     pub(crate) p99_ms: f64,
     pub(crate) failover_ms: Option<f64>,
     pub(crate) verified_nodes: usize,
+    /// The recorded clients' verdict line.
+    pub(crate) history: String,
 }
 
 const NODES: NodeId = 3;
@@ -49,6 +58,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Cluster {
     exe: PathBuf,
     runtime: Runtime,
+    read_mode: ReadMode,
     dir: PathBuf,
     /// The nodes the cluster was started with.
     bootstrap: Vec<NodeId>,
@@ -59,7 +69,12 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Starts three nodes with data under `dir` (emptied first).
-    pub(crate) fn start(exe: PathBuf, runtime: Runtime, dir: &Path) -> Result<Self, String> {
+    pub(crate) fn start(
+        exe: PathBuf,
+        runtime: Runtime,
+        read_mode: ReadMode,
+        dir: &Path,
+    ) -> Result<Self, String> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -73,6 +88,7 @@ impl Cluster {
         let mut cluster = Self {
             exe,
             runtime,
+            read_mode,
             dir: dir.to_path_buf(),
             bootstrap: (1..=NODES).collect(),
             peers,
@@ -119,7 +135,7 @@ impl Cluster {
                 .peers
                 .iter()
                 .filter(|(i, _)| self.bootstrap.contains(i))
-                .map(|(i, a)| format!("{i}={a}"))
+                .map(|(i, a)| format!("{i}={a}/{}", self.clients[i]))
                 .collect();
             vec!["--peers".to_string(), peers.join(",")]
         } else {
@@ -156,6 +172,12 @@ impl Cluster {
                     .to_possible_value()
                     .map_or_else(|| "thread".to_string(), |v| v.get_name().to_string()),
             )
+            .arg("--read-mode")
+            .arg(
+                self.read_mode
+                    .to_possible_value()
+                    .map_or_else(|| "index".to_string(), |v| v.get_name().to_string()),
+            )
             .arg("--data-dir")
             .arg(self.dir.join(format!("node-{id}")))
             .stdin(Stdio::piped())
@@ -165,6 +187,29 @@ impl Cluster {
             .map_err(|e| format!("cannot start node {id}: {e}"))?;
         self.children.insert(id, child);
         Ok(())
+    }
+
+    /// Waits up to `limit` for node `id`'s process to exit (after a SIGTERM), then kills it
+    /// if it has not; an error if it had to be killed.
+    pub(crate) fn reap(&mut self, id: NodeId, limit: Duration) -> Result<(), String> {
+        let Some(mut child) = self.children.remove(&id) else {
+            return Ok(());
+        };
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!("node {id} did not exit within {limit:?}"))
+    }
+
+    /// The process id of node `id`'s process, if it runs.
+    pub(crate) fn pid(&self, id: NodeId) -> Option<u32> {
+        self.children.get(&id).map(Child::id)
     }
 
     /// Kills node `id` with SIGKILL.
@@ -331,15 +376,16 @@ impl Client {
 
 /// Runs the demo.
 pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, String> {
-    let mut cluster = Cluster::start(exe, config.runtime, &config.dir)?;
+    let mut cluster = Cluster::start(exe, config.runtime, config.read_mode, &config.dir)?;
     let say = |line: String| {
         if !config.quiet {
             println!("{line}");
         }
     };
     say(format!(
-        "started 3 nodes on 127.0.0.1 with the {:?} adapter (data in {})",
+        "started 3 nodes on 127.0.0.1 with the {:?} adapter, reads by {:?} (data in {})",
         config.runtime,
+        config.read_mode,
         config.dir.display()
     ));
     let (first_leader, _) = cluster
@@ -362,7 +408,15 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
     let results: Mutex<Vec<(usize, Duration)>> = Mutex::new(Vec::new());
     let started = Instant::now();
     let mut failover = None;
+    let recorder = Recorder::new();
+    let stop_recorded = std::sync::atomic::AtomicBool::new(false);
+    let addrs = cluster.client_addrs();
     std::thread::scope(|scope| -> Result<(), String> {
+        let _stop_recorded = StopOnDrop(&stop_recorded);
+        for id in 0..RECORDED_CLIENTS {
+            let (recorder, stop, addrs) = (&recorder, &stop_recorded, &addrs);
+            scope.spawn(move || crate::history::client(id, || addrs.clone(), stop, recorder));
+        }
         for _ in 0..config.clients {
             let mut client = Client::new(&cluster);
             let (next, acked, failures, results, bar) = (&next, &acked, &failures, &results, &bar);
@@ -426,6 +480,12 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
                 return Err("no leader to kill".to_string());
             }
         }
+        // The recorded clients run as long as the writers.
+        while acked.load(Ordering::Relaxed) + (failures.load(Ordering::Relaxed) as usize)
+            < config.writes
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
     })?;
     bar.finish();
@@ -460,6 +520,7 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
         p99_ms: percentile(0.99),
         failover_ms: failover.map(|d| d.as_secs_f64() * 1000.0),
         verified_nodes,
+        history: recorder.check()?,
     };
     say(format!(
         "{} writes acknowledged in {:.2} s: {:.0} writes/s with {} clients; commit latency p50 {:.2} ms, p99 {:.2} ms",
@@ -481,6 +542,7 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
         report.verified_nodes,
         dumps.len()
     ));
+    say(report.history.clone());
     cluster.stop();
     if report.verified_nodes != NODES as usize || failures.load(Ordering::Relaxed) > 0 {
         return Err(format!(
@@ -533,6 +595,7 @@ pub(crate) struct ChaosConfig {
     pub(crate) runtime: Runtime,
     /// Rounds replace a random voter by a fresh node instead of crashing nodes.
     pub(crate) membership: bool,
+    pub(crate) read_mode: ReadMode,
 }
 
 /// What a chaos run did.
@@ -546,13 +609,28 @@ pub(crate) struct ChaosReport {
     pub(crate) nodes: usize,
 }
 
+/// Runs the recorded clients against the addresses `addrs` gives until `stop`.
+fn spawn_recorded<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    recorder: &'s Recorder,
+    stop: &'s std::sync::atomic::AtomicBool,
+    addrs: &'s std::sync::RwLock<Vec<SocketAddr>>,
+) {
+    for id in 0..RECORDED_CLIENTS {
+        scope.spawn(move || {
+            let current = || addrs.read().unwrap_or_else(|p| p.into_inner()).clone();
+            crate::history::client(id, current, stop, recorder);
+        });
+    }
+}
+
 /// Runs the chaos test; fails if an acknowledged write is missing anywhere at the end or the
 /// nodes do not converge.
 pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, String> {
     if config.membership {
         return chaos_membership(exe, config);
     }
-    let mut cluster = Cluster::start(exe, config.runtime, &config.dir)?;
+    let mut cluster = Cluster::start(exe, config.runtime, config.read_mode, &config.dir)?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;
@@ -560,8 +638,11 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
     let next = AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let acked: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    let recorder = Recorder::new();
+    let addrs = std::sync::RwLock::new(cluster.client_addrs());
     std::thread::scope(|scope| -> Result<(), String> {
         let _stop_clients = StopOnDrop(&stop);
+        spawn_recorded(scope, &recorder, &stop, &addrs);
         for _ in 0..config.clients {
             let mut client = Client::new(&cluster);
             let (next, stop, acked) = (&next, &stop, &acked);
@@ -601,11 +682,19 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
         Ok(())
     })?;
     let acked = acked.into_inner().unwrap_or_else(|p| p.into_inner());
-    verify(cluster, &acked, config.rounds)
+    verify(cluster, &acked, config.rounds, &recorder)
 }
 
-/// Every acknowledged write on every running node, which all converged; stops the cluster.
-fn verify(cluster: Cluster, acked: &[usize], rounds: usize) -> Result<ChaosReport, String> {
+/// Every acknowledged write on every running node, which all converged, and the recorded
+/// history linearizable; stops the cluster.
+fn verify(
+    cluster: Cluster,
+    acked: &[usize],
+    rounds: usize,
+    recorder: &Recorder,
+) -> Result<ChaosReport, String> {
+    let verdict = recorder.check()?;
+    println!("{verdict}");
     if acked.is_empty() {
         return Err("no write was acknowledged".into());
     }
@@ -647,7 +736,7 @@ fn verify(cluster: Cluster, acked: &[usize], rounds: usize) -> Result<ChaosRepor
 /// joins as a learner and replaces a random voter (the leader one time in two) in one joint
 /// change; the replaced node is then killed and forgotten.
 fn chaos_membership(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, String> {
-    let mut cluster = Cluster::start(exe, config.runtime, &config.dir)?;
+    let mut cluster = Cluster::start(exe, config.runtime, config.read_mode, &config.dir)?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;
@@ -656,8 +745,10 @@ fn chaos_membership(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
     let next = AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let acked: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    let recorder = Recorder::new();
     std::thread::scope(|scope| -> Result<(), String> {
         let _stop_clients = StopOnDrop(&stop);
+        spawn_recorded(scope, &recorder, &stop, &addrs);
         for _ in 0..config.clients {
             let (next, stop, acked, addrs) = (&next, &stop, &acked, &addrs);
             scope.spawn(move || {
@@ -718,5 +809,5 @@ fn chaos_membership(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
         Ok(())
     })?;
     let acked = acked.into_inner().unwrap_or_else(|p| p.into_inner());
-    verify(cluster, &acked, config.rounds)
+    verify(cluster, &acked, config.rounds, &recorder)
 }

@@ -8,9 +8,16 @@
 //!               --client-addr 127.0.0.1:8004 --data-dir data/node-4
 //! raft-kv members list --cluster 127.0.0.1:8001
 //! raft-kv members promote --cluster 127.0.0.1:8001 --id 4
+//! raft-kv put greeting hello --cluster 127.0.0.1:8001,127.0.0.1:8002
+//! raft-kv get greeting --cluster 127.0.0.1:8001
+//! raft-kv status --cluster 127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003
+//! raft-kv bench-reads --read-modes log,index,lease
+//! raft-kv bench-failover --rounds 5
 //! ```
 
+mod bench;
 mod demo;
+mod history;
 mod members;
 mod protocol;
 mod runtime;
@@ -39,10 +46,11 @@ enum Cmd {
         /// This node's id.
         #[arg(long)]
         id: NodeId,
-        /// For a new cluster: every member's Raft address, this one included:
-        /// `1=127.0.0.1:7001,2=...`.
+        /// For a new cluster: every member's Raft address, this one included, optionally with
+        /// its client address (so that clients are redirected to the leader):
+        /// `1=127.0.0.1:7001/127.0.0.1:8001,2=...`.
         #[arg(long, value_parser = parse_peers, required_unless_present = "join")]
-        peers: Option<BTreeMap<NodeId, SocketAddr>>,
+        peers: Option<Peers>,
         /// To join an existing cluster: client addresses of some of its members (the node
         /// starts empty and asks to be added as a learner).
         #[arg(long, value_delimiter = ',', conflicts_with = "peers")]
@@ -68,6 +76,41 @@ enum Cmd {
         /// Which adapter runs the node.
         #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
         runtime: runtime::Runtime,
+        /// How reads (`get`) are served: ReadIndex, lease, or through the log.
+        #[arg(long, value_enum, default_value_t = server::ReadMode::Index)]
+        read_mode: server::ReadMode,
+    },
+    /// Set KEY to VALUE (through the leader, found from --cluster).
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Client addresses of members: `127.0.0.1:8001,127.0.0.1:8002`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+    },
+    /// Print KEY's value (a linearizable read, served as the nodes' read mode says).
+    Get {
+        /// The key.
+        key: String,
+        /// Client addresses of members.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+    },
+    /// Remove KEY.
+    Delete {
+        /// The key.
+        key: String,
+        /// Client addresses of members.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+    },
+    /// Print each node's role, term, leader, commit and applied index.
+    Status {
+        /// Client addresses of members.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
     },
     /// Look at or change the membership of a running cluster (the leader is found from
     /// the addresses given).
@@ -76,7 +119,7 @@ enum Cmd {
         action: MembersCmd,
     },
     /// Write `count` keys `key-0000000`... (value `value-N`) through the leader.
-    Put {
+    Fill {
         /// Client addresses of members.
         #[arg(long, value_delimiter = ',', required = true)]
         cluster: Vec<SocketAddr>,
@@ -117,6 +160,9 @@ enum Cmd {
         /// Which adapter runs the nodes.
         #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
         runtime: runtime::Runtime,
+        /// How the nodes serve reads.
+        #[arg(long, value_enum, default_value_t = server::ReadMode::Index)]
+        read_mode: server::ReadMode,
     },
     /// The crash test: SIGKILL nodes at random moments under load, restart them, and check
     /// that every acknowledged write survives on every node.
@@ -140,6 +186,47 @@ enum Cmd {
         /// instead of crashing nodes.
         #[arg(long)]
         membership: bool,
+        /// How the nodes serve reads.
+        #[arg(long, value_enum, default_value_t = server::ReadMode::Index)]
+        read_mode: server::ReadMode,
+    },
+    /// The read benchmark: for each read mode, a fresh 3-process cluster, keys written, then
+    /// clients reading at the leader for a while; prints reads per second and latencies.
+    BenchReads {
+        /// Where the nodes keep their data (emptied first).
+        #[arg(long, default_value = "target/raft-kv-bench")]
+        dir: PathBuf,
+        /// The read modes to measure, one after the other.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "log,index,lease"
+        )]
+        read_modes: Vec<server::ReadMode>,
+        /// Concurrent readers.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// How long each mode is measured, in seconds.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Which adapter runs the nodes.
+        #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
+        runtime: runtime::Runtime,
+    },
+    /// The failover benchmark: stop the leader with SIGTERM (it hands leadership over) or
+    /// SIGKILL (the others wait for an election timeout), under a write load; prints how long
+    /// the cluster had no leader and how long writes stalled.
+    BenchFailover {
+        /// Where the nodes keep their data (emptied first).
+        #[arg(long, default_value = "target/raft-kv-failover")]
+        dir: PathBuf,
+        /// Leader stops per signal.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Which adapter runs the nodes.
+        #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
+        runtime: runtime::Runtime,
     },
 }
 
@@ -190,19 +277,29 @@ enum MembersCmd {
     },
 }
 
-fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+/// `--peers`: each member's Raft address and, if given, its client address.
+#[derive(Debug, Clone, Default)]
+struct Peers(BTreeMap<NodeId, (SocketAddr, Option<SocketAddr>)>);
+
+fn parse_peers(s: &str) -> Result<Peers, String> {
+    let parse = |addr: &str| {
+        addr.parse::<SocketAddr>()
+            .map_err(|e| format!("bad address {addr:?}: {e}"))
+    };
     s.split(',')
         .map(|part| {
-            let (id, addr) = part
+            let (id, addrs) = part
                 .split_once('=')
-                .ok_or_else(|| format!("{part:?} is not ID=ADDRESS"))?;
+                .ok_or_else(|| format!("{part:?} is not ID=RAFT_ADDRESS[/CLIENT_ADDRESS]"))?;
             let id = id.parse().map_err(|e| format!("bad id {id:?}: {e}"))?;
-            let addr = addr
-                .parse()
-                .map_err(|e| format!("bad address {addr:?}: {e}"))?;
-            Ok((id, addr))
+            let (raft, client) = match addrs.split_once('/') {
+                Some((raft, client)) => (parse(raft)?, Some(parse(client)?)),
+                None => (parse(addrs)?, None),
+            };
+            Ok((id, (raft, client)))
         })
-        .collect()
+        .collect::<Result<_, String>>()
+        .map(Peers)
 }
 
 fn check_keys(
@@ -243,6 +340,17 @@ fn check_keys(
     } else {
         Err(format!("{wrong} keys missing or wrong"))
     }
+}
+
+/// Runs one client command through the cluster and prints its answer with `show`.
+fn client_command(
+    cluster: &[SocketAddr],
+    command: store::KvCommand,
+    show: impl FnOnce(Option<Vec<u8>>) -> String,
+) -> Result<(), String> {
+    let answer = members::execute(cluster, command, std::time::Duration::from_secs(5))?;
+    println!("{}", show(answer));
+    Ok(())
 }
 
 fn run_members(action: MembersCmd) -> Result<(), String> {
@@ -290,6 +398,7 @@ fn main() -> ExitCode {
             snapshot_every,
             exit_with_parent,
             runtime,
+            read_mode,
         } => {
             if exit_with_parent {
                 std::thread::spawn(|| {
@@ -305,7 +414,13 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .init();
-            let peers = peers.unwrap_or_default();
+            let Peers(all) = peers.unwrap_or_default();
+            let peers: BTreeMap<NodeId, SocketAddr> =
+                all.iter().map(|(&i, &(raft, _))| (i, raft)).collect();
+            let peer_clients = all
+                .iter()
+                .filter_map(|(&i, &(_, client))| Some((i, client?)))
+                .collect();
             match raft_addr.or_else(|| peers.get(&id).copied()) {
                 None => Err(format!(
                     "node {id} has no Raft address: give --raft-addr or list it in --peers"
@@ -315,16 +430,54 @@ fn main() -> ExitCode {
                     cluster_id,
                     raft_addr,
                     peers,
+                    peer_clients,
                     join: join.unwrap_or_default(),
                     client_addr,
                     data_dir,
                     snapshot_every,
                     runtime,
+                    read_mode,
                 }),
             }
         }
         Cmd::Members { action } => run_members(action),
         Cmd::Put {
+            key,
+            value,
+            cluster,
+        } => client_command(
+            &cluster,
+            store::KvCommand::Put {
+                key,
+                value: value.into_bytes(),
+            },
+            |previous| match previous {
+                Some(old) => format!("ok (previous value: {})", String::from_utf8_lossy(&old)),
+                None => "ok".to_string(),
+            },
+        ),
+        Cmd::Get { key, cluster } => client_command(
+            &cluster,
+            store::KvCommand::Get { key },
+            |value| match value {
+                Some(value) => String::from_utf8_lossy(&value).into_owned(),
+                None => "(not found)".to_string(),
+            },
+        ),
+        Cmd::Delete { key, cluster } => client_command(
+            &cluster,
+            store::KvCommand::Delete { key },
+            |previous| match previous {
+                Some(_) => "deleted".to_string(),
+                None => "(not found)".to_string(),
+            },
+        ),
+        Cmd::Status { cluster } => members::status(&cluster).map(|lines| {
+            for line in lines {
+                println!("{line}");
+            }
+        }),
+        Cmd::Fill {
             cluster,
             count,
             from,
@@ -348,6 +501,7 @@ fn main() -> ExitCode {
             writes,
             clients,
             runtime,
+            read_mode,
         } => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))
             .and_then(|exe| {
@@ -360,6 +514,7 @@ fn main() -> ExitCode {
                         kill_at: Some(0.5),
                         quiet: false,
                         runtime,
+                        read_mode,
                     },
                 )
             })
@@ -371,6 +526,7 @@ fn main() -> ExitCode {
             seed,
             runtime,
             membership,
+            read_mode,
         } => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))
             .and_then(|exe| {
@@ -383,6 +539,7 @@ fn main() -> ExitCode {
                         seed,
                         runtime,
                         membership,
+                        read_mode,
                     },
                 )
             })
@@ -392,6 +549,31 @@ fn main() -> ExitCode {
                     report.rounds, report.acknowledged, report.nodes
                 )
             }),
+        Cmd::BenchReads {
+            dir,
+            read_modes,
+            clients,
+            seconds,
+            runtime,
+        } => std::env::current_exe()
+            .map_err(|e| format!("cannot find this executable: {e}"))
+            .and_then(|exe| {
+                bench::reads(&bench::ReadBench {
+                    exe,
+                    dir,
+                    read_modes,
+                    clients,
+                    duration: std::time::Duration::from_secs(seconds),
+                    runtime,
+                })
+            }),
+        Cmd::BenchFailover {
+            dir,
+            rounds,
+            runtime,
+        } => std::env::current_exe()
+            .map_err(|e| format!("cannot find this executable: {e}"))
+            .and_then(|exe| bench::failover(exe, &dir, rounds, runtime)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

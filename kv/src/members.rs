@@ -88,7 +88,9 @@ pub(crate) fn print(members: &Members) {
     }
 }
 
-/// Runs `command` through the leader (found like [`change`] finds it) for up to `limit`.
+/// Runs `command` through the leader (found like [`change`] finds it) for up to `limit`. A
+/// read may be answered by any node (it serves reads linearizably itself). When no node
+/// answers at all, the error says what each address did.
 pub(crate) fn execute(
     cluster: &[SocketAddr],
     command: crate::store::KvCommand,
@@ -97,6 +99,7 @@ pub(crate) fn execute(
     let start = Instant::now();
     let mut known: Vec<SocketAddr> = cluster.to_vec();
     let request = Request::Command(command);
+    let mut last: std::collections::BTreeMap<SocketAddr, String> = Default::default();
     while start.elapsed() < limit {
         let mut i = 0;
         while i < known.len() {
@@ -105,13 +108,67 @@ pub(crate) fn execute(
             let mut conn = Connection::new(addr, CALL_TIMEOUT);
             match conn.call(&request) {
                 Ok(Response::Done(answer)) => return Ok(answer),
-                Ok(Response::NotLeader(_)) => learn_members(&mut conn, &mut known),
-                _ => {}
+                Ok(Response::NotLeader(hint)) => {
+                    let why = match hint {
+                        Some(leader) => format!(
+                            "not the leader; node {leader} leads (list its client address in \
+                             --cluster if it is not found)"
+                        ),
+                        None => "not the leader, and no leader is known".to_string(),
+                    };
+                    last.insert(addr, why);
+                    learn_members(&mut conn, &mut known);
+                }
+                Ok(Response::Unavailable(why)) => {
+                    last.insert(addr, why);
+                }
+                Ok(other) => {
+                    last.insert(addr, format!("unexpected answer {other:?}"));
+                }
+                Err(e) => {
+                    last.insert(addr, e.to_string());
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("no leader answered within {limit:?}"))
+    let why: Vec<String> = last.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+    Err(format!(
+        "no leader answered within {limit:?} ({})",
+        why.join("; ")
+    ))
+}
+
+/// One node's status as `raft-kv status` prints it.
+pub(crate) fn status(cluster: &[SocketAddr]) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    let mut answered = 0;
+    for &addr in cluster {
+        let mut conn = Connection::new(addr, Duration::from_secs(2));
+        match conn.call(&Request::Status) {
+            Ok(Response::Status {
+                id,
+                role,
+                term,
+                leader,
+                commit,
+                applied,
+            }) => {
+                answered += 1;
+                let leader = leader.map_or_else(|| "none".to_string(), |l| l.to_string());
+                lines.push(format!(
+                    "{addr}  node {id}  {role:<9} term {term}  leader {leader}  commit {commit}  applied {applied}"
+                ));
+            }
+            Ok(Response::Unavailable(why)) => lines.push(format!("{addr}  unavailable: {why}")),
+            Ok(other) => lines.push(format!("{addr}  unexpected answer {other:?}")),
+            Err(e) => lines.push(format!("{addr}  unreachable: {e}")),
+        }
+    }
+    if answered == 0 {
+        return Err(format!("no node answered:\n{}", lines.join("\n")));
+    }
+    Ok(lines)
 }
 
 /// A replica's key-value pairs and its applied index.

@@ -121,10 +121,13 @@ pub(crate) enum Response {
     Dump(Vec<(String, Vec<u8>)>, u64),
     /// The node's status.
     Status {
+        /// The node's id.
+        id: NodeId,
         /// "Leader", "Follower" or "Candidate".
         role: String,
         term: u64,
         leader: Option<NodeId>,
+        commit: u64,
         applied: u64,
     },
     /// A membership (in force, or the one a change led to).

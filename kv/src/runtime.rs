@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_common::{NodeOptions, ProposeError, StartError, Status, TcpConfig};
+use adapter_common::{NodeOptions, ProposeError, ReadError, StartError, Status, TcpConfig};
 use raft_proto::{Membership, MembershipChange};
 
 use crate::store::KvStore;
@@ -137,6 +137,24 @@ impl Node {
         }
     }
 
+    /// Waits up to `timeout` until a linearizable read may be served from the store.
+    pub(crate) fn read_index(&self, timeout: Duration) -> Result<u64, ReadError> {
+        match self {
+            Self::Thread { node, .. } => node.read_index(timeout),
+            Self::Tokio { runtime, node, .. } => runtime.block_on(async {
+                tokio::time::timeout(timeout, node.read_index())
+                    .await
+                    .unwrap_or(Err(ReadError::TimedOut))
+            }),
+            Self::Smol { node, .. } => {
+                smol::block_on(futures_lite::future::or(node.read_index(), async {
+                    smol::Timer::after(timeout).await;
+                    Err(ReadError::TimedOut)
+                }))
+            }
+        }
+    }
+
     /// The membership in force at the node, None once it is shut down.
     pub(crate) fn membership(&self) -> Option<Membership> {
         match self {
@@ -155,29 +173,33 @@ impl Node {
         }
     }
 
+    /// Stops the node (a leader hands leadership over first); callable while clients still
+    /// hold the node. The transport keeps running until [`shutdown`](Self::shutdown).
+    pub(crate) fn stop(&self) {
+        match self {
+            Self::Thread { node, .. } => node.shutdown(),
+            Self::Tokio { runtime, node, .. } => runtime.block_on(node.shutdown()),
+            Self::Smol { node, .. } => smol::block_on(node.shutdown()),
+        }
+    }
+
     /// Stops the node, then its transport.
     pub(crate) fn shutdown(self) {
+        self.stop();
         match self {
-            Self::Thread { node, transport } => {
-                node.shutdown();
+            Self::Thread { transport, .. } => {
                 if let Ok(transport) = Arc::try_unwrap(transport) {
                     transport.shutdown();
                 }
             }
             Self::Tokio {
-                runtime,
-                node,
-                transport,
+                runtime, transport, ..
             } => runtime.block_on(async {
-                node.shutdown().await;
                 if let Ok(transport) = Arc::try_unwrap(transport) {
                     transport.shutdown().await;
                 }
             }),
-            Self::Smol { node, transport } => {
-                smol::block_on(node.shutdown());
-                transport.shutdown();
-            }
+            Self::Smol { transport, .. } => transport.shutdown(),
         }
     }
 }

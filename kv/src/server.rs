@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_common::{NodeOptions, ProposeError, TcpConfig};
+use adapter_common::{NodeOptions, ProposeError, ReadError, TcpConfig};
 use raft_proto::wire::FrameDecoder;
 use raft_proto::NodeId;
 
@@ -14,7 +14,21 @@ use crate::protocol::{
     read_frame, write_frame, MemberChange, Members, Request, Response, MAX_FRAME,
 };
 use crate::runtime::{Node, Runtime};
-use crate::store::KvStore;
+use crate::store::{KvCommand, KvStore};
+
+/// How a replica serves reads (`Get`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ReadMode {
+    /// ReadIndex (thesis §6.4): one round of heartbeats to a majority, no log write; at a
+    /// follower, the leader's read index. The default.
+    Index,
+    /// Lease reads: served by the leader without a round while its lease holds (it assumes
+    /// the nodes' clocks run at rates within the drift bound of each other).
+    Lease,
+    /// Through the log: a log entry per read, committed and applied (a disk write on a
+    /// majority).
+    Log,
+}
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -26,6 +40,9 @@ pub(crate) struct ServeConfig {
     /// Raft addresses of the members of a new cluster, this one included (empty when the
     /// node joins an existing cluster).
     pub(crate) peers: BTreeMap<NodeId, SocketAddr>,
+    /// Client addresses of the members of a new cluster, where given: a member the
+    /// membership has no data for is described with them (clients find the leader).
+    pub(crate) peer_clients: BTreeMap<NodeId, SocketAddr>,
     /// Client addresses of members of an existing cluster to join (as a learner).
     pub(crate) join: Vec<SocketAddr>,
     /// Where this node listens for clients.
@@ -34,6 +51,8 @@ pub(crate) struct ServeConfig {
     pub(crate) snapshot_every: u64,
     /// Which adapter runs the node.
     pub(crate) runtime: Runtime,
+    /// How reads are served.
+    pub(crate) read_mode: ReadMode,
 }
 
 /// How long a client request may wait for its command to commit.
@@ -57,6 +76,7 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     let voters = config.peers.keys().copied().collect();
     let mut options = NodeOptions::new(config.id, voters, &config.data_dir);
     options.snapshot_every = Some(config.snapshot_every);
+    options.raft.lease_reads = config.read_mode == ReadMode::Lease;
     let store = KvStore::default();
     let node = Arc::new(
         Node::start(config.runtime, options, store.clone(), tcp)
@@ -64,7 +84,7 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     );
     let clients = TcpListener::bind(config.client_addr)
         .map_err(|e| format!("cannot listen for clients on {}: {e}", config.client_addr))?;
-    tracing::info!(id = config.id, raft = %listen, clients = %config.client_addr, runtime = ?config.runtime, "serving");
+    tracing::info!(id = config.id, raft = %listen, clients = %config.client_addr, runtime = ?config.runtime, read_mode = ?config.read_mode, "serving");
     if !config.join.is_empty() {
         // Ask the cluster to add this node as a learner; a node that restarts is a member
         // already, which is fine.
@@ -79,6 +99,15 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
         });
     }
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    on_sigterm(stop_tx.clone());
+    let read_mode = config.read_mode;
+    let bootstrap_data: Arc<BTreeMap<NodeId, String>> = Arc::new(
+        config
+            .peer_clients
+            .iter()
+            .filter_map(|(id, client)| Some((*id, member_data(*config.peers.get(id)?, *client))))
+            .collect(),
+    );
     std::thread::spawn({
         let node = Arc::clone(&node);
         move || {
@@ -86,14 +115,20 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
                 let node = Arc::clone(&node);
                 let store = store.clone();
                 let stop = stop_tx.clone();
-                std::thread::spawn(move || serve_client(stream, &node, &store, &stop));
+                let context = ClientContext {
+                    read_mode,
+                    bootstrap_data: Arc::clone(&bootstrap_data),
+                };
+                std::thread::spawn(move || serve_client(stream, &node, &store, &context, &stop));
             }
         }
     });
-    // Block until asked to stop, then stop cleanly: nothing acknowledged is lost.
+    // Block until asked to stop (a client's request, or SIGTERM), then stop cleanly: a leader
+    // hands leadership over first, and nothing acknowledged is lost.
     let _ = stop_rx.recv();
-    // Client threads may still hold the node; shut it down through a last reference or, if
-    // they do not let go within a few seconds, by exiting (nothing acknowledged is lost).
+    node.stop();
+    // Client threads may still hold the node (stopped already); stop the transport through a
+    // last reference or, if they do not let go within a few seconds, by exiting.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     let mut node = node;
     loop {
@@ -116,42 +151,109 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Sends on `stop` when the process receives SIGTERM (a service manager stopping it).
+fn on_sigterm(stop: crossbeam_channel::Sender<()>) {
+    let spawned = std::thread::Builder::new()
+        .name("sigterm".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => return tracing::warn!(%error, "cannot watch for SIGTERM"),
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        term.recv().await;
+                        tracing::info!("SIGTERM: shutting down (a leader hands over first)");
+                        let _ = stop.try_send(());
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot watch for SIGTERM"),
+                }
+            });
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot watch for SIGTERM");
+    }
+}
+
+/// Answers a `Get` the way `mode` says.
+fn read(node: &Node, store: &KvStore, mode: ReadMode, key: String) -> Response {
+    if mode == ReadMode::Log {
+        return propose(node, &KvCommand::Get { key });
+    }
+    match node.read_index(COMMIT_TIMEOUT) {
+        Ok(_) => Response::Done(store.get(&key)),
+        Err(ReadError::NoLeader) => Response::NotLeader(None),
+        Err(e) => Response::Unavailable(e.to_string()),
+    }
+}
+
+/// Replicates `command` and answers its result.
+fn propose(node: &Node, command: &KvCommand) -> Response {
+    let bytes = postcard::to_allocvec(command).unwrap_or_default();
+    match node.propose(bytes, COMMIT_TIMEOUT) {
+        Ok(answer) => Response::Done(postcard::from_bytes(&answer).unwrap_or(None)),
+        Err(ProposeError::NotLeader { leader_hint }) => Response::NotLeader(leader_hint),
+        Err(ProposeError::Transferring { to }) => Response::NotLeader(Some(to)),
+        Err(e) => Response::Unavailable(e.to_string()),
+    }
+}
+
+/// What every client connection of a replica shares.
+struct ClientContext {
+    read_mode: ReadMode,
+    /// Member data for the members of a new cluster that the membership has none for.
+    bootstrap_data: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl ClientContext {
+    /// The membership as clients see it, with the bootstrap client addresses filled in.
+    fn members(&self, membership: &raft_proto::Membership, leader: Option<NodeId>) -> Members {
+        let mut members = Members::from_core(membership, leader);
+        for (id, data) in self.bootstrap_data.iter() {
+            if membership.contains(*id) && !members.data.iter().any(|(i, _)| i == id) {
+                members.data.push((*id, data.clone()));
+            }
+        }
+        members
+    }
+}
+
 fn serve_client(
     mut stream: TcpStream,
     node: &Node,
     store: &KvStore,
+    context: &ClientContext,
     stop: &crossbeam_channel::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut decoder = FrameDecoder::new(MAX_FRAME);
     while let Ok(request) = read_frame::<Request>(&mut stream, &mut decoder) {
         let response = match request {
-            Request::Command(command) => {
-                let bytes = postcard::to_allocvec(&command).unwrap_or_default();
-                match node.propose(bytes, COMMIT_TIMEOUT) {
-                    Ok(answer) => Response::Done(postcard::from_bytes(&answer).unwrap_or(None)),
-                    Err(ProposeError::NotLeader { leader_hint }) => {
-                        Response::NotLeader(leader_hint)
-                    }
-                    Err(e) => Response::Unavailable(e.to_string()),
-                }
-            }
+            Request::Command(KvCommand::Get { key }) => read(node, store, context.read_mode, key),
+            Request::Command(command) => propose(node, &command),
             Request::Dump => {
                 let applied = node.status().map_or(0, |s| s.applied_index);
                 Response::Dump(store.dump(), applied)
             }
             Request::Status => match node.status() {
                 Some(s) => Response::Status {
+                    id: s.id,
                     role: format!("{:?}", s.role),
                     term: s.term,
                     leader: s.leader,
+                    commit: s.commit_index,
                     applied: s.applied_index,
                 },
                 None => Response::Unavailable("shut down".into()),
             },
             Request::Members => match (node.membership(), node.status()) {
                 (Some(membership), Some(status)) => {
-                    Response::Members(Members::from_core(&membership, status.leader))
+                    Response::Members(context.members(&membership, status.leader))
                 }
                 _ => Response::Unavailable("shut down".into()),
             },
@@ -159,7 +261,7 @@ fn serve_client(
                 match node.change_membership(change.into_core(), CHANGE_TIMEOUT) {
                     Ok(membership) => {
                         let leader = node.status().and_then(|s| s.leader);
-                        Response::Members(Members::from_core(&membership, leader))
+                        Response::Members(context.members(&membership, leader))
                     }
                     Err(ProposeError::NotLeader { leader_hint }) => {
                         Response::NotLeader(leader_hint)

@@ -14,7 +14,8 @@ pub(crate) enum KvCommand {
     Put { key: String, value: Vec<u8> },
     /// Remove `key`; answers the previous value.
     Delete { key: String },
-    /// Read `key` through the log (linearizable); answers its value.
+    /// Read `key`; answers its value. Served as the replica's read mode says: through the
+    /// log, or from the replica's state after a ReadIndex or under a lease.
     Get { key: String },
 }
 
@@ -31,6 +32,11 @@ impl KvStore {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// The value of `key` in what this replica has applied so far.
+    pub(crate) fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.lock().get(key).cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {

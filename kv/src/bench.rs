@@ -1,0 +1,210 @@
+//! `raft-kv bench-reads` and `raft-kv bench-failover`: measurements on real processes on
+//! 127.0.0.1, printed as medians and percentiles (the machine is shared and noisy: compare
+//! ratios within one run, not absolute numbers across runs).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+
+use crate::demo::{Client, Cluster};
+use crate::protocol::{Connection, Request, Response};
+use crate::runtime::Runtime;
+use crate::server::ReadMode;
+use crate::store::KvCommand;
+
+/// What the read benchmark measures.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadBench {
+    pub(crate) exe: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) read_modes: Vec<ReadMode>,
+    pub(crate) clients: usize,
+    pub(crate) duration: Duration,
+    pub(crate) runtime: Runtime,
+}
+
+const KEYS: usize = 1000;
+
+fn name(mode: ReadMode) -> String {
+    mode.to_possible_value()
+        .map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
+}
+
+/// The `p`-quantile of sorted `samples`, in milliseconds.
+fn quantile(samples: &[Duration], p: f64) -> f64 {
+    let at = ((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1));
+    samples.get(at).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// For each read mode: a fresh cluster, `KEYS` keys written, then `clients` readers at the
+/// leader for `duration`.
+pub(crate) fn reads(bench: &ReadBench) -> Result<(), String> {
+    println!(
+        "reads at the leader of a 3-process cluster on 127.0.0.1 ({:?} adapter), {} clients, {:?} per mode",
+        bench.runtime, bench.clients, bench.duration
+    );
+    for &mode in &bench.read_modes {
+        let dir = bench.dir.join(name(mode));
+        let cluster = Cluster::start(bench.exe.clone(), bench.runtime, mode, &dir)?;
+        let (leader, _) = cluster
+            .wait_for_leader(0, Duration::from_secs(10))
+            .ok_or("no leader was elected within 10 s")?;
+        let mut writer = Client::new(&cluster);
+        for i in 0..KEYS {
+            let command = KvCommand::Put {
+                key: crate::demo::key(i),
+                value: crate::demo::value(i),
+            };
+            writer
+                .execute(&command, Duration::from_secs(10))
+                .ok_or("the preload did not commit")?;
+        }
+        let addr = cluster.client_addr(leader);
+        let (latencies, errors) = read_load(addr, bench.clients, bench.duration);
+        let mut latencies = latencies;
+        latencies.sort();
+        let seconds = bench.duration.as_secs_f64();
+        println!(
+            "--read-mode {:<5}  {:>8.0} reads/s  p50 {:.3} ms  p99 {:.3} ms  ({} reads, {} errors)",
+            name(mode),
+            latencies.len() as f64 / seconds,
+            quantile(&latencies, 0.50),
+            quantile(&latencies, 0.99),
+            latencies.len(),
+            errors
+        );
+        cluster.stop();
+    }
+    Ok(())
+}
+
+/// `clients` threads reading random keys at `addr` for `duration`: every read's latency, and
+/// how many failed.
+fn read_load(addr: SocketAddr, clients: usize, duration: Duration) -> (Vec<Duration>, u64) {
+    let latencies = Mutex::new(Vec::new());
+    let errors = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for c in 0..clients {
+            let (latencies, errors, stop) = (&latencies, &errors, &stop);
+            scope.spawn(move || {
+                let mut conn = Connection::new(addr, Duration::from_secs(5));
+                let mut mine = Vec::new();
+                let mut i = c * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 7919) % KEYS;
+                    let request = Request::Command(KvCommand::Get {
+                        key: crate::demo::key(i),
+                    });
+                    let t0 = Instant::now();
+                    match conn.call(&request) {
+                        Ok(Response::Done(Some(_))) => mine.push(t0.elapsed()),
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                latencies
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(mine);
+            });
+        }
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+    });
+    (
+        latencies.into_inner().unwrap_or_else(|p| p.into_inner()),
+        errors.into_inner(),
+    )
+}
+
+/// How the leader is stopped.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Term,
+    Kill,
+}
+
+/// For SIGTERM and SIGKILL in turn: `rounds` times, stop the leader of a fresh cluster under
+/// a write load, and measure until another node leads and until a write is acknowledged again.
+pub(crate) fn failover(
+    exe: PathBuf,
+    dir: &Path,
+    rounds: usize,
+    runtime: Runtime,
+) -> Result<(), String> {
+    println!(
+        "leader stopped under a write load, 3 processes on 127.0.0.1 ({runtime:?} adapter), {rounds} rounds per signal"
+    );
+    for stop in [Stop::Term, Stop::Kill] {
+        let mut leader_gaps = Vec::new();
+        let mut write_gaps = Vec::new();
+        let mut cluster = Cluster::start(
+            exe.clone(),
+            runtime,
+            ReadMode::Index,
+            &dir.join(format!("{stop:?}").to_lowercase()),
+        )?;
+        for round in 0..rounds {
+            let (leader, term) = cluster
+                .wait_for_leader(0, Duration::from_secs(10))
+                .ok_or("no leader was elected within 10 s")?;
+            let mut client = Client::new(&cluster);
+            let put = |i: usize| KvCommand::Put {
+                key: format!("failover-{round}-{i}"),
+                value: b"x".to_vec(),
+            };
+            client
+                .execute(&put(0), Duration::from_secs(10))
+                .ok_or("no write before the stop")?;
+            let pid = cluster.pid(leader).ok_or("the leader has no process")?;
+            let stopped_at = Instant::now();
+            match stop {
+                Stop::Term => {
+                    std::process::Command::new("kill")
+                        .args(["-TERM", &pid.to_string()])
+                        .status()
+                        .map_err(|e| format!("cannot run kill: {e}"))?;
+                }
+                Stop::Kill => cluster.kill(leader),
+            }
+            let (new_leader, _) = cluster
+                .wait_for_leader(term, Duration::from_secs(10))
+                .ok_or("no new leader within 10 s")?;
+            leader_gaps.push(stopped_at.elapsed());
+            client
+                .execute(&put(1), Duration::from_secs(10))
+                .ok_or("no write after the stop")?;
+            write_gaps.push(stopped_at.elapsed());
+            if new_leader == leader {
+                return Err(format!("node {leader} still leads after its stop"));
+            }
+            // Reap the stopped process, restart it, and let it catch up.
+            if let Stop::Term = stop {
+                cluster.reap(leader, Duration::from_secs(5))?;
+            }
+            cluster.spawn(leader)?;
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        leader_gaps.sort();
+        write_gaps.sort();
+        let label = match stop {
+            Stop::Term => "SIGTERM (hand-over)",
+            Stop::Kill => "SIGKILL (election)",
+        };
+        println!(
+            "{label:<20}  new leader after: median {:.1} ms, max {:.1} ms;  first write after: median {:.1} ms, max {:.1} ms",
+            quantile(&leader_gaps, 0.5),
+            quantile(&leader_gaps, 1.0),
+            quantile(&write_gaps, 0.5),
+            quantile(&write_gaps, 1.0),
+        );
+        cluster.stop();
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Clients whose every operation is recorded, and the judgement of what they saw: a few
+//! clients read and write a handful of keys ("registers") while the demo or the chaos run
+//! does its work; at the end the history goes through the linearizability checker
+//! ([`lincheck`]).
+//!
+//! A client retries an operation only where the retry cannot apply it twice: after a "not the
+//! leader" answer or a refused connection (nothing was appended). After any other failure a
+//! write's outcome is unknown (it may still commit): it is recorded as such, and the client
+//! moves on to its next operation. A read that fails is simply not recorded (it had no
+//! effect).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lincheck::{Budget, Input, Operation, Output, Verdict};
+
+use crate::protocol::{Connection, Request, Response};
+use crate::store::KvCommand;
+
+/// How many keys the recorded clients share.
+pub(crate) const REGISTERS: u64 = 8;
+/// How long one operation may take before its outcome is unknown.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn register(key: u64) -> String {
+    format!("reg-{key}")
+}
+
+/// The history of the recorded clients, with times in microseconds since it started.
+pub(crate) struct Recorder {
+    start: Instant,
+    operations: Mutex<Vec<Operation<u64, u64>>>,
+}
+
+impl Recorder {
+    pub(crate) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            operations: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn record(&self, operation: Operation<u64, u64>) {
+        self.operations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(operation);
+    }
+
+    /// Checks the history; `Ok` with the line the demo prints, or the violation.
+    pub(crate) fn check(&self) -> Result<String, String> {
+        let history = self.operations.lock().unwrap_or_else(|p| p.into_inner());
+        let n = history.len();
+        match lincheck::check(&history, Budget::default()) {
+            Verdict::Linearizable => Ok(format!("history of {n} operations: linearizable")),
+            Verdict::Violation(v) => Err(format!(
+                "history of {n} operations: NOT linearizable on key reg-{}: {:?} cannot be \
+                 placed after {:?} (pending: {:?})",
+                v.key,
+                v.stuck,
+                v.linearized.iter().rev().take(3).collect::<Vec<_>>(),
+                v.pending
+            )),
+            _ => Err(format!(
+                "history of {n} operations: undecided (the checker ran out of budget)"
+            )),
+        }
+    }
+}
+
+/// What one attempt at a command came to.
+enum Outcome {
+    /// Answered.
+    Done(Option<Vec<u8>>),
+    /// Certainly not applied (refused before anything was appended).
+    NotApplied,
+    /// May or may not be applied.
+    Unknown,
+}
+
+/// A recorded client: talks to one node at a time, starting from its guess of the leader.
+struct RecordedClient {
+    addrs: Vec<SocketAddr>,
+    at: usize,
+}
+
+impl RecordedClient {
+    /// Sends `command` until it is answered, refused for good, or its time is up.
+    fn run(&mut self, command: &KvCommand) -> Outcome {
+        let start = Instant::now();
+        let request = Request::Command(command.clone());
+        let is_read = matches!(command, KvCommand::Get { .. });
+        while start.elapsed() < OPERATION_TIMEOUT {
+            let addr = self.addrs[self.at % self.addrs.len()];
+            let mut conn = Connection::new(addr, OPERATION_TIMEOUT);
+            match conn.call(&request) {
+                Ok(Response::Done(answer)) => return Outcome::Done(answer),
+                Ok(Response::NotLeader(_)) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                // A read that failed had no effect: try again.
+                _ if is_read => {}
+                _ => return Outcome::Unknown,
+            }
+            self.at += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if is_read {
+            Outcome::NotApplied
+        } else {
+            Outcome::Unknown
+        }
+    }
+}
+
+/// One recorded client's loop, until `stop`: reads and writes of random registers, each
+/// recorded with its outcome. Values are unique: `client << 32 | sequence`.
+pub(crate) fn client(
+    id: u64,
+    addrs: impl Fn() -> Vec<SocketAddr>,
+    stop: &AtomicBool,
+    recorder: &Recorder,
+) {
+    let mut rng = (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    };
+    let mut sequence = 0u64;
+    let mut client = RecordedClient {
+        addrs: addrs(),
+        at: next(8) as usize,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        client.addrs = addrs();
+        let key = next(REGISTERS);
+        let call = recorder.now();
+        if next(2) == 0 {
+            sequence += 1;
+            let value = id << 32 | sequence;
+            let command = KvCommand::Put {
+                key: register(key),
+                value: value.to_string().into_bytes(),
+            };
+            let output = match client.run(&command) {
+                Outcome::Done(_) => Some(Output::Done),
+                Outcome::NotApplied => continue,
+                Outcome::Unknown => None,
+            };
+            let ret = recorder.now();
+            recorder.record(Operation::new(
+                id,
+                key,
+                Input::Put(value),
+                output,
+                call,
+                ret,
+            ));
+        } else {
+            let command = KvCommand::Get { key: register(key) };
+            let Outcome::Done(answer) = client.run(&command) else {
+                continue;
+            };
+            let value = answer.and_then(|v| String::from_utf8(v).ok()?.parse().ok());
+            let ret = recorder.now();
+            let output = Some(Output::Value(value));
+            recorder.record(Operation::new(id, key, Input::Get, output, call, ret));
+        }
+    }
+}
