@@ -27,6 +27,7 @@ fn the_demo_loses_no_acknowledged_write_across_a_leader_kill() {
     );
     assert!(stdout.contains("present on 3/3 nodes"), "{stdout}");
     assert!(stdout.contains("failover"), "{stdout}");
+    assert!(stdout.contains("operations: linearizable"), "{stdout}");
 }
 
 /// Runs `raft-kv chaos` with `args` on `runtime` with `seed`; returns its standard output,
@@ -106,4 +107,120 @@ fn replacing_nodes_under_load_loses_no_acknowledged_write() {
             "{stdout}"
         );
     }
+}
+
+/// Free ports on 127.0.0.1 (bound, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
+}
+
+/// Runs the CLI with `args`; returns whether it succeeded and what it printed.
+fn cli(args: &[&str]) -> (bool, String) {
+    let output = raft_kv().args(args).output().expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// The client CLI against three `serve` processes: put, get (also at a follower), delete,
+/// status; SIGTERM on the leader hands leadership over before the process exits (another
+/// node leads at once); and a clear error, with a failing exit status, once no node runs.
+#[test]
+fn the_cli_reads_and_writes_and_sigterm_hands_leadership_over() {
+    let dir = scratch("cli");
+    let ports = free_ports(6);
+    let raft = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let client = |i: usize| format!("127.0.0.1:{}", ports[3 + i]);
+    let peers: Vec<String> = (0..3)
+        .map(|i| format!("{}={}/{}", i + 1, raft(i), client(i)))
+        .collect();
+    let peers = peers.join(",");
+    let cluster: Vec<String> = (0..3).map(client).collect();
+    let cluster = cluster.join(",");
+    let mut children: Vec<std::process::Child> = (0..3)
+        .map(|i| {
+            raft_kv()
+                .args(["serve", "--id", &(i + 1).to_string(), "--peers", &peers])
+                .args([
+                    "--client-addr",
+                    &client(i),
+                    "--exit-with-parent",
+                    "--data-dir",
+                ])
+                .arg(dir.join(format!("n{i}")))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("starts")
+        })
+        .collect();
+    let (ok, out) = cli(&["put", "greeting", "hello", "--cluster", &cluster]);
+    assert!(ok, "{out}");
+    for at in [cluster.as_str(), &client(0), &client(1), &client(2)] {
+        let (ok, out) = cli(&["get", "greeting", "--cluster", at]);
+        assert!(ok && out.trim() == "hello", "get at {at}: {out}");
+    }
+    let (ok, out) = cli(&["delete", "greeting", "--cluster", &cluster]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    let (ok, out) = cli(&["get", "greeting", "--cluster", &cluster]);
+    assert!(ok && out.contains("not found"), "{out}");
+    let (ok, status) = cli(&["status", "--cluster", &cluster]);
+    assert!(ok, "{status}");
+    let leader_line = status
+        .lines()
+        .find(|l| l.contains("Leader "))
+        .unwrap_or_else(|| panic!("no leader in {status}"));
+    let leader: usize = leader_line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|id| id.parse().ok())
+        .expect("a node id");
+    let term: u64 = leader_line
+        .split_whitespace()
+        .nth(5)
+        .and_then(|t| t.parse().ok())
+        .expect("a term");
+    // SIGTERM: the leader hands over, then exits.
+    let victim = &mut children[leader - 1];
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &victim.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let exited = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        matches!(victim.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "the leader did not exit within 5 s of SIGTERM");
+    let (_, status) = cli(&["status", "--cluster", &cluster]);
+    let new_term = format!("term {}", term + 1);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("Leader ") && l.contains(&new_term)),
+        "no leader of term {} right after the old one exited:\n{status}",
+        term + 1
+    );
+    let (ok, out) = cli(&["put", "after", "sigterm", "--cluster", &cluster]);
+    assert!(ok, "{out}");
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (ok, out) = cli(&["get", "after", "--cluster", &cluster]);
+    assert!(!ok, "a read succeeded with every node down: {out}");
+    assert!(out.contains("Connection refused"), "{out}");
+    let (ok, out) = cli(&["status", "--cluster", &cluster]);
+    assert!(!ok && out.contains("no node answered"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

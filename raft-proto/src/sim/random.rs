@@ -8,6 +8,7 @@ use std::format;
 
 use std::vec::Vec;
 
+use super::kv::{KvOptions, ReadMode, Target};
 use super::{Failure, Sim, SimOptions, Timing, MS, SECOND};
 use crate::membership::MembershipChange;
 use crate::rng::Rng;
@@ -42,6 +43,13 @@ pub struct RandomReport {
 /// Half the seeds also change the membership (the cluster starts with 1 to `n` voters; the
 /// other servers join when added; learners are added, promoted and removed, voters removed
 /// and replaced), with pre-vote or check-quorum on.
+///
+/// A third of the seeds run the key-value model ([`super::kv`]) throughout: clients reading
+/// (by ReadIndex or through the log, at the leader, at followers or anywhere) and writing a
+/// few keys, their history judged linearizable at the end; in half of those the nodes serve
+/// lease reads (check-quorum on), with every clock running at its own rate, up to 5 % off,
+/// within the drift bound. These choices come from their own generator, so the other seeds
+/// run exactly as before.
 pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Failure> {
     let n = options.nodes;
     let mut rng = Rng::new(options.seed ^ 0xF417_F417);
@@ -74,10 +82,21 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
             options.pre_vote = true;
         }
     }
+    let workload = kv_profile(&mut options);
+    let with_kv = workload.is_some();
     let mut sim = Sim::new(options);
+    if let Some((kv, clock_ppm)) = workload {
+        for (s, ppm) in clock_ppm.into_iter().enumerate() {
+            sim.set_clock_rate(s, ppm);
+        }
+        sim.start_kv(kv);
+    }
     let mut faults = 0;
     let mut next_command = 1u64;
-    while sim.counters().events < min_events {
+    let mut actions = 0;
+    // The clients' traffic counts as events too: with them, also at least 60 fault actions.
+    while sim.counters().events < min_events || (with_kv && actions < 60) {
+        actions += 1;
         let s = rng.range(0, n as u64) as usize;
         let t = rng.range(0, n as u64) as usize;
         let top = if membership_changes { 122 } else { 112 };
@@ -197,6 +216,9 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
             }
             f
         })?;
+    if with_kv {
+        sim.finish_kv()?;
+    }
     Ok(RandomReport {
         events: sim.counters().events,
         virtual_time: sim.now(),
@@ -205,6 +227,38 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
         snapshots_installed: sim.counters().snapshots_installed,
         digest: sim.digest(),
     })
+}
+
+/// Whether this seed runs the key-value model, and how (its own generator, so that the
+/// other seeds' runs do not change): the workload and each server's clock rate.
+fn kv_profile(options: &mut SimOptions) -> Option<(KvOptions, Vec<i64>)> {
+    let mut rng = Rng::new(options.seed ^ 0x4B56_4B56);
+    if !rng.chance(1, 3) {
+        return None;
+    }
+    let mode = if rng.chance(2, 3) {
+        ReadMode::ReadIndex
+    } else {
+        ReadMode::Log
+    };
+    let mut kv = KvOptions::new(rng.range(2, 7) as usize, rng.range(1, 5), mode);
+    let targets = [Target::Leader, Target::Followers, Target::Any];
+    kv.reads_at = targets[rng.range(0, 3) as usize];
+    kv.writes_at = targets[rng.range(0, 3) as usize];
+    kv.timeout = options.timing.election_timeout_max * 3;
+    kv.think = 60 * MS;
+    let mut clock_ppm = Vec::new();
+    if mode == ReadMode::ReadIndex && rng.chance(1, 2) {
+        // Leases: a drift bound of a sixth of the minimum election timeout, clocks up to 5 %
+        // apart from true time (so at most 10 % from each other).
+        options.lease_reads = true;
+        options.check_quorum = true;
+        options.clock_drift_bound = options.timing.election_timeout_min / 6;
+        clock_ppm = (0..options.nodes)
+            .map(|_| rng.range(0, 100_001) as i64 - 50_000)
+            .collect();
+    }
+    Some((kv, clock_ppm))
 }
 
 /// A membership change drawn from `rng` against the current leader's membership: add a
