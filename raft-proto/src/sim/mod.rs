@@ -1370,12 +1370,19 @@ impl Sim {
     /// Steps server `s` and carries out its actions, checking every property on the way.
     fn step(&mut self, s: usize, event: Event) {
         let mut actions = std::mem::take(&mut self.actions);
-        let (was_leader, term_before) = {
+        let (was_leader, term_before, membership_before) = {
             let Some(node) = self.servers[s].node.as_mut() else {
                 self.actions = actions;
                 return;
             };
-            let before = (node.is_leader(), node.term());
+            // A leader's membership may change during the step (it commits a joint membership
+            // and leaves it at once): what it commits is judged against the one it started
+            // with too. Only leaders commit, so only theirs is kept.
+            let before = (
+                node.is_leader(),
+                node.term(),
+                node.is_leader().then(|| node.membership().clone()),
+            );
             if self.options.digest {
                 use fmt::Write;
                 let _ = write!(self.digest, "{s} {} {event:?}", self.now);
@@ -1432,7 +1439,11 @@ impl Sim {
         self.actions = actions;
         // Judge this step before the application's snapshot steps the node again.
         if self.failure.is_none() {
-            self.check_node(s, was_leader.then_some(term_before));
+            self.check_node(
+                s,
+                was_leader.then_some(term_before),
+                membership_before.as_ref(),
+            );
         }
         if let Some((last_index, data)) = self.servers[s].app.due_snapshot.take() {
             if self.failure.is_none() {
@@ -1618,8 +1629,14 @@ impl Sim {
 
     /// The checks on one node after it stepped.
     /// `led_in`: the term in which the node was leader at the start of the step, if it was (it
-    /// may have stepped down during the step, after committing).
-    fn check_node(&mut self, s: usize, led_in: Option<Term>) {
+    /// may have stepped down during the step, after committing); `membership_before`: its
+    /// membership in force then.
+    fn check_node(
+        &mut self,
+        s: usize,
+        led_in: Option<Term>,
+        membership_before: Option<&Membership>,
+    ) {
         let server = &mut self.servers[s];
         let Some(node) = &server.node else { return };
         let id = server.id;
@@ -1680,7 +1697,9 @@ impl Sim {
                 if let Some(hash) = server.view.hash(commit) {
                     self.checker.committed(term, commit, hash);
                     // Commitment per configuration: a quorum of every configuration in force at
-                    // the leader holds the entry durably.
+                    // the leader holds the entry durably, both the membership it stepped with
+                    // and the one it ended the step with (committing a joint membership, a
+                    // leader replaces it with the new voters alone within the same step).
                     let membership = server
                         .node
                         .as_ref()
@@ -1690,12 +1709,19 @@ impl Sim {
                         let view = &other.storage.view;
                         view.base() >= commit || view.hash(commit) == Some(hash)
                     };
-                    if !self.quorum_holds(&membership, holds) {
-                        let message = format!(
-                            "Durability: leader {id} of term {term} committed {commit} before a \
-                             quorum of {membership:?} held it durably"
-                        );
-                        return self.set_failure(FailureKind::Safety, message);
+                    let judged = [(membership_before, "before"), (Some(&membership), "after")];
+                    for (membership, when) in judged {
+                        let Some(membership) = membership else {
+                            continue;
+                        };
+                        if !self.quorum_holds(membership, holds) {
+                            let message = format!(
+                                "Durability: leader {id} of term {term} committed {commit} \
+                                 before a quorum of {membership:?} (its membership in force \
+                                 {when} the step) held it durably"
+                            );
+                            return self.set_failure(FailureKind::Safety, message);
+                        }
                     }
                     self.durably_committed = self.durably_committed.max(commit);
                     if server.view.term(commit) == Some(term) {
