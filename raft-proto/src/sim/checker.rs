@@ -7,8 +7,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::string::String;
+use std::sync::Arc;
 use std::vec::Vec;
 
+use crate::membership::Membership;
 use crate::types::{Entry, EntryKind, Index, NodeId, Term};
 
 /// The chain hash after `previous` extended by `entry`.
@@ -36,6 +38,11 @@ fn mix(mut z: u64) -> u64 {
 /// A log followed by its chain hashes and terms: entry `i` (for `i > base`) at position
 /// `i - base - 1`; entries up to `base` are covered by a snapshot whose last chain hash is
 /// `base_hash`.
+///
+/// It also follows the memberships the log holds, as the judge's own account of which
+/// membership a node must have in force: the one at `base` (the snapshot's, or the bootstrap
+/// one) and one per membership entry after it, the newest in force. Memberships change
+/// rarely, so this is a short list, and shared (`Arc`) so that keeping one costs no copy.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LogView {
     base: Index,
@@ -43,9 +50,41 @@ pub(crate) struct LogView {
     base_hash: u64,
     hashes: Vec<u64>,
     terms: Vec<Term>,
+    base_membership: Arc<Membership>,
+    memberships: Vec<(Index, Arc<Membership>)>,
 }
 
 impl LogView {
+    /// An empty log, with `membership` in force until the log says otherwise (the bootstrap
+    /// voters, or no one for a server that joins an existing cluster).
+    pub(crate) fn new(membership: Membership) -> Self {
+        Self {
+            base_membership: Arc::new(membership),
+            ..Self::default()
+        }
+    }
+
+    /// The membership in force: the newest the log holds.
+    pub(crate) fn membership(&self) -> &Arc<Membership> {
+        self.memberships
+            .last()
+            .map_or(&self.base_membership, |(_, m)| m)
+    }
+
+    /// The membership in force at `index`.
+    fn membership_at(&self, index: Index) -> &Arc<Membership> {
+        self.memberships
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map_or(&self.base_membership, |(_, m)| m)
+    }
+
+    /// The entry just pushed (the last one) is a membership entry holding `membership`.
+    pub(crate) fn push_membership(&mut self, membership: Membership) {
+        self.memberships.push((self.len(), Arc::new(membership)));
+    }
+
     /// The last index held.
     pub(crate) fn len(&self) -> Index {
         self.base + self.hashes.len() as Index
@@ -77,6 +116,9 @@ impl LogView {
         let keep = usize::try_from(index.saturating_sub(self.base + 1)).unwrap_or(usize::MAX);
         self.hashes.truncate(keep);
         self.terms.truncate(keep);
+        while self.memberships.last().is_some_and(|(i, _)| *i >= index) {
+            self.memberships.pop();
+        }
     }
 
     /// Appends `entry` and returns its chain hash.
@@ -87,23 +129,32 @@ impl LogView {
         h
     }
 
-    /// A snapshot now covers everything up to `index` (of term `term`, chain hash `hash`): the
-    /// entries after it stay if the view holds that very entry, else the view is emptied.
-    pub(crate) fn compact(&mut self, index: Index, term: Term, hash: u64) {
+    /// A snapshot now covers everything up to `index` (of term `term`, chain hash `hash`, with
+    /// `membership` in force there): the entries after it stay if the view holds that very
+    /// entry, else the view is emptied.
+    pub(crate) fn compact(&mut self, index: Index, term: Term, hash: u64, membership: &Membership) {
         if index <= self.base {
             return;
         }
+        // Usually the snapshot's membership is the one the view already has there: share it.
+        let base_membership = match self.membership_at(index) {
+            known if **known == *membership => Arc::clone(known),
+            _ => Arc::new(membership.clone()),
+        };
         if self.term(index) == Some(term) && self.hash(index) == Some(hash) {
             let drop = (index - self.base) as usize;
             self.hashes.drain(..drop);
             self.terms.drain(..drop);
+            self.memberships.retain(|(i, _)| *i > index);
         } else {
             self.hashes.clear();
             self.terms.clear();
+            self.memberships.clear();
         }
         self.base = index;
         self.base_term = term;
         self.base_hash = hash;
+        self.base_membership = base_membership;
     }
 }
 

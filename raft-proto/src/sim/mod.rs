@@ -13,8 +13,12 @@
 //! After **every** event it checks Election Safety, Leader Append-Only, Log Matching, Leader
 //! Completeness, State Machine Safety, Durability (the highest entry applied anywhere is held
 //! durably by a majority) and that term, commit index and applied index never go back on a
-//! live node. The first violation stops the run and is reported as a [`Failure`] with the seed
-//! and the last events.
+//! live node. It follows each server's memberships itself, from the bootstrap voters and the
+//! persist actions (membership entries, truncations, snapshots), and checks that a live node
+//! has the newest its log holds in force, and that whatever a leader commits is held durably
+//! by a quorum of its memberships in force before and after the step, by that account. The
+//! first violation stops the run and is reported as a [`Failure`] with the seed and the last
+//! events.
 //!
 //! Time is in microseconds; the nodes run with the lab's timing (elections after 300–600 ms,
 //! heartbeats every 100 ms).
@@ -44,6 +48,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt;
 use std::format;
 use std::string::{String, ToString};
+use std::sync::Arc;
 use std::vec::Vec;
 
 use crate::config::Config;
@@ -301,6 +306,7 @@ impl Ord for Scheduled {
 #[derive(Debug, Default)]
 struct Storage {
     durable: DurableState,
+    /// `durable`'s log and memberships, followed through the writes made durable.
     view: LogView,
     unsynced: VecDeque<Persist>,
     last_sync_at: u64,
@@ -314,8 +320,9 @@ impl Storage {
     }
 }
 
-/// Follows `write` on a log view (truncation, snapshot, appends), checking Log Matching for
-/// every entry written and that a snapshot covers exactly the applied history.
+/// Follows `write` on a log view (truncation, snapshot, appends, and the memberships they
+/// bring), checking Log Matching for every entry written, that a snapshot covers exactly the
+/// applied history, and that a membership entry decodes.
 fn mirror(
     view: &mut LogView,
     write: &Persist,
@@ -349,7 +356,7 @@ fn mirror(
                 meta.last_index
             ));
         }
-        view.compact(meta.last_index, meta.last_term, hash);
+        view.compact(meta.last_index, meta.last_term, hash, &snapshot.membership);
     }
     if write.first_index != view.len() + 1 {
         return Err(format!(
@@ -359,8 +366,18 @@ fn mirror(
         ));
     }
     for (k, entry) in write.entries.iter().enumerate() {
+        let index = write.first_index + k as Index;
         let hash = view.push(entry);
-        checker.entry_written(id, write.first_index + k as Index, entry.term, hash)?;
+        if entry.kind == EntryKind::Membership {
+            // A node that restarts from this log refuses it if the entry does not decode.
+            let Some(membership) = Membership::decode(&entry.data) else {
+                return Err(format!(
+                    "node {id} persisted a membership entry at index {index} that does not decode"
+                ));
+            };
+            view.push_membership(membership);
+        }
+        checker.entry_written(id, index, entry.term, hash)?;
     }
     Ok(())
 }
@@ -408,7 +425,8 @@ struct Server {
     node: Option<Node>,
     incarnation: u64,
     storage: Storage,
-    /// The in-memory log of the live node, followed through its persist actions.
+    /// The in-memory log of the live node and its memberships, followed through its persist
+    /// actions (restarted from `storage.view`).
     view: LogView,
     /// What the application applied, by index; survives restarts.
     applied: Vec<Entry>,
@@ -641,6 +659,13 @@ impl Sim {
             first_commits: BTreeMap::new(),
             options,
         };
+        // The bootstrap servers start with their voters in force, the others with no one.
+        let bootstrap = sim.bootstrap_voters();
+        for server in &mut sim.servers {
+            if bootstrap.contains(&server.id) {
+                server.storage.view = LogView::new(Membership::new(bootstrap.iter().copied()));
+            }
+        }
         for s in 0..n {
             sim.start(s);
             sim.connect(s);
@@ -1371,17 +1396,19 @@ impl Sim {
     fn step(&mut self, s: usize, event: Event) {
         let mut actions = std::mem::take(&mut self.actions);
         let (was_leader, term_before, membership_before) = {
-            let Some(node) = self.servers[s].node.as_mut() else {
+            let server = &mut self.servers[s];
+            let Some(node) = server.node.as_mut() else {
                 self.actions = actions;
                 return;
             };
             // A leader's membership may change during the step (it commits a joint membership
             // and leaves it at once): what it commits is judged against the one it started
-            // with too. Only leaders commit, so only theirs is kept.
+            // with too. Only leaders commit, so only theirs is kept (a shared pointer).
             let before = (
                 node.is_leader(),
                 node.term(),
-                node.is_leader().then(|| node.membership().clone()),
+                node.is_leader()
+                    .then(|| Arc::clone(server.view.membership())),
             );
             if self.options.digest {
                 use fmt::Write;
@@ -1442,7 +1469,7 @@ impl Sim {
             self.check_node(
                 s,
                 was_leader.then_some(term_before),
-                membership_before.as_ref(),
+                membership_before.as_deref(),
             );
         }
         if let Some((last_index, data)) = self.servers[s].app.due_snapshot.take() {
@@ -1669,6 +1696,15 @@ impl Sim {
             );
             return self.set_failure(FailureKind::Safety, message);
         }
+        // The membership in force is the newest its log holds, by the judge's own account.
+        if node.membership() != &**server.view.membership() {
+            let message = format!(
+                "node {id} has {:?} in force, but its log holds {:?} as the newest membership",
+                node.membership(),
+                server.view.membership()
+            );
+            return self.set_failure(FailureKind::Safety, message);
+        }
         let became = role != server.last_role || term != server.last_term;
         server.last_role = role;
         server.last_term = term;
@@ -1699,12 +1735,9 @@ impl Sim {
                     // Commitment per configuration: a quorum of every configuration in force at
                     // the leader holds the entry durably, both the membership it stepped with
                     // and the one it ended the step with (committing a joint membership, a
-                    // leader replaces it with the new voters alone within the same step).
-                    let membership = server
-                        .node
-                        .as_ref()
-                        .map(|n| n.membership().clone())
-                        .unwrap_or_default();
+                    // leader replaces it with the new voters alone within the same step). Both
+                    // are the judge's own account of the leader's log, not the node's word.
+                    let membership = Arc::clone(server.view.membership());
                     let holds = |other: &Server| {
                         let view = &other.storage.view;
                         view.base() >= commit || view.hash(commit) == Some(hash)
