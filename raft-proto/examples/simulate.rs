@@ -48,7 +48,8 @@ struct Args {
     list: bool,
     /// Inject a deliberate bug into every node, to see the judge catch it:
     /// commit-earlier-term, vote-before-persist, forget-vote, append-before-persist,
-    /// commit-joint-new-only, serve-reads-locally or serve-reads-before-applied.
+    /// commit-joint-new-only, serve-reads-locally, serve-reads-before-applied or
+    /// keep-truncated-membership.
     #[arg(long)]
     inject_bug: Option<String>,
     /// Print every failure in full (by default the first three are).
@@ -76,7 +77,7 @@ struct Args {
 }
 
 /// The bugs `--inject-bug` knows.
-const BUGS: [&str; 7] = [
+const BUGS: [&str; 8] = [
     "commit-earlier-term",
     "vote-before-persist",
     "forget-vote",
@@ -84,6 +85,7 @@ const BUGS: [&str; 7] = [
     "commit-joint-new-only",
     "serve-reads-locally",
     "serve-reads-before-applied",
+    "keep-truncated-membership",
 ];
 
 /// The options of one run as the command line asks: a bug injected, a digest kept, features
@@ -110,6 +112,7 @@ fn configure(mut options: SimOptions, args: &Args) -> SimOptions {
         Some("commit-joint-new-only") => options.bugs.commit_joint_with_new_voters_only = true,
         Some("serve-reads-locally") => options.bugs.serve_reads_locally = true,
         Some("serve-reads-before-applied") => options.bugs.serve_reads_before_applied = true,
+        Some("keep-truncated-membership") => options.bugs.keep_truncated_membership = true,
         _ => {}
     }
     options

@@ -100,6 +100,9 @@ pub struct InjectedBugs {
     /// Answer a confirmed read before the state machine applied up to its index: a follower
     /// serves a read from a state older than the read index.
     pub serve_reads_before_applied: bool,
+    /// Keep a membership in force after the log entry that holds it is truncated away (a new
+    /// leader overwrote it): the node goes on with a membership its log no longer holds.
+    pub keep_truncated_membership: bool,
 }
 
 impl Config {

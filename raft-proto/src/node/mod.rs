@@ -588,6 +588,7 @@ impl Node {
             forget_vote_on_step_down: false,
             serve_reads_locally: false,
             serve_reads_before_applied: false,
+            keep_truncated_membership: false,
         }
     }
 }
@@ -656,4 +657,5 @@ struct NoBugs {
     forget_vote_on_step_down: bool,
     serve_reads_locally: bool,
     serve_reads_before_applied: bool,
+    keep_truncated_membership: bool,
 }

@@ -97,7 +97,7 @@ impl Node {
 
     pub(super) fn truncate_log(&mut self, from: Index) {
         self.log.truncate_from(from);
-        if self.memberships.truncate_from(from) {
+        if !self.bugs().keep_truncated_membership && self.memberships.truncate_from(from) {
             self.on_membership_changed();
         }
         let write = &mut self.write;

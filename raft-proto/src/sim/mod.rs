@@ -1469,7 +1469,7 @@ impl Sim {
             self.check_node(
                 s,
                 was_leader.then_some(term_before),
-                membership_before.as_deref(),
+                membership_before.as_ref(),
             );
         }
         if let Some((last_index, data)) = self.servers[s].app.due_snapshot.take() {
@@ -1662,7 +1662,7 @@ impl Sim {
         &mut self,
         s: usize,
         led_in: Option<Term>,
-        membership_before: Option<&Membership>,
+        membership_before: Option<&Arc<Membership>>,
     ) {
         let server = &mut self.servers[s];
         let Some(node) = &server.node else { return };
@@ -1742,7 +1742,11 @@ impl Sim {
                         let view = &other.storage.view;
                         view.base() >= commit || view.hash(commit) == Some(hash)
                     };
-                    let judged = [(membership_before, "before"), (Some(&membership), "after")];
+                    let before = membership_before.filter(|m| !Arc::ptr_eq(m, &membership));
+                    let judged = [
+                        (Some(&membership), "in force"),
+                        (before, "in force before the step"),
+                    ];
                     for (membership, when) in judged {
                         let Some(membership) = membership else {
                             continue;
@@ -1750,8 +1754,8 @@ impl Sim {
                         if !self.quorum_holds(membership, holds) {
                             let message = format!(
                                 "Durability: leader {id} of term {term} committed {commit} \
-                                 before a quorum of {membership:?} (its membership in force \
-                                 {when} the step) held it durably"
+                                 before a quorum of {membership:?} (its membership {when}) held \
+                                 it durably"
                             );
                             return self.set_failure(FailureKind::Safety, message);
                         }
