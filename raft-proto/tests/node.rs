@@ -2,8 +2,8 @@
 //! robustness against any peer input.
 
 use raft_proto::{
-    Action, AppendOutcome, Config, DurableState, Entry, Event, HardState, Message, MessageBody,
-    Node, ProposalOutcome, Role, SnapshotMeta, StartError,
+    Action, AppendOutcome, Config, DurableState, Entry, EntryKind, Event, HardState, Membership,
+    Message, MessageBody, Node, Payload, ProposalOutcome, Role, SnapshotMeta, StartError,
 };
 
 /// The lab's behaviour: elections without pre-vote, leaders without check-quorum (the tests
@@ -683,4 +683,68 @@ fn a_single_voter_leads_only_once_its_vote_is_durable() {
     )));
     let _ = node.step(now, Event::Persisted { seq });
     assert!(node.is_leader());
+}
+
+/// A membership entry carrying `membership`, created in `term`.
+fn membership_entry(term: u64, membership: &Membership) -> Entry {
+    Entry {
+        term,
+        kind: EntryKind::Membership,
+        data: Payload::from(membership.encode()),
+    }
+}
+
+/// Applies every persist among `actions` to `durable`, as storage would.
+fn persist_all(actions: &[Action], durable: &mut DurableState) {
+    for action in actions {
+        if let Action::Persist(write) = action {
+            write.apply_to(durable);
+        }
+    }
+}
+
+/// A peer's append request with a membership entry whose bytes do not decode is dropped
+/// whole and counted, before anything changes (not even the term): accepted, it would be
+/// persisted, and the node could never restart from its storage.
+#[test]
+fn an_append_with_a_membership_entry_that_does_not_decode_is_dropped() {
+    let mut node = Node::new(config(2), 0).unwrap();
+    let mut durable = DurableState::default();
+    let append = |entries: Vec<Entry>| {
+        msg(
+            1,
+            2,
+            1,
+            MessageBody::AppendRequest {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries,
+                leader_commit: 0,
+            },
+        )
+    };
+    let garbage = Entry {
+        term: 1,
+        kind: EntryKind::Membership,
+        data: Payload::from(&[0xff, 0x01, 0x02][..]),
+    };
+    let actions = node.step(1, append(vec![Entry::command(1, vec![7]), garbage]));
+    persist_all(&actions, &mut durable);
+    assert!(actions.is_empty(), "acted on a forged append: {actions:?}");
+    assert_eq!(node.stats().invalid, 1);
+    assert_eq!((node.term(), node.last_log_index()), (0, 0));
+    assert_eq!(node.leader(), None);
+
+    // The same leader's well-formed entries are taken, and storage restarts the node.
+    let next = Membership::new([1, 2, 3, 4]);
+    let actions = node.step(
+        2,
+        append(vec![Entry::command(1, vec![7]), membership_entry(1, &next)]),
+    );
+    persist_all(&actions, &mut durable);
+    assert_eq!(node.last_log_index(), 2);
+    assert_eq!(node.membership(), &next);
+    let restored = Node::restore(config(2), durable, 3).expect("restarts from its storage");
+    assert_eq!(restored.last_log_index(), 2);
+    assert_eq!(restored.membership(), &next);
 }

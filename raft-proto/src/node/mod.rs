@@ -139,7 +139,8 @@ pub struct NodeStats {
     /// Messages that contradict the protocol (an index the leader never sent, a second leader
     /// in the same term, a rewrite of committed entries) or carry an implausible term or index
     /// (a term at or above 2^62 or more than 2^32 ahead of this node's, an index at or above
-    /// 2^62).
+    /// 2^62), and append requests with a membership entry whose bytes are not a
+    /// [`Membership`]'s encoding (dropped whole, before anything changes).
     pub invalid: u64,
 }
 
@@ -456,6 +457,7 @@ impl Node {
         }
         if !indexes_are_plausible(&message.body)
             || !term_is_plausible(message.term, self.hard_state.term)
+            || !memberships_decode(&message.body)
         {
             self.stats.invalid += 1;
             return;
@@ -642,6 +644,19 @@ fn indexes_are_plausible(body: &MessageBody) -> bool {
         | MessageBody::ConfirmLeader { .. }
         | MessageBody::LeaderConfirmed { .. }
         | MessageBody::TimeoutNow => true,
+    }
+}
+
+/// Whether every membership entry of an append request decodes. A follower persists what it
+/// appends, and [`Node::restore`] refuses a log with a membership entry that does not decode:
+/// taking one from a peer would keep the node from ever restarting.
+fn memberships_decode(body: &MessageBody) -> bool {
+    match body {
+        MessageBody::AppendRequest { entries, .. } => entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Membership)
+            .all(|e| Membership::decode(&e.data).is_some()),
+        _ => true,
     }
 }
 

@@ -79,7 +79,8 @@ impl Node {
     }
 
     /// Appends `entry` to the log and to this step's write. A membership entry is in force
-    /// at once (its bytes were checked by whoever created or received it).
+    /// at once (its bytes decode: this leader encoded it, or `on_message` dropped an append
+    /// request carrying one that does not decode).
     pub(super) fn append_to_log(&mut self, entry: Entry) {
         if self.write.entries.is_empty() {
             self.write.first_index = self.log.last_index() + 1;
