@@ -748,3 +748,51 @@ fn an_append_with_a_membership_entry_that_does_not_decode_is_dropped() {
     assert_eq!(restored.last_log_index(), 2);
     assert_eq!(restored.membership(), &next);
 }
+
+/// Vote and pre-vote answers from nodes that are not voters are counted and ignored: a flood
+/// of forged answers neither elects a candidate nor grows what it keeps per answer.
+#[test]
+fn vote_answers_from_non_voters_are_ignored() {
+    for pre_vote in [false, true] {
+        let mut c = config(1);
+        c.pre_vote = pre_vote;
+        let mut node = Node::new(c, 0).unwrap();
+        let now = node.next_deadline();
+        let actions = node.step(now, Event::Tick);
+        if let Some(seq) = persist_seq(&actions) {
+            let _ = node.step(now, Event::Persisted { seq });
+        }
+        let (role, term) = if pre_vote {
+            (Role::PreCandidate, node.term() + 1)
+        } else {
+            (Role::Candidate, node.term())
+        };
+        assert_eq!(node.role(), role);
+        let answer = |from| {
+            let body = if pre_vote {
+                MessageBody::PreVoteResponse { granted: true }
+            } else {
+                MessageBody::VoteResponse { granted: true }
+            };
+            msg(from, 1, term, body)
+        };
+        for from in 4..1004 {
+            let _ = node.step(now, answer(from));
+        }
+        assert_eq!(
+            node.role(),
+            role,
+            "won with forged votes (pre-vote {pre_vote})"
+        );
+        assert_eq!(node.stats().unknown_sender, 1000);
+        // One real voter's answer is a majority with its own vote.
+        let _ = node.step(now, answer(2));
+        let next = if pre_vote {
+            Role::Candidate
+        } else {
+            Role::Leader
+        };
+        assert_eq!(node.role(), next);
+        assert_eq!(node.stats().unknown_sender, 1000);
+    }
+}

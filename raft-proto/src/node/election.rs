@@ -44,6 +44,9 @@ impl Node {
             self.stats.stale_response += 1;
             return;
         }
+        if !self.asked_for_vote(voter) {
+            return;
+        }
         if !self.vote_answers.contains(&voter) {
             self.vote_answers.push(voter);
         }
@@ -93,6 +96,9 @@ impl Node {
             self.stats.stale_response += 1;
             return;
         }
+        if !self.asked_for_vote(voter) {
+            return;
+        }
         if !self.vote_answers.contains(&voter) {
             self.vote_answers.push(voter);
         }
@@ -102,6 +108,18 @@ impl Node {
                 self.become_candidate();
             }
         }
+    }
+
+    /// Whether `voter` is one this (pre-)candidate asks for its vote: a voter of the membership
+    /// in force, which cannot change during a candidacy. An answer from anyone else is counted
+    /// and ignored, so that the answers kept (and searched on every answer) are at most one per
+    /// voter, whatever a peer sends.
+    fn asked_for_vote(&mut self, voter: NodeId) -> bool {
+        let asked = self.memberships.current().is_voter(voter);
+        if !asked {
+            self.stats.unknown_sender += 1;
+        }
+        asked
     }
 
     pub(super) fn on_time(&mut self) {

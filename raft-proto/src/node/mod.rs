@@ -124,9 +124,10 @@ pub struct Node {
 pub struct NodeStats {
     /// Messages addressed to another node.
     pub misaddressed: u64,
-    /// Messages from this node itself, and answers from a node the leader does not replicate
-    /// to. (Requests are taken from anyone: a leader a node does not know of yet is still its
-    /// leader; the transport decides who may connect.)
+    /// Messages from this node itself, answers from a node the leader does not replicate to,
+    /// and vote and pre-vote answers from a node that is not a voter of the membership in
+    /// force. (Requests are taken from anyone: a leader a node does not know of yet is still
+    /// its leader; the transport decides who may connect.)
     pub unknown_sender: u64,
     /// Messages of an older term (requests are still answered, so the sender learns the term).
     pub stale_term: u64,
