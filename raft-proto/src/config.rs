@@ -43,6 +43,12 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     /// Whether a new leader appends a no-op entry of its term, so that entries of earlier terms
     /// commit without waiting for the next proposal. The lab scenarios run with it off.
+    ///
+    /// Even when off, a new leader appends the no-op if the membership in force (the newest in
+    /// its log) is not committed yet: that membership would otherwise wait for a client's
+    /// proposal to commit, and until it does, membership changes are refused
+    /// ([`ChangeInProgress`](crate::MembershipError::ChangeInProgress)) and a leader it
+    /// removes keeps leading. A cluster that never changes its membership never sees it.
     pub leader_noop: bool,
     /// Pre-vote (Raft thesis §9.6): a node whose election timer fires first asks the voters
     /// whether they would vote for it in the next term, without changing its own term or vote;

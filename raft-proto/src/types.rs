@@ -32,8 +32,9 @@ pub type Payload = Arc<[u8]>;
 pub enum EntryKind {
     /// An application command, handed to the state machine when committed.
     Command,
-    /// An empty entry a new leader appends (when [`Config::leader_noop`](crate::Config) is on)
-    /// to commit the entries of earlier terms promptly. The application skips it.
+    /// An empty entry a new leader appends (when [`Config::leader_noop`](crate::Config) is on,
+    /// or its membership in force is not committed yet) to commit the entries of earlier terms
+    /// promptly. The application skips it.
     Noop,
     /// A new membership of the cluster, its data [`Membership::encode`]'s bytes. In force from
     /// the moment a node appends it, committed or not. The application skips it (or reads it

@@ -796,3 +796,116 @@ fn vote_answers_from_non_voters_are_ignored() {
         assert_eq!(node.stats().unknown_sender, 1000);
     }
 }
+
+/// The durable state `node` would restart from had every write it asked for been durable:
+/// its term and vote, and its whole log (no snapshot).
+fn durable_of(node: &Node) -> DurableState {
+    DurableState {
+        hard_state: HardState {
+            term: node.term(),
+            voted_for: node.voted_for(),
+        },
+        snapshot: None,
+        log: (1..=node.last_log_index())
+            .map(|i| node.log_entry(i).unwrap().clone())
+            .collect(),
+    }
+}
+
+/// Elects `node` (restarted, with `config`'s lab behaviour: no pre-vote) in the next term
+/// with the votes of `voters`; every write it asks for meanwhile is durable.
+fn elect(node: &mut Node, now: u64, voters: &[u64]) {
+    let actions = node.step(now, Event::Tick);
+    assert_eq!(node.role(), Role::Candidate);
+    ack_persists(node, now, &actions);
+    for &voter in voters {
+        let granted = MessageBody::VoteResponse { granted: true };
+        let actions = node.step(now, msg(voter, node.id(), node.term(), granted));
+        ack_persists(node, now, &actions);
+    }
+    assert!(node.is_leader());
+}
+
+/// Every persist among `actions` is reported durable to `node`.
+fn ack_persists(node: &mut Node, now: u64, actions: &[Action]) {
+    for action in actions {
+        if let Action::Persist(write) = action {
+            let _ = node.step(now, Event::Persisted { seq: write.seq });
+        }
+    }
+}
+
+/// `follower` holds the leader's whole log.
+fn caught_up(node: &mut Node, now: u64, follower: u64) -> Vec<Action> {
+    let match_index = node.last_log_index();
+    let body = MessageBody::AppendResponse {
+        outcome: AppendOutcome::Accepted { match_index },
+    };
+    node.step(now, msg(follower, node.id(), node.term(), body))
+}
+
+/// With `leader_noop` off, a leader elected with a membership in force that is not committed
+/// appends a no-op anyway: otherwise nothing of its term would follow that membership, so it
+/// would never commit without a client's proposal, and every membership change would be
+/// refused meanwhile.
+#[test]
+fn a_new_leader_commits_a_pending_membership_without_a_proposal() {
+    let (mut node, now) = leader();
+    let add = raft_proto::MembershipChange::AddLearner {
+        id: 4,
+        data: Payload::from(&b"addr-4"[..]),
+    };
+    let _ = node.step(now, Event::ChangeMembership(add));
+    assert_eq!((node.last_log_index(), node.commit_index()), (1, 0));
+    // It crashes before the entry commits; restarted, it is elected again.
+    let mut node = Node::restore(config(1), durable_of(&node), now).unwrap();
+    let now = node.next_deadline();
+    elect(&mut node, now, &[2]);
+    assert_eq!(node.last_log_index(), 2, "no entry of the new term");
+    let actions = caught_up(&mut node, now, 2);
+    ack_persists(&mut node, now, &actions);
+    assert_eq!(node.commit_index(), 2);
+    let promote = raft_proto::MembershipChange::PromoteLearner { id: 4 };
+    let actions = node.step(now, Event::ChangeMembership(promote));
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::MembershipOutcome(raft_proto::MembershipOutcome::Accepted { .. })
+        )),
+        "{actions:?}"
+    );
+}
+
+/// A leader that removed itself crashes once the joint membership committed and before the
+/// new one did; restarted, it may campaign (it votes in the joint membership) and win. Without
+/// a proposal, and with `leader_noop` off, it must still commit its removal and step down.
+#[test]
+fn a_removed_leader_elected_again_steps_down_without_a_proposal() {
+    let (mut node, now) = leader();
+    let remove = raft_proto::MembershipChange::Remove { id: 1 };
+    let actions = node.step(now, Event::ChangeMembership(remove));
+    ack_persists(&mut node, now, &actions);
+    assert!(node.membership().is_joint());
+    for follower in [2, 3] {
+        let _ = caught_up(&mut node, now, follower);
+    }
+    // The joint membership committed; the leader appended the new voters' alone.
+    assert_eq!((node.commit_index(), node.last_log_index()), (1, 2));
+    assert_eq!(node.membership(), &Membership::new([2, 3]));
+    let mut node = Node::restore(config(1), durable_of(&node), now).unwrap();
+    let mut now = node.next_deadline();
+    elect(&mut node, now, &[2, 3]);
+    for follower in [2, 3] {
+        let _ = caught_up(&mut node, now, follower);
+    }
+    for _ in 0..10 {
+        now = node.next_deadline();
+        let _ = node.step(now, Event::Tick);
+        if !node.is_leader() {
+            break;
+        }
+    }
+    assert!(!node.is_leader(), "the removed leader leads on");
+    assert!(node.commit_index() >= 2);
+    assert_eq!(node.membership(), &Membership::new([2, 3]));
+}

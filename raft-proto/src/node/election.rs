@@ -324,7 +324,11 @@ impl Node {
         self.transfer = None;
         self.transfer_sent_this_term = false;
         self.reset_leader_reads();
-        if self.config.leader_noop {
+        // Entries of earlier terms commit only with one of this term after them (§5.4.2). A
+        // membership in force and not committed must not wait for a client's proposal: until
+        // it commits, membership changes are refused, and a leader it removes never steps
+        // down. So the no-op goes in then too, whatever `leader_noop` says.
+        if self.config.leader_noop || self.memberships.current_index() > self.commit_index {
             self.append_to_log(Entry::noop(self.hard_state.term));
         }
         let last = self.log.last_index();
