@@ -449,6 +449,10 @@ struct Server {
     last_term: Term,
     last_commit: Index,
     last_applied: Index,
+    /// The live node's membership was last found equal to `view`'s newest, this one (held, so
+    /// that its address is not reused), while the node had its membership from this index and
+    /// its snapshot at this one. Unless one of them moved, it needs no comparing again.
+    membership_checked: Option<(Arc<Membership>, Index, Index)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -633,6 +637,7 @@ impl Sim {
                     last_term: 0,
                     last_commit: 0,
                     last_applied: 0,
+                    membership_checked: None,
                 })
                 .collect(),
             connected: std::vec![false; n],
@@ -943,6 +948,7 @@ impl Sim {
             }
         };
         server.view = server.storage.view.clone();
+        server.membership_checked = None;
         server.last_role = Role::Follower;
         server.last_term = node.term();
         server.last_commit = node.commit_index();
@@ -1697,13 +1703,24 @@ impl Sim {
             return self.set_failure(FailureKind::Safety, message);
         }
         // The membership in force is the newest its log holds, by the judge's own account.
-        if node.membership() != &**server.view.membership() {
-            let message = format!(
-                "node {id} has {:?} in force, but its log holds {:?} as the newest membership",
-                node.membership(),
-                server.view.membership()
-            );
-            return self.set_failure(FailureKind::Safety, message);
+        // Memberships change rarely: compared again only when the log's newest, or where the
+        // node takes its own from, moved.
+        let newest = server.view.membership();
+        let checked = (node.membership_index(), node.snapshot_index());
+        let unchanged = server
+            .membership_checked
+            .as_ref()
+            .is_some_and(|(m, i, j)| Arc::ptr_eq(m, newest) && (*i, *j) == checked);
+        if !unchanged {
+            if node.membership() != &**newest {
+                let message = format!(
+                    "node {id} has {:?} in force, but its log holds {newest:?} as the newest \
+                     membership",
+                    node.membership(),
+                );
+                return self.set_failure(FailureKind::Safety, message);
+            }
+            server.membership_checked = Some((Arc::clone(newest), checked.0, checked.1));
         }
         let became = role != server.last_role || term != server.last_term;
         server.last_role = role;
