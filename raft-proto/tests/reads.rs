@@ -528,3 +528,24 @@ fn the_target_campaigns_at_once_and_voters_grant_it_despite_a_recent_leader() {
         .iter()
         .any(|m| m.to == 2 && m.body == MessageBody::VoteResponse { granted: true }));
 }
+
+#[test]
+fn only_voters_confirm_a_read_and_followers_reads_are_bounded() {
+    let (mut node, now) = leader(config(1));
+    let actions = node.step(now, read(1));
+    let round = rounds(&actions)[0];
+    // Node 9 is no member: its answer does not make a quorum.
+    let actions = node.step(now, msg(9, 1, 1, MessageBody::LeaderConfirmed { round }));
+    assert!(ready(&actions).is_empty());
+    assert_eq!(node.stats().unknown_sender, 1);
+    // A flood of followers' reads: past the bound, they are refused at once.
+    let mut refused_now = 0;
+    for id in 0..70_000u64 {
+        let actions = node.step(now, msg(2, 1, 1, MessageBody::ReadIndexRequest { id }));
+        refused_now += sends(&actions)
+            .iter()
+            .filter(|m| matches!(m.body, MessageBody::ReadIndexResponse { index: None, .. }))
+            .count();
+    }
+    assert_eq!(refused_now, 70_000 - (1 << 16));
+}

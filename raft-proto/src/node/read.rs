@@ -22,11 +22,18 @@ use crate::io::{Action, ReadRefusal};
 use crate::message::MessageBody;
 use crate::types::{Index, Instant, NodeId, Role, Term};
 
+/// At most this many followers' reads wait at a leader; more are refused (peer input must not
+/// grow memory without bound).
+const MAX_PEER_READS: usize = 1 << 16;
+
 /// The reads of one node, whatever its role.
 #[derive(Debug, Default)]
 pub(super) struct Reads {
-    /// Reads this leader must confirm (its own and its followers'), oldest first.
-    leading: Vec<LeaderRead>,
+    /// Reads this leader must confirm (its own and its followers'), oldest first. In this
+    /// order: reads waiting for a round sent, then reads with an index and no round yet, then
+    /// reads without an index (only before the commit index covers the term's start); their
+    /// deadlines grow. So every step only looks at either end.
+    leading: VecDeque<LeaderRead>,
     /// Rounds of confirmations sent and not yet answered by a quorum, oldest first.
     rounds: VecDeque<Round>,
     /// The number of the next round (unique within a node's life, so that an answer to a
@@ -36,10 +43,13 @@ pub(super) struct Reads {
     confirmed_through: Option<u64>,
     /// While leader: the lease holds until then (lease reads only).
     lease_until: Option<Instant>,
-    /// Reads sent to the leader, waiting for its read index.
-    forwarded: Vec<Forwarded>,
-    /// Reads with a confirmed index, waiting until this node applied up to it.
-    confirmed: Vec<(u64, Index)>,
+    /// Reads sent to the leader, waiting for its read index, oldest first (deadlines grow).
+    forwarded: VecDeque<Forwarded>,
+    /// Reads with a confirmed index, waiting until this node applied up to it, in the order
+    /// they were confirmed (served from the front).
+    confirmed: VecDeque<(u64, Index)>,
+    /// How many of `leading` are followers' reads.
+    peer_reads: usize,
 }
 
 #[derive(Debug)]
@@ -81,18 +91,18 @@ impl Node {
     /// A read asked of this node.
     pub(super) fn on_read(&mut self, context: u64) {
         if self.bugs().serve_reads_locally {
-            return self.reads.confirmed.push((context, self.commit_index));
+            return self.reads.confirmed.push_back((context, self.commit_index));
         }
         let deadline = self.now.saturating_add(self.config.election_timeout_max);
         match (self.role, self.leader) {
-            (Role::Leader, _) => self.reads.leading.push(LeaderRead {
+            (Role::Leader, _) => self.reads.leading.push_back(LeaderRead {
                 origin: Origin::Local(context),
                 index: None,
                 round: None,
                 deadline,
             }),
             (_, Some(leader)) => {
-                self.reads.forwarded.push(Forwarded {
+                self.reads.forwarded.push_back(Forwarded {
                     context,
                     leader,
                     term: self.hard_state.term,
@@ -106,11 +116,14 @@ impl Node {
 
     /// A follower's read, sent to this node as its leader.
     pub(super) fn on_read_index_request(&mut self, from: NodeId, id: u64) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader || self.reads.peer_reads >= MAX_PEER_READS {
+            // Not the leader, or followers ask faster than quorums answer: the follower's
+            // read fails and is retried by its caller.
             return self.send_now(from, MessageBody::ReadIndexResponse { id, index: None });
         }
         let deadline = self.now.saturating_add(self.config.election_timeout_max);
-        self.reads.leading.push(LeaderRead {
+        self.reads.peer_reads += 1;
+        self.reads.leading.push_back(LeaderRead {
             origin: Origin::Peer { from, id },
             index: None,
             round: None,
@@ -129,9 +142,11 @@ impl Node {
             self.stats.stale_response += 1;
             return;
         };
-        let forwarded = self.reads.forwarded.remove(pos);
+        let Some(forwarded) = self.reads.forwarded.remove(pos) else {
+            return;
+        };
         match index {
-            Some(index) => self.reads.confirmed.push((forwarded.context, index)),
+            Some(index) => self.reads.confirmed.push_back((forwarded.context, index)),
             None => self.refuse_read(forwarded.context, ReadRefusal::LeadershipLost),
         }
     }
@@ -157,6 +172,11 @@ impl Node {
     pub(super) fn on_leader_confirmed(&mut self, voter: NodeId, round: u64) {
         if self.role != Role::Leader {
             self.stats.stale_response += 1;
+            return;
+        }
+        if !self.memberships.current().is_voter(voter) {
+            // Only voters' answers count (and a flood from anyone else costs nothing).
+            self.stats.unknown_sender += 1;
             return;
         }
         match self.reads.rounds.iter_mut().find(|r| r.number == round) {
@@ -239,12 +259,7 @@ impl Node {
     /// if one is unanswered (it may have been lost), taking along the reads that wait.
     pub(super) fn renew_lease(&mut self) {
         if self.lease_allowed() || !self.reads.rounds.is_empty() {
-            let round = self.reads.next_round;
-            for read in &mut self.reads.leading {
-                if read.index.is_some() && read.round.is_none() {
-                    read.round = Some(round);
-                }
-            }
+            self.assign_next_round();
             self.send_confirm_round();
         }
     }
@@ -252,24 +267,37 @@ impl Node {
     /// Moves every read as far as it can go; called at the end of every step, once the
     /// committed entries were handed over.
     pub(super) fn settle_reads(&mut self) {
-        let (term, now) = (self.hard_state.term, self.now);
-        // Forwarded reads: lost with their leader, or unanswered for too long.
-        let mut i = 0;
-        while i < self.reads.forwarded.len() {
-            let f = &self.reads.forwarded[i];
-            let refusal = if f.term != term || self.leader != Some(f.leader) {
-                Some(ReadRefusal::LeadershipLost)
-            } else if now >= f.deadline {
-                Some(ReadRefusal::TimedOut)
-            } else {
-                None
-            };
-            match refusal {
-                Some(reason) => {
-                    let context = self.reads.forwarded.remove(i).context;
-                    self.refuse_read(context, reason);
+        let (term, now, leader) = (self.hard_state.term, self.now, self.leader);
+        // Forwarded reads: lost with their leader (all of them look at the newest: a change
+        // of leader is rare), or unanswered for too long (the oldest expire first).
+        if self
+            .reads
+            .forwarded
+            .back()
+            .is_some_and(|f| f.term != term || leader != Some(f.leader))
+            || self
+                .reads
+                .forwarded
+                .front()
+                .is_some_and(|f| f.term != term || leader != Some(f.leader))
+        {
+            let lost: VecDeque<Forwarded> = core::mem::take(&mut self.reads.forwarded);
+            for f in lost {
+                if f.term != term || leader != Some(f.leader) {
+                    self.refuse_read(f.context, ReadRefusal::LeadershipLost);
+                } else {
+                    self.reads.forwarded.push_back(f);
                 }
-                None => i += 1,
+            }
+        }
+        while self
+            .reads
+            .forwarded
+            .front()
+            .is_some_and(|f| now >= f.deadline)
+        {
+            if let Some(f) = self.reads.forwarded.pop_front() {
+                self.refuse_read(f.context, ReadRefusal::TimedOut);
             }
         }
         if self.role == Role::Leader {
@@ -286,15 +314,12 @@ impl Node {
         } else {
             self.applied_index
         };
-        let mut i = 0;
-        while i < self.reads.confirmed.len() {
-            let (context, index) = self.reads.confirmed[i];
-            if index <= applied {
-                self.reads.confirmed.remove(i);
-                self.actions.push(Action::ReadReady { context, index });
-            } else {
-                i += 1;
+        while let Some(&(context, index)) = self.reads.confirmed.front() {
+            if index > applied {
+                break;
             }
+            self.reads.confirmed.pop_front();
+            self.actions.push(Action::ReadReady { context, index });
         }
     }
 
@@ -303,22 +328,27 @@ impl Node {
         if self.reads.leading.is_empty() {
             return;
         }
-        // The commit index is a read index only once it covers every entry of earlier terms.
+        // The commit index is a read index only once it covers every entry of earlier terms
+        // (the reads without one are at the back).
         if self.commit_index >= self.term_start {
             let commit = self.commit_index;
-            for read in &mut self.reads.leading {
-                read.index.get_or_insert(commit);
+            for read in self.reads.leading.iter_mut().rev() {
+                if read.index.is_some() {
+                    break;
+                }
+                read.index = Some(commit);
             }
         }
+        self.release_leader_reads();
         // Reads with an index and no round yet wait for the round in flight to be answered,
         // then one round confirms them all (a lost round is sent again at the next heartbeat).
-        if self.release_leader_reads() && self.reads.rounds.is_empty() {
-            let round = self.reads.next_round;
-            for read in &mut self.reads.leading {
-                if read.index.is_some() && read.round.is_none() {
-                    read.round = Some(round);
-                }
-            }
+        let unsent = self
+            .reads
+            .leading
+            .back()
+            .is_some_and(|r| r.index.is_some() && r.round.is_none());
+        if unsent && self.reads.rounds.is_empty() {
+            self.assign_next_round();
             self.send_confirm_round();
             // A single voter confirms its own round at once.
             self.update_confirmed_round();
@@ -326,43 +356,50 @@ impl Node {
         }
     }
 
-    /// Answers the reads that are confirmed (or covered by the lease) and refuses those past
-    /// their deadline. Returns whether some read waits for a round not yet sent.
-    fn release_leader_reads(&mut self) -> bool {
+    /// The reads with an index and no round yet go with the next round sent.
+    fn assign_next_round(&mut self) {
+        let round = self.reads.next_round;
+        for read in self.reads.leading.iter_mut().rev() {
+            if read.index.is_some() && read.round.is_none() {
+                read.round = Some(round);
+            } else if read.round.is_some() {
+                break;
+            }
+        }
+    }
+
+    /// Answers the reads that are confirmed (or all that have an index while the lease
+    /// holds), oldest first, and refuses those past their deadline.
+    fn release_leader_reads(&mut self) {
         let now = self.now;
         let lease_holds =
             self.lease_allowed() && self.reads.lease_until.is_some_and(|until| now < until);
         let confirmed = self.reads.confirmed_through;
-        let mut unsent = false;
-        let mut i = 0;
-        while i < self.reads.leading.len() {
-            let read = &self.reads.leading[i];
+        while let Some(read) = self.reads.leading.front() {
             let ready = match (read.index, read.round) {
-                (Some(index), Some(round)) if confirmed.is_some_and(|c| round <= c) => Some(index),
-                (Some(index), None) if lease_holds => Some(index),
-                (Some(_), None) => {
-                    unsent = true;
-                    None
-                }
-                _ => None,
+                (Some(_), _) if lease_holds => true,
+                (Some(_), Some(round)) => confirmed.is_some_and(|c| round <= c),
+                _ => false,
             };
-            if let Some(index) = ready {
-                let read = self.reads.leading.remove(i);
-                self.answer_leader_read(read.origin, index);
-            } else if now >= read.deadline {
-                let read = self.reads.leading.remove(i);
-                self.refuse_leader_read(read.origin, ReadRefusal::TimedOut);
-            } else {
-                i += 1;
+            let expired = now >= read.deadline;
+            if !ready && !expired {
+                break;
+            }
+            let Some(read) = self.reads.leading.pop_front() else {
+                break;
+            };
+            match read.index {
+                Some(index) if ready => self.answer_leader_read(read.origin, index),
+                _ => self.refuse_leader_read(read.origin, ReadRefusal::TimedOut),
             }
         }
-        unsent
     }
 
     fn answer_leader_read(&mut self, origin: Origin, index: Index) {
         match origin {
-            Origin::Local(context) => self.reads.confirmed.push((context, index)),
+            Origin::Local(context) => self.reads.confirmed.push_back((context, index)),
             Origin::Peer { from, id } => {
+                self.reads.peer_reads = self.reads.peer_reads.saturating_sub(1);
                 let body = MessageBody::ReadIndexResponse {
                     id,
                     index: Some(index),
@@ -376,6 +413,7 @@ impl Node {
         match origin {
             Origin::Local(context) => self.refuse_read(context, reason),
             Origin::Peer { from, id } => {
+                self.reads.peer_reads = self.reads.peer_reads.saturating_sub(1);
                 self.send_now(from, MessageBody::ReadIndexResponse { id, index: None })
             }
         }
@@ -387,8 +425,8 @@ impl Node {
 
     /// The earliest deadline of a pending read, if any.
     pub(super) fn read_deadline(&self) -> Option<Instant> {
-        let leading = self.reads.leading.iter().map(|r| r.deadline);
-        let forwarded = self.reads.forwarded.iter().map(|f| f.deadline);
-        leading.chain(forwarded).min()
+        let leading = self.reads.leading.front().map(|r| r.deadline);
+        let forwarded = self.reads.forwarded.front().map(|f| f.deadline);
+        leading.into_iter().chain(forwarded).min()
     }
 }
