@@ -45,6 +45,9 @@
 //!     }
 //! };
 //! assert_eq!(answer, 5u64.to_le_bytes());
+//! // A linearizable read: once it returns, the state machine holds every acknowledged write.
+//! let index = node.read_index(Duration::from_secs(5)).expect("confirmed");
+//! assert!(index >= 1);
 //! node.shutdown();
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok::<(), adapter_thread::StartError>(())

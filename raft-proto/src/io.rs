@@ -25,6 +25,13 @@
 //!    proposal is committed when an entry with the same index *and term* is applied; if an entry
 //!    of another term is applied at that index, the proposal was lost (a new leader overwrote
 //!    it) and may be retried.
+//! 5. **MAY serve a read at [`Action::ReadReady`]** from the state machine's state, once every
+//!    [`Action::Apply`] and [`Action::RestoreSnapshot`] emitted before it (in this step or an
+//!    earlier one) was handed over: the core emits it only after the entries up to the read
+//!    index. The read is linearizable (thesis §6.4): its index covers every entry committed
+//!    before the [`Event::Read`] was stepped. Lease reads take their time from `now`, like
+//!    everything else; their clock assumption is stated on
+//!    [`Config::lease_reads`](crate::Config).
 //!
 //! A restarted node is rebuilt with [`Node::restore`](crate::Node::restore) from what storage
 //! holds (snapshot, then log tail), and the state machine from that snapshot. The node treats

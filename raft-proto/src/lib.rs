@@ -15,6 +15,13 @@
 //! Pre-vote and check-quorum ([`Config::pre_vote`], [`Config::check_quorum`]) keep a node that
 //! was cut off, or removed, from disrupting the cluster.
 //!
+//! Reads need no log entry: [`Event::Read`] is answered by [`Action::ReadReady`] once the read
+//! index is confirmed by a quorum (ReadIndex, batched across concurrent reads), covered by the
+//! leader's lease ([`Config::lease_reads`], opt-in, with a stated clock assumption), or given
+//! by the leader to a follower; the action comes after the entries up to that index were
+//! applied. [`Event::TransferLeadership`] hands leadership to a caught-up voter without an
+//! election timeout of silence.
+//!
 //! # Example: a single-node cluster driven by hand
 //!
 //! ```
