@@ -31,6 +31,9 @@ pub(crate) struct SnapshotTransfer {
     /// The follower went silent: one chunk per heartbeat round probes it, instead of the
     /// whole window, until it answers.
     pub(crate) probing: bool,
+    /// A gap the follower reported has been answered by resending from `acked`; further
+    /// reports of it are ignored until the follower progresses.
+    pub(crate) gap_resent: bool,
 }
 
 impl SnapshotTransfer {
@@ -40,6 +43,7 @@ impl SnapshotTransfer {
         self.sent = self.acked;
         self.done_sent = false;
         self.probing = true;
+        self.gap_resent = false;
     }
 
     /// How many bytes may be unacknowledged: a window of chunks, or one chunk while probing.
@@ -139,6 +143,7 @@ impl Progress {
             sent: 0,
             done_sent: false,
             probing: false,
+            gap_resent: false,
         });
     }
 
@@ -150,19 +155,41 @@ impl Progress {
         if t.snapshot.meta.last_index != last_index || received > t.snapshot.data.len() as u64 {
             return false;
         }
-        // The follower answers: send the whole window again.
-        t.probing = false;
         if received > t.acked {
+            // Progress: the whole window is open again.
             t.acked = received;
             t.sent = t.sent.max(received);
+            t.probing = false;
+            t.gap_resent = false;
             self.progressed = true;
-        } else if received < t.acked {
-            // The follower lost what it had (it restarted), or this is a stale answer: resend
-            // from where it says it is. Stale answers cost a resend, never correctness.
-            t.acked = received;
-            t.sent = received;
-            t.done_sent = false;
+            return true;
         }
+        if received == t.acked {
+            // The follower got a chunk that does not follow what it holds (the one at `acked`
+            // was lost or overtaken), or a duplicate. Resend from `acked`, once: the other
+            // chunks of the same window report the same gap, and resending for each of them
+            // would multiply the chunks in flight with every reordering.
+            if t.gap_resent || (t.sent == t.acked && !t.done_sent) {
+                return false;
+            }
+            t.sent = t.acked;
+            t.done_sent = false;
+            t.gap_resent = true;
+            return true;
+        }
+        // The follower holds less than it once said. Either this answer is stale (overtaken by
+        // a later one) or the follower lost its partial transfer (it restarted, or took a
+        // chunk of another transfer). Outside probing it is taken for stale: acting on every
+        // stale answer with a window of chunks is what turns reordering into a storm, and a
+        // follower that really lost its bytes stops progressing, so the next heartbeat round
+        // probes it from `acked`. A probe's answer is believed: one chunk per answer.
+        if !t.probing {
+            return false;
+        }
+        t.acked = received;
+        t.sent = received;
+        t.done_sent = false;
+        t.gap_resent = false;
         true
     }
 
