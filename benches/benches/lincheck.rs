@@ -5,30 +5,15 @@
 //! finds a stale read planted at its end.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lincheck::{check, generate, Budget, Input, Operation, Output, Verdict};
+use lincheck::{check, generate, Budget, Verdict};
 
 fn lincheck(c: &mut Criterion) {
     let history = generate::linearizable(7, 64, 100_000 / 64, 100);
     assert_eq!(check(&history, Budget::default()), Verdict::Linearizable);
     // A stale read planted after the end: the first value ever written to a key that was
     // written again later.
-    let end = history.iter().map(|o| o.ret).max().unwrap_or(0);
-    let (key, first) = history
-        .iter()
-        .find_map(|o| match o.input {
-            Input::Put(v) => Some((o.key, v)),
-            _ => None,
-        })
-        .expect("a write");
     let mut planted = history.clone();
-    planted.push(Operation::new(
-        1000,
-        key,
-        Input::Get,
-        Some(Output::Value(Some(first))),
-        end + 1,
-        end + 2,
-    ));
+    planted.push(generate::stale_read(&history, 1000).expect("a key written twice"));
     assert!(
         matches!(check(&planted, Budget::default()), Verdict::Violation(_)),
         "the planted stale read was missed"

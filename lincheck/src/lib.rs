@@ -414,6 +414,30 @@ pub mod generate {
         }
         history
     }
+
+    /// A read by `client`, after every operation of `history`, that returns the first value
+    /// ever written to a key written more than once: a stale read, so `history` plus it is
+    /// not linearizable. `None` if no key was written twice.
+    pub fn stale_read(history: &[Operation<u64, u64>], client: u64) -> Option<Operation<u64, u64>> {
+        let end = history.iter().map(|o| o.ret).max().unwrap_or(0);
+        let writes = |key| {
+            history
+                .iter()
+                .filter(move |o| o.key == key && matches!(o.input, Input::Put(_)))
+        };
+        let (key, first) = history.iter().find_map(|o| match o.input {
+            Input::Put(v) if writes(o.key).count() > 1 => Some((o.key, v)),
+            _ => None,
+        })?;
+        Some(Operation::new(
+            client,
+            key,
+            Input::Get,
+            Some(Output::Value(Some(first))),
+            end + 1,
+            end + 2,
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -540,29 +564,7 @@ mod tests {
     fn generated_histories_pass_and_a_planted_stale_read_is_found() {
         let mut history = generate::linearizable(3, 16, 200, 10);
         assert_eq!(check(&history, Budget::default()), Verdict::Linearizable);
-        // Make a read after the end see the first value ever written to its key.
-        let end = history.iter().map(|o| o.ret).max().unwrap_or(0);
-        let (key, first) = history
-            .iter()
-            .find_map(|o| match o.input {
-                Input::Put(v) => Some((o.key, v)),
-                _ => None,
-            })
-            .expect("a write");
-        let written_again = history
-            .iter()
-            .filter(|o| o.key == key && matches!(o.input, Input::Put(_)))
-            .count()
-            > 1;
-        assert!(written_again);
-        history.push(Operation::new(
-            99,
-            key,
-            Input::Get,
-            Some(Output::Value(Some(first))),
-            end + 1,
-            end + 2,
-        ));
+        history.push(generate::stale_read(&history, 99).expect("a key written twice"));
         let Verdict::Violation(v) = check(&history, Budget::default()) else {
             panic!("the planted stale read was missed");
         };
