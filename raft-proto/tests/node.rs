@@ -6,6 +6,9 @@ use raft_proto::{
     Message, MessageBody, Node, Payload, ProposalOutcome, Role, SnapshotMeta, StartError,
 };
 
+mod common;
+use common::{msg, persist_seq, sends};
+
 /// The lab's behaviour: elections without pre-vote, leaders without check-quorum (the tests
 /// of those are at the end).
 fn config(id: u64) -> Config {
@@ -14,32 +17,6 @@ fn config(id: u64) -> Config {
     c.pre_vote = false;
     c.check_quorum = false;
     c
-}
-
-fn sends(actions: &[Action]) -> Vec<&Message> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send(m) => Some(m),
-            _ => None,
-        })
-        .collect()
-}
-
-fn persist_seq(actions: &[Action]) -> Option<u64> {
-    actions.iter().find_map(|a| match a {
-        Action::Persist(p) => Some(p.seq),
-        _ => None,
-    })
-}
-
-fn msg(from: u64, to: u64, term: u64, body: MessageBody) -> Event {
-    Event::Message(Message {
-        from,
-        to,
-        term,
-        body,
-    })
 }
 
 /// Node 1 elected leader of term 1 with node 2's vote; every write acknowledged.

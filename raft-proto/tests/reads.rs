@@ -3,42 +3,18 @@
 
 use raft_proto::{
     Action, AppendOutcome, Config, ConfigError, DurableState, Entry, Event, HardState,
-    MembershipChange, MembershipError, MembershipOutcome, Message, MessageBody, Node,
-    ProposalOutcome, ProposalRefusal, ReadRefusal, Role, StartError, TransferOutcome,
-    TransferRefusal,
+    MembershipChange, MembershipError, MembershipOutcome, MessageBody, Node, ProposalOutcome,
+    ProposalRefusal, ReadRefusal, Role, StartError, TransferOutcome, TransferRefusal,
 };
+
+mod common;
+use common::{msg, persist_seq, sends};
 
 fn config(id: u64) -> Config {
     let mut c = Config::new(id, vec![1, 2, 3]);
     c.seed = 7;
     c.pre_vote = false;
     c
-}
-
-fn msg(from: u64, to: u64, term: u64, body: MessageBody) -> Event {
-    Event::Message(Message {
-        from,
-        to,
-        term,
-        body,
-    })
-}
-
-fn sends(actions: &[Action]) -> Vec<&Message> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send(m) => Some(m),
-            _ => None,
-        })
-        .collect()
-}
-
-fn persist_seq(actions: &[Action]) -> Option<u64> {
-    actions.iter().find_map(|a| match a {
-        Action::Persist(p) => Some(p.seq),
-        _ => None,
-    })
 }
 
 /// The round numbers of the `ConfirmLeader` messages sent, one per voter.
