@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use raft_proto::{Membership, MembershipChange, NodeId, Role};
 
-use crate::{NodeOptions, ProposeError, ReadError, StateMachine, Status, TcpConfig, TransferError};
+use crate::{
+    NodeOptions, ProposeError, ReadError, StateMachine, Status, TcpConfig, TransferError, WaitError,
+};
 
 /// A running node, seen through blocking calls whatever its runtime.
 pub trait TestNode: Send + Sync {
@@ -37,6 +39,8 @@ pub trait TestNode: Send + Sync {
     fn read_index(&self, timeout: Duration) -> Result<u64, ReadError>;
     /// Asks the node (the leader) to hand leadership over to `to`; waits up to `timeout`.
     fn transfer_leadership(&self, to: NodeId, timeout: Duration) -> Result<(), TransferError>;
+    /// Waits up to `timeout` until the node applied `index`.
+    fn wait_applied(&self, index: u64, timeout: Duration) -> Result<Status, WaitError>;
     /// Stops the node cleanly (and its transport).
     fn shutdown(&self);
 }
@@ -506,6 +510,52 @@ pub fn restart_from_disk(harness: &dyn Harness) {
     );
 }
 
+/// `wait_applied` returns once the node applied the index, with its status: at once for an
+/// index already applied, after catching up for a node restarted behind, and `TimedOut` for
+/// an index nobody wrote; a stopped node answers `ShutDown`.
+pub fn wait_applied(harness: &dyn Harness) {
+    let mut cluster = Cluster::new(harness, "wait-applied");
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"first");
+    let first = cluster
+        .node(leader)
+        .status()
+        .expect("running")
+        .applied_index;
+    let status = cluster
+        .node(leader)
+        .wait_applied(first, Duration::from_millis(1))
+        .expect("already applied");
+    assert!(status.applied_index >= first && status.last_log_index >= first);
+    let behind = if leader == 1 { 2 } else { 1 };
+    cluster.stop(behind);
+    for i in 0..30 {
+        cluster.propose(format!("while {behind} is down: {i}").as_bytes());
+    }
+    let last = cluster
+        .node(leader)
+        .status()
+        .expect("running")
+        .applied_index;
+    cluster.start(behind);
+    let status = cluster
+        .node(behind)
+        .wait_applied(last, Duration::from_secs(10))
+        .expect("the restarted node catches up");
+    assert!(status.applied_index >= last, "{status:?} is below {last}");
+    assert_eq!(
+        cluster
+            .node(behind)
+            .wait_applied(last + 1_000_000, Duration::from_millis(200)),
+        Err(WaitError::TimedOut)
+    );
+    cluster.node(behind).shutdown();
+    assert_eq!(
+        cluster.node(behind).wait_applied(1, Duration::from_secs(5)),
+        Err(WaitError::ShutDown)
+    );
+}
+
 /// A node that was down while the others compacted their logs catches up by snapshot.
 pub fn snapshot_to_lagging_node(harness: &dyn Harness) {
     let mut cluster = Cluster::new(harness, "snapshot");
@@ -831,7 +881,8 @@ macro_rules! conformance_tests {
             snapshot_to_lagging_node, shutdown, bad_frames_on_the_port,
             proposal_times_out_without_quorum, partitioned_follower_rejoins,
             grow_one_to_three, replace_a_node, shrink_and_grow_back, linearizable_reads,
-            read_fails_without_quorum, transfer_leadership, shutdown_hands_leadership_over);
+            read_fails_without_quorum, transfer_leadership, shutdown_hands_leadership_over,
+            wait_applied);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

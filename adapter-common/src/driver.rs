@@ -18,8 +18,37 @@ use raft_proto::{
 };
 
 /// The application's replicated state machine.
+///
+/// # Where it runs, and what blocking costs
+///
+/// All three methods run on the node's own loop (the thread of `adapter-thread`, the task of
+/// `adapter-tokio` and `adapter-smol`), between two steps of the core, never concurrently with
+/// each other. While one of them runs the node sends no heartbeat, answers no vote and reads no
+/// message: a call that takes longer than the election timeout's lower bound
+/// ([`Config::election_timeout_min`], 300 ms by default) lets the followers of a leader start
+/// an election. Keep them short; do slow work (I/O, hashing large values) outside, or hand it
+/// to a thread of your own and answer with what the proposer needs to find its result.
+///
+/// # What the index means
+///
+/// `index` is the entry's position in the replicated log, 1-based, strictly increasing from
+/// one call to the next and the same on every node. Not every index reaches `apply`: the log
+/// also holds entries the library writes itself (a new leader's no-op, membership changes), so
+/// the indexes an application sees have gaps. An application that persists its own state may
+/// store the last index it applied and compare it after a restart; it must not count calls.
+///
+/// # Snapshots
+///
+/// [`snapshot`](Self::snapshot) is called when [`NodeOptions::snapshot_every`] entries were
+/// applied since the last one, and must capture exactly what was applied so far.
+/// [`restore`](Self::restore) replaces the whole state with such bytes, possibly produced by
+/// another node: at start from the latest snapshot on disk, and when a leader sends one to a
+/// follower that is too far behind. After `restore`, `apply` continues with the first entry
+/// after the snapshot.
 pub trait StateMachine: Send + 'static {
     /// Applies the committed command at `index` and returns the answer for its proposer.
+    /// Must be deterministic: every node applies the same commands in the same order and must
+    /// reach the same state.
     fn apply(&mut self, index: Index, command: &[u8]) -> Vec<u8>;
     /// Serializes the whole state (everything applied so far).
     fn snapshot(&self) -> Vec<u8>;
@@ -177,6 +206,8 @@ pub struct Status {
     pub role: Role,
     /// The leader it knows of.
     pub leader: Option<NodeId>,
+    /// The index of the last entry in its log (committed or not).
+    pub last_log_index: Index,
     /// Its commit index.
     pub commit_index: Index,
     /// The index its state machine has applied.
@@ -198,6 +229,10 @@ pub type ChangeReply = Box<dyn FnOnce(Result<Membership, ProposeError>) + Send>;
 /// now), or the error.
 pub type ReadReply = Box<dyn FnOnce(Result<Index, ReadError>) + Send>;
 
+/// Completes one wait for the state machine to apply an index: called exactly once, with the
+/// node's status once its applied index reached the index, or the error.
+pub type WaitReply = Box<dyn FnOnce(Result<Status, WaitError>) + Send>;
+
 /// Completes one leadership transfer: called exactly once, with `Ok` once this node stepped
 /// down and knows of the new leader, or the error.
 pub type TransferReply = Box<dyn FnOnce(Result<(), TransferError>) + Send>;
@@ -218,6 +253,8 @@ pub enum Command {
     Read(ReadReply),
     /// Hand leadership over to the given voter (at the leader).
     TransferLeadership(NodeId, TransferReply),
+    /// Reply once the state machine has applied the given index (at once if it has).
+    WaitApplied(Index, WaitReply),
     /// Stop the node (a leader first hands leadership over, see
     /// [`NodeOptions::transfer_on_shutdown`]).
     Shutdown,
@@ -232,6 +269,7 @@ impl std::fmt::Debug for Command {
             Self::Membership(_) => write!(f, "Membership"),
             Self::Read(_) => write!(f, "Read"),
             Self::TransferLeadership(to, _) => write!(f, "TransferLeadership({to})"),
+            Self::WaitApplied(index, _) => write!(f, "WaitApplied({index})"),
             Self::Shutdown => write!(f, "Shutdown"),
         }
     }
@@ -288,6 +326,18 @@ impl Effects {
     }
 }
 
+/// Why waiting for the state machine to reach an index ended without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The caller's time limit passed first.
+    #[error("the index was not applied in time")]
+    TimedOut,
+    /// The node is shut down (or failed).
+    #[error("the node is shut down")]
+    ShutDown,
+}
+
 /// How many proposals one step takes at most.
 pub const MAX_BATCH: usize = 4096;
 
@@ -319,6 +369,8 @@ pub struct Driver<S> {
     transfer_reply: Option<TransferReply>,
     /// A transfer under way.
     transfer: Option<TransferReply>,
+    /// Callers waiting for the state machine to apply an index, by index.
+    applied_waiters: BTreeMap<Index, Vec<WaitReply>>,
     /// The target of the transfer under way (also one started for a shutdown).
     transfer_target: Option<NodeId>,
     transfer_on_shutdown: bool,
@@ -369,6 +421,7 @@ impl<S: StateMachine> Driver<S> {
             next_read: 0,
             transfer_reply: None,
             transfer: None,
+            applied_waiters: BTreeMap::new(),
             transfer_target: None,
             transfer_on_shutdown: options.transfer_on_shutdown,
             stopping: None,
@@ -432,6 +485,7 @@ impl<S: StateMachine> Driver<S> {
             term: core.term(),
             role: core.role(),
             leader: core.leader(),
+            last_log_index: core.last_log_index(),
             commit_index: core.commit_index(),
             applied_index: core.applied_index(),
             snapshot_index: core.snapshot_index(),
@@ -458,6 +512,7 @@ impl<S: StateMachine> Driver<S> {
             Input::Command(Command::TransferLeadership(to, reply)) => {
                 self.transfer_leadership(to, reply, out)
             }
+            Input::Command(Command::WaitApplied(index, reply)) => self.wait_applied(index, reply),
             Input::Command(Command::Shutdown) => return self.begin_shutdown(out),
         }
         false
@@ -472,6 +527,36 @@ impl<S: StateMachine> Driver<S> {
         self.next_read += 1;
         self.reads.insert(context, reply);
         self.step(Event::Read { context }, out);
+    }
+
+    /// Calls `reply` with the node's status once the state machine has applied `index`: at
+    /// once if it has, otherwise when it does.
+    pub fn wait_applied(&mut self, index: Index, reply: WaitReply) {
+        if self.core.applied_index() >= index {
+            reply(Ok(self.status()));
+        } else {
+            self.applied_waiters.entry(index).or_default().push(reply);
+        }
+    }
+
+    /// Answers the callers waiting for an index the state machine has now applied.
+    fn settle_applied_waiters(&mut self) {
+        let applied = self.core.applied_index();
+        if self
+            .applied_waiters
+            .first_key_value()
+            .is_none_or(|(&index, _)| index > applied)
+        {
+            return;
+        }
+        let status = self.status();
+        let later = self.applied_waiters.split_off(&(applied + 1));
+        for reply in std::mem::replace(&mut self.applied_waiters, later)
+            .into_values()
+            .flatten()
+        {
+            reply(Ok(status));
+        }
     }
 
     /// Asks the core to hand leadership over to `to`; `reply` is called once this node
@@ -692,6 +777,7 @@ impl<S: StateMachine> Driver<S> {
         self.flush_proposals(out);
         self.step(Event::Tick, out);
         self.expire_proposals();
+        self.settle_applied_waiters();
     }
 
     /// Answers the proposals that waited longer than the proposal timeout.
@@ -724,6 +810,12 @@ impl<S: StateMachine> Driver<S> {
         self.deadlines.clear();
         for (_, reply) in std::mem::take(&mut self.reads) {
             reply(Err(ReadError::ShutDown));
+        }
+        for reply in std::mem::take(&mut self.applied_waiters)
+            .into_values()
+            .flatten()
+        {
+            reply(Err(WaitError::ShutDown));
         }
         for reply in [self.transfer.take(), self.transfer_reply.take()]
             .into_iter()

@@ -63,6 +63,7 @@ pub mod writer;
 pub use driver::{
     member_address, ChangeReply, Command, Driver, Effects, Input, NodeOptions, ProposeError,
     ReadError, ReadReply, Reply, StartError, StateMachine, Status, TransferError, TransferReply,
+    WaitError, WaitReply,
 };
 pub use net::{
     check_hello, Inbox, MemoryNetwork, MemoryTransport, PeerBook, PeerReader, PeerWriter, Refusal,

@@ -161,7 +161,9 @@ pub struct TcpConfig {
     /// reports the one it got).
     pub listen: SocketAddr,
     /// The members known at start and where they listen (empty for a node that joins an
-    /// existing cluster). Members added later are reached at the address their membership
+    /// existing cluster). It may include this node itself, which is skipped, so one map of
+    /// every member can serve all of them; it should name the same nodes as the core's
+    /// `voters` (a voter without an address here is reached only once it connects itself). Members added later are reached at the address their membership
     /// data names, or that their hello announces; any node of the same cluster may connect.
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// The address announced to peers in the hello (where they can reach this node); `None`:

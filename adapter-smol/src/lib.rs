@@ -55,6 +55,28 @@ pub mod transport;
 pub use adapter_common::storage;
 pub use adapter_common::{
     MemoryNetwork, NodeOptions, ProposeError, ReadError, StartError, StateMachine, Status,
-    TcpConfig, TransferError, Transport,
+    TcpConfig, TransferError, Transport, TransportStats, WaitError,
 };
 pub use node::{start, start_with, BoxFuture, NodeHandle, SmolSpawner, Spawn};
+pub use raft_proto::{
+    Config, Index, Membership, MembershipChange, Message, NodeId, ReadRefusal, Role, Term,
+    TransferRefusal,
+};
+
+/// How many peer messages a node's inbound queue holds (see [`inbound_channel`]). When it is
+/// full the transport's readers wait, which slows the peers' connections down instead of
+/// growing memory.
+pub const INBOUND_CAPACITY: usize = 4096;
+
+/// The transport's end of a node's inbound queue: peers' messages go in here.
+pub type InboundSender = async_channel::Sender<Message>;
+
+/// The node's end of its inbound queue, handed to [`start`].
+pub type InboundReceiver = async_channel::Receiver<Message>;
+
+/// A node's inbound queue (an async-channel bounded channel of [`INBOUND_CAPACITY`] messages): give the sender to the
+/// transport and the receiver to [`start`]. Any channel of these types works; this one needs
+/// no channel crate in your dependencies.
+pub fn inbound_channel() -> (InboundSender, InboundReceiver) {
+    async_channel::bounded(INBOUND_CAPACITY)
+}

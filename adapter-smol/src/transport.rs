@@ -56,11 +56,32 @@ impl TcpTransport {
     /// Binds `config.listen` and starts the transport's tasks with `spawner`; received
     /// messages go to `inbound` (dropped when it is full).
     pub async fn start(
-        mut config: TcpConfig,
+        config: TcpConfig,
         inbound: Sender<Message>,
         spawner: impl Spawn + Clone,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
+        Self::start_on(config, listener, inbound, spawner)
+    }
+
+    /// Like [`start`](Self::start), but accepts on an already bound `listener` (and ignores
+    /// `config.listen`): bind every member's listener to port 0 first, learn their addresses
+    /// with `local_addr`, then start each transport with the others' addresses.
+    pub async fn start_with_listener(
+        config: TcpConfig,
+        listener: std::net::TcpListener,
+        inbound: Sender<Message>,
+        spawner: impl Spawn + Clone,
+    ) -> io::Result<Self> {
+        Self::start_on(config, TcpListener::try_from(listener)?, inbound, spawner)
+    }
+
+    fn start_on(
+        mut config: TcpConfig,
+        listener: TcpListener,
+        inbound: Sender<Message>,
+        spawner: impl Spawn + Clone,
+    ) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         if config.advertise.is_none() && !local_addr.ip().is_unspecified() {
             config.advertise = Some(local_addr);
@@ -124,7 +145,11 @@ impl TcpTransport {
         self.counters.snapshot()
     }
 
-    /// Stops every task; their connections close as they end.
+    /// Stops the transport: the listener and every connection close as their tasks end,
+    /// messages still queued are dropped, and later [`Transport::send`]s are dropped. Returns
+    /// at once; the tasks end on their own. Shutting a node down does not stop its transport:
+    /// stop the node first (its last messages, such as a leader's hand-over, still go out),
+    /// then the transport.
     pub fn shutdown(&self) {
         self.stop
             .lock()

@@ -8,6 +8,7 @@ use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_smol::transport::TcpTransport;
 use adapter_smol::{
     BoxFuture, NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError,
+    WaitError,
 };
 use raft_proto::{Membership, MembershipChange};
 
@@ -59,6 +60,13 @@ impl TestNode for Node {
             async_std::future::timeout(timeout, self.handle.transfer_leadership(to))
                 .await
                 .unwrap_or(Err(TransferError::Aborted))
+        })
+    }
+    fn wait_applied(&self, index: u64, timeout: Duration) -> Result<Status, WaitError> {
+        async_std::task::block_on(async {
+            async_std::future::timeout(timeout, self.handle.wait_applied(index))
+                .await
+                .unwrap_or(Err(WaitError::TimedOut))
         })
     }
     fn shutdown(&self) {

@@ -6,7 +6,8 @@ use std::time::Duration;
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_smol::transport::TcpTransport;
 use adapter_smol::{
-    NodeHandle, NodeOptions, ProposeError, ReadError, SmolSpawner, Status, TcpConfig, TransferError,
+    NodeHandle, NodeOptions, ProposeError, ReadError, SmolSpawner, Status, TcpConfig,
+    TransferError, WaitError,
 };
 use raft_proto::{Membership, MembershipChange};
 
@@ -58,6 +59,15 @@ impl TestNode for Node {
             async {
                 smol::Timer::after(timeout).await;
                 Err(TransferError::Aborted)
+            },
+        ))
+    }
+    fn wait_applied(&self, index: u64, timeout: Duration) -> Result<Status, WaitError> {
+        smol::block_on(futures_lite::future::or(
+            self.handle.wait_applied(index),
+            async {
+                smol::Timer::after(timeout).await;
+                Err(WaitError::TimedOut)
             },
         ))
     }

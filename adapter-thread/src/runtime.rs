@@ -16,7 +16,7 @@ use std::time::Duration;
 use adapter_common::writer::StorageWorker;
 use adapter_common::{
     Command, Driver, Effects, Input, NodeOptions, ProposeError, ReadError, StartError,
-    StateMachine, Status, TransferError, Transport,
+    StateMachine, Status, TransferError, Transport, WaitError,
 };
 use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
 use raft_proto::{Index, Membership, MembershipChange, Message, NodeId};
@@ -127,6 +127,26 @@ impl NodeHandle {
         }
     }
 
+    /// Blocks until this node's state machine has applied `index` (returns at once if it
+    /// has), with the node's status then: for waiting until a restarted node has replayed its
+    /// log, or a follower has caught up with an index the leader returned, without polling
+    /// [`status`](Self::status). Fails after `timeout` ([`WaitError::TimedOut`]) or when the
+    /// node shuts down.
+    pub fn wait_applied(&self, index: Index, timeout: Duration) -> Result<Status, WaitError> {
+        let (reply, answer) = bounded(1);
+        let reply = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
+        self.commands
+            .send(Command::WaitApplied(index, reply))
+            .map_err(|_| WaitError::ShutDown)?;
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(WaitError::TimedOut),
+            Err(RecvTimeoutError::Disconnected) => Err(WaitError::ShutDown),
+        }
+    }
+
     /// The membership in force at this node, or None once it is shut down.
     pub fn membership(&self) -> Option<Membership> {
         let (reply, answer) = bounded(1);
@@ -156,6 +176,11 @@ impl NodeHandle {
     /// (at most an election timeout; see [`NodeOptions::transfer_on_shutdown`]), proposals
     /// still waiting fail with [`ProposeError::ShutDown`], writes already issued are completed
     /// (nothing acknowledged is lost), and the node's threads are joined.
+    ///
+    /// The transport is not stopped: its messages to peers (a leader's hand-over among them)
+    /// go out until you shut it down, after this returns. Calling this again, or after the
+    /// node stopped on its own (storage failed), returns at once; the other calls then fail
+    /// with their `ShutDown` error (`status` and `membership` return `None`).
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
         let threads: Vec<JoinHandle<()>> = match self.threads.lock() {

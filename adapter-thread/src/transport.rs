@@ -248,14 +248,17 @@ impl TcpTransport {
         self.shared.counters.snapshot()
     }
 
-    /// Stops every thread and waits for them (at most a few seconds in all; a thread still
-    /// running then is left to finish on its own). Queued messages are dropped. Dropping the
-    /// transport does the same.
-    pub fn shutdown(mut self) {
+    /// Stops the transport: the listener and every connection close, messages still queued
+    /// are dropped, and later [`Transport::send`]s are dropped. Waits for its threads (a few
+    /// seconds at most; a thread still running then is left to finish on its own). Dropping
+    /// the transport does the same. Shutting a node down does not stop its transport: stop
+    /// the node first (its last messages, such as a leader's hand-over, still go out), then
+    /// the transport.
+    pub fn shutdown(&self) {
         self.stop_and_join();
     }
 
-    fn stop_and_join(&mut self) {
+    fn stop_and_join(&self) {
         let mut threads = std::mem::take(&mut *lock(&self.threads));
         if threads.is_empty() {
             return;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_thread::transport::TcpTransport;
 use adapter_thread::{
-    NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError,
+    NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError, WaitError,
 };
 use raft_proto::{Membership, MembershipChange};
 
@@ -39,6 +39,9 @@ impl TestNode for Node {
     }
     fn transfer_leadership(&self, to: u64, timeout: Duration) -> Result<(), TransferError> {
         self.handle.transfer_leadership(to, timeout)
+    }
+    fn wait_applied(&self, index: u64, timeout: Duration) -> Result<Status, WaitError> {
+        self.handle.wait_applied(index, timeout)
     }
     fn shutdown(&self) {
         self.handle.shutdown();

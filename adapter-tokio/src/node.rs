@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use adapter_common::writer::StorageWorker;
 use adapter_common::{
     Command, Driver, Effects, Input, NodeOptions, ProposeError, ReadError, StartError,
-    StateMachine, Status, TransferError, Transport,
+    StateMachine, Status, TransferError, Transport, WaitError,
 };
 use raft_proto::{Index, Membership, MembershipChange, Message, NodeId};
 use tokio::sync::{mpsc, oneshot};
@@ -109,6 +109,24 @@ impl NodeHandle {
         answer.await.unwrap_or(Err(TransferError::ShutDown))
     }
 
+    /// Resolves once this node's state machine has applied `index` (at once if it has), with
+    /// the node's status then: for waiting until a restarted node has replayed its log, or a
+    /// follower has caught up with an index the leader returned, without polling
+    /// [`status`](Self::status). Fails only when the node shuts down; bound the wait with
+    /// your runtime's timeout.
+    ///
+    /// Cancellation-safe: dropping the future abandons the wait.
+    pub async fn wait_applied(&self, index: Index) -> Result<Status, WaitError> {
+        let (reply, answer) = oneshot::channel();
+        let reply = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
+        self.commands
+            .send(Command::WaitApplied(index, reply))
+            .map_err(|_| WaitError::ShutDown)?;
+        answer.await.unwrap_or(Err(WaitError::ShutDown))
+    }
+
     /// The membership in force at this node, or None once it is shut down.
     pub async fn membership(&self) -> Option<Membership> {
         let (reply, answer) = oneshot::channel();
@@ -138,6 +156,11 @@ impl NodeHandle {
     /// most an election timeout; see [`NodeOptions::transfer_on_shutdown`]), waiting
     /// proposals fail with [`ProposeError::ShutDown`], writes already issued are completed
     /// (nothing acknowledged is lost), and the node's task ends.
+    ///
+    /// The transport is not stopped: its messages to peers (a leader's hand-over among them)
+    /// go out until you shut it down, after this returns. Calling this again, or after the
+    /// node stopped on its own (storage failed), returns at once; the other calls then fail
+    /// with their `ShutDown` error (`status` and `membership` return `None`).
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
         let task = self

@@ -45,8 +45,28 @@ pub struct TcpTransport {
 impl TcpTransport {
     /// Binds `config.listen` and starts the transport's tasks; received messages go to
     /// `inbound` (dropped when it is full).
-    pub async fn start(mut config: TcpConfig, inbound: mpsc::Sender<Message>) -> io::Result<Self> {
+    pub async fn start(config: TcpConfig, inbound: mpsc::Sender<Message>) -> io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
+        Self::start_on(config, listener, inbound)
+    }
+
+    /// Like [`start`](Self::start), but accepts on an already bound `listener` (and ignores
+    /// `config.listen`): bind every member's listener to port 0 first, learn their addresses
+    /// with `local_addr`, then start each transport with the others' addresses.
+    pub async fn start_with_listener(
+        config: TcpConfig,
+        listener: std::net::TcpListener,
+        inbound: mpsc::Sender<Message>,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Self::start_on(config, TcpListener::from_std(listener)?, inbound)
+    }
+
+    fn start_on(
+        mut config: TcpConfig,
+        listener: TcpListener,
+        inbound: mpsc::Sender<Message>,
+    ) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         if config.advertise.is_none() && !local_addr.ip().is_unspecified() {
             config.advertise = Some(local_addr);
@@ -119,8 +139,12 @@ impl TcpTransport {
         self.counters.snapshot()
     }
 
-    /// Stops every task (connections are closed); returns within a few seconds at most.
-    pub async fn shutdown(self) {
+    /// Stops the transport: the listener and every connection close, messages still queued
+    /// are dropped, and later [`Transport::send`]s are dropped. Returns once its tasks ended
+    /// (within a few seconds at most). Shutting a node down does not stop its transport:
+    /// stop the node first (its last messages, such as a leader's hand-over, still go out),
+    /// then the transport.
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         self.queues
             .lock()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use adapter_common::conformance::{Harness, LogMachine, TestNode};
 use adapter_tokio::transport::TcpTransport;
 use adapter_tokio::{
-    NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError,
+    NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError, WaitError,
 };
 use raft_proto::{Membership, MembershipChange};
 
@@ -69,6 +69,13 @@ impl TestNode for Node {
             tokio::time::timeout(timeout, self.handle.transfer_leadership(to))
                 .await
                 .unwrap_or(Err(TransferError::Aborted))
+        })
+    }
+    fn wait_applied(&self, index: u64, timeout: Duration) -> Result<Status, WaitError> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, self.handle.wait_applied(index))
+                .await
+                .unwrap_or(Err(WaitError::TimedOut))
         })
     }
     fn shutdown(&self) {
