@@ -57,6 +57,7 @@
 pub mod conformance;
 pub mod driver;
 pub mod net;
+pub mod sessions;
 pub mod storage;
 pub mod writer;
 
