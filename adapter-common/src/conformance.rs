@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use raft_proto::{Membership, MembershipChange, NodeId, Role};
 
+use crate::sessions::{self, decode_answer, ClientSession, Sessions};
 use crate::{
     NodeOptions, ProposeError, ReadError, StateMachine, Status, TcpConfig, TransferError, WaitError,
 };
@@ -48,11 +49,21 @@ pub trait TestNode: Send + Sync {
 /// Starts nodes with one adapter.
 pub trait Harness: Sync {
     /// Starts a node with `options` and a TCP transport set up by `tcp`, running
-    /// [`LogMachine`] as its state machine.
+    /// [`machine()`] as its state machine.
     fn start(&self, options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode>;
 }
 
-/// The suite's state machine: appends every command; answers how many it holds.
+/// The suite's state machine: a [`LogMachine`] behind client sessions, so that a check can
+/// retry a command in doubt and see it applied once. The suite's helpers encode ordinary
+/// commands with [`sessions::plain`].
+pub type SuiteMachine = Sessions<LogMachine>;
+
+/// A fresh [`SuiteMachine`] (at most 1,000 sessions).
+pub fn machine() -> SuiteMachine {
+    Sessions::new(LogMachine::default(), 1000)
+}
+
+/// Appends every command; answers how many it holds.
 #[derive(Debug, Default)]
 pub struct LogMachine(Vec<Vec<u8>>);
 
@@ -109,6 +120,15 @@ impl<'h> Cluster<'h> {
     /// [`isolate`](Self::isolate) can cut.
     pub fn with_proxies(harness: &'h dyn Harness, name: &str) -> Self {
         Self::build(harness, name, |_| {}, true, 3, 3)
+    }
+
+    /// Like [`with_proxies`](Self::with_proxies), with `tweak` applied to every node's options.
+    pub fn with_proxies_and_options(
+        harness: &'h dyn Harness,
+        name: &str,
+        tweak: fn(&mut NodeOptions),
+    ) -> Self {
+        Self::build(harness, name, tweak, true, 3, 3)
     }
 
     /// Like [`new`](Self::new), with `tweak` applied to every node's options.
@@ -221,7 +241,15 @@ impl<'h> Cluster<'h> {
         }
     }
 
-    /// Restores every link cut by [`isolate`](Self::isolate).
+    /// Cuts the link from node `from` to node `to` only (a cluster built with proxies): `to`
+    /// no longer hears `from`, and still reaches it.
+    pub fn cut(&self, from: NodeId, to: NodeId) {
+        if let Some(link) = self.links.get(&(from, to)) {
+            link.set_up(false);
+        }
+    }
+
+    /// Restores every link cut by [`isolate`](Self::isolate) or [`cut`](Self::cut).
     pub fn heal(&self) {
         for link in self.links.values() {
             link.set_up(true);
@@ -252,8 +280,16 @@ impl<'h> Cluster<'h> {
         panic!("no leader within {within:?}");
     }
 
-    /// Proposes through whichever node leads, for up to 10 s; returns the answer.
+    /// Proposes `command` (outside any session) through whichever node leads, for up to
+    /// 10 s; returns the state machine's answer.
     pub fn propose(&self, command: &[u8]) -> Vec<u8> {
+        let answer = self.propose_encoded(&sessions::plain(command));
+        decode_answer(&answer).expect("a plain command is applied")
+    }
+
+    /// Proposes bytes already encoded for [`SuiteMachine`] through whichever node leads, for
+    /// up to 10 s, retrying the same bytes whatever the outcome; returns the raw answer.
+    pub fn propose_encoded(&self, command: &[u8]) -> Vec<u8> {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             for node in self.nodes.values() {
@@ -556,6 +592,80 @@ pub fn wait_applied(harness: &dyn Harness) {
     );
 }
 
+/// A command whose outcome was left in doubt (`Indeterminate`: its leader was cut off after
+/// the followers had the entry, and caught up through a snapshot covering it) and is then
+/// retried with the same bytes through its client session is applied exactly once.
+pub fn retry_after_indeterminate_applies_once(harness: &dyn Harness) {
+    let cluster = Cluster::with_proxies_and_options(harness, "exactly-once", |options| {
+        // Snapshots often, keeping no log entries behind them: the old leader can only catch
+        // up through a snapshot.
+        options.snapshot_every = Some(5);
+        options.raft.snapshot_catchup_entries = 0;
+    });
+    let old = cluster.leader(Duration::from_secs(5));
+    let mut session =
+        ClientSession::from_registration(&cluster.propose_encoded(&ClientSession::register()))
+            .expect("registered");
+    let before = count(&cluster.propose(b"before"));
+    // The followers still hear the leader but it no longer hears them: its entry reaches
+    // them, its commit never reaches it, and check-quorum makes it step down.
+    for id in (1..=3).filter(|&id| id != old) {
+        cluster.cut(id, old);
+    }
+    let command = session.command(b"once");
+    let fillers = 20;
+    let first = std::thread::scope(|scope| {
+        let old_node = cluster.node(old);
+        let attempt = scope.spawn(|| old_node.propose(command.clone(), Duration::from_secs(30)));
+        // The others elect a leader, which commits the entry, then take snapshots past it.
+        let start = Instant::now();
+        let new = loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no new leader while the old one was cut off"
+            );
+            let leading = (1..=3).filter(|&id| id != old).find(|&id| {
+                cluster
+                    .node(id)
+                    .status()
+                    .is_some_and(|s| s.role == Role::Leader && s.leader == Some(id))
+            });
+            if let Some(id) = leading {
+                break id;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for i in 0..fillers {
+            let filler = sessions::plain(format!("filler {i}").as_bytes());
+            cluster
+                .node(new)
+                .propose(filler, Duration::from_secs(5))
+                .expect("the new leader commits");
+        }
+        cluster.heal();
+        attempt.join().expect("the proposer")
+    });
+    assert_eq!(
+        first,
+        Err(ProposeError::Indeterminate),
+        "the old leader caught up through a snapshot covering its entry"
+    );
+    // In doubt: retry the same bytes. The entry did commit; the retry is not applied again
+    // and gets the first application's answer.
+    let retried = decode_answer(&cluster.propose_encoded(&command)).expect("applied");
+    assert_eq!(
+        count(&retried),
+        before + 1,
+        "the first application's answer"
+    );
+    let after = count(&cluster.propose(b"after"));
+    assert_eq!(
+        after,
+        before + 1 + fillers + 1,
+        "the command was applied exactly once"
+    );
+}
+
 /// A node that was down while the others compacted their logs catches up by snapshot.
 pub fn snapshot_to_lagging_node(harness: &dyn Harness) {
     let mut cluster = Cluster::new(harness, "snapshot");
@@ -585,7 +695,7 @@ pub fn shutdown(harness: &dyn Harness) {
     node.shutdown();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(
-        node.propose(b"y".to_vec(), Duration::from_secs(1)),
+        node.propose(sessions::plain(b"y"), Duration::from_secs(1)),
         Err(ProposeError::ShutDown)
     );
     assert!(node.status().is_none());
@@ -832,7 +942,7 @@ pub fn proposal_times_out_without_quorum(harness: &dyn Harness) {
     let started = Instant::now();
     let result = cluster
         .node(leader)
-        .propose(b"y".to_vec(), Duration::from_secs(60));
+        .propose(sessions::plain(b"y"), Duration::from_secs(60));
     let waited = started.elapsed();
     assert!(
         matches!(
@@ -882,7 +992,7 @@ macro_rules! conformance_tests {
             proposal_times_out_without_quorum, partitioned_follower_rejoins,
             grow_one_to_three, replace_a_node, shrink_and_grow_back, linearizable_reads,
             read_fails_without_quorum, transfer_leadership, shutdown_hands_leadership_over,
-            wait_applied);
+            wait_applied, retry_after_indeterminate_applies_once);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adapter_common::conformance::{Harness, LogMachine, TestNode};
+use adapter_common::conformance::{Harness, TestNode};
 use adapter_smol::transport::TcpTransport;
 use adapter_smol::{
     BoxFuture, NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError,
@@ -91,7 +91,7 @@ impl Harness for AsyncStd {
         );
         let handle = adapter_smol::start_with(
             options,
-            LogMachine::default(),
+            adapter_common::conformance::machine(),
             Arc::clone(&transport),
             rx,
             &async_std_spawner,

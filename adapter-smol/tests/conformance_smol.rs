@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adapter_common::conformance::{Harness, LogMachine, TestNode};
+use adapter_common::conformance::{Harness, TestNode};
 use adapter_smol::transport::TcpTransport;
 use adapter_smol::{
     NodeHandle, NodeOptions, ProposeError, ReadError, SmolSpawner, Status, TcpConfig,
@@ -89,9 +89,13 @@ impl Harness for Smol {
         let (tx, rx) = async_channel::bounded(4096);
         let transport =
             Arc::new(smol::block_on(TcpTransport::start(tcp, tx, SmolSpawner)).expect("listens"));
-        let handle =
-            adapter_smol::start(options, LogMachine::default(), Arc::clone(&transport), rx)
-                .expect("starts");
+        let handle = adapter_smol::start(
+            options,
+            adapter_common::conformance::machine(),
+            Arc::clone(&transport),
+            rx,
+        )
+        .expect("starts");
         Box::new(Node {
             handle,
             transport: Mutex::new(Some(transport)),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_common::conformance::{Harness, LogMachine, TestNode};
+use adapter_common::conformance::{Harness, TestNode};
 use adapter_thread::transport::TcpTransport;
 use adapter_thread::{
     NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError, WaitError,
@@ -60,9 +60,13 @@ impl Harness for Threads {
     fn start(&self, options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode> {
         let (tx, rx) = crossbeam_channel::bounded(4096);
         let transport = Arc::new(TcpTransport::start(tcp, tx).expect("listens"));
-        let handle =
-            adapter_thread::start(options, LogMachine::default(), Arc::clone(&transport), rx)
-                .expect("starts");
+        let handle = adapter_thread::start(
+            options,
+            adapter_common::conformance::machine(),
+            Arc::clone(&transport),
+            rx,
+        )
+        .expect("starts");
         Box::new(Node {
             handle,
             transport: std::sync::Mutex::new(Some(transport)),

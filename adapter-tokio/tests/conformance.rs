@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adapter_common::conformance::{Harness, LogMachine, TestNode};
+use adapter_common::conformance::{Harness, TestNode};
 use adapter_tokio::transport::TcpTransport;
 use adapter_tokio::{
     NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError, WaitError,
@@ -97,9 +97,13 @@ impl Harness for Tokio {
         let (transport, handle) = runtime.block_on(async {
             let (tx, rx) = tokio::sync::mpsc::channel(4096);
             let transport = Arc::new(TcpTransport::start(tcp, tx).await.expect("listens"));
-            let handle =
-                adapter_tokio::start(options, LogMachine::default(), Arc::clone(&transport), rx)
-                    .expect("starts");
+            let handle = adapter_tokio::start(
+                options,
+                adapter_common::conformance::machine(),
+                Arc::clone(&transport),
+                rx,
+            )
+            .expect("starts");
             (transport, handle)
         });
         Box::new(Node {
