@@ -481,15 +481,21 @@ fn main() -> ExitCode {
             cluster,
             count,
             from,
-        } => (from..from + count)
-            .try_for_each(|i| {
-                let command = store::KvCommand::Put {
-                    key: demo::key(i),
-                    value: demo::value(i),
-                };
-                members::execute(&cluster, command, std::time::Duration::from_secs(30)).map(|_| ())
-            })
-            .map(|()| println!("wrote {count} keys from {}", demo::key(from))),
+        } => {
+            // One client session for all the writes.
+            let mut writer = members::Writer::new(&cluster);
+            (from..from + count)
+                .try_for_each(|i| {
+                    let command = store::KvCommand::Put {
+                        key: demo::key(i),
+                        value: demo::value(i),
+                    };
+                    writer
+                        .write(command, std::time::Duration::from_secs(30))
+                        .map(|_| ())
+                })
+                .map(|()| println!("wrote {count} keys from {}", demo::key(from)))
+        }
         Cmd::Check {
             cluster,
             count,

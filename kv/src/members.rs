@@ -89,16 +89,82 @@ pub(crate) fn print(members: &Members) {
 }
 
 /// Runs `command` through the leader (found like [`change`] finds it) for up to `limit`. A
-/// read may be answered by any node (it serves reads linearizably itself). When no node
-/// answers at all, the error says what each address did.
+/// read may be answered by any node (it serves reads linearizably itself). A write goes
+/// through a client session of its own, so that the retries never apply it twice. When no
+/// node answers at all, the error says what each address did.
 pub(crate) fn execute(
     cluster: &[SocketAddr],
     command: crate::store::KvCommand,
     limit: Duration,
 ) -> Result<Option<Vec<u8>>, String> {
+    if let crate::store::KvCommand::Get { .. } = command {
+        return match call(cluster, &Request::Command(command), limit)? {
+            Response::Done(answer) => Ok(answer),
+            other => Err(format!("unexpected answer {other:?}")),
+        };
+    }
+    Writer::new(cluster).write(command, limit)
+}
+
+/// A client session for writes: each write is numbered, and retried with the same number
+/// until it is answered (after a timeout, a lost leader or a dropped connection), so that it
+/// is applied once.
+pub(crate) struct Writer {
+    cluster: Vec<SocketAddr>,
+    /// The session's id and the next write's number, once registered.
+    session: Option<(u64, u64)>,
+}
+
+impl Writer {
+    pub(crate) fn new(cluster: &[SocketAddr]) -> Self {
+        Self {
+            cluster: cluster.to_vec(),
+            session: None,
+        }
+    }
+
+    /// Applies `command` once, through the leader, within `limit`: its answer, or why not
+    /// (then its outcome is unknown).
+    pub(crate) fn write(
+        &mut self,
+        command: crate::store::KvCommand,
+        limit: Duration,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let start = Instant::now();
+        let (client, seq) = match self.session {
+            Some(session) => session,
+            None => match call(&self.cluster, &Request::Register, limit)? {
+                Response::Registered(id) => (id, 1),
+                other => return Err(format!("unexpected answer {other:?}")),
+            },
+        };
+        self.session = Some((client, seq + 1));
+        let request = Request::SessionCommand {
+            client,
+            seq,
+            command,
+        };
+        match call(
+            &self.cluster,
+            &request,
+            limit.saturating_sub(start.elapsed()),
+        )? {
+            Response::Done(answer) => Ok(answer),
+            Response::SessionExpired => {
+                self.session = None;
+                Err("the client session expired; the write's outcome is unknown".into())
+            }
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}
+
+/// Sends `request` to the leader, following hints and retrying on any failure, until it gets
+/// a final answer (done, registered, or the session expired) or `limit` passes. Only requests
+/// that a retry cannot apply twice may go through here: reads, registrations, session writes.
+fn call(cluster: &[SocketAddr], request: &Request, limit: Duration) -> Result<Response, String> {
     let start = Instant::now();
     let mut known: Vec<SocketAddr> = cluster.to_vec();
-    let request = Request::Command(command);
     let mut last: std::collections::BTreeMap<SocketAddr, String> = Default::default();
     while start.elapsed() < limit {
         let mut i = 0;
@@ -106,8 +172,12 @@ pub(crate) fn execute(
             let addr = known[i];
             i += 1;
             let mut conn = Connection::new(addr, CALL_TIMEOUT);
-            match conn.call(&request) {
-                Ok(Response::Done(answer)) => return Ok(answer),
+            match conn.call(request) {
+                Ok(
+                    answer @ (Response::Done(_)
+                    | Response::Registered(_)
+                    | Response::SessionExpired),
+                ) => return Ok(answer),
                 Ok(Response::NotLeader(hint)) => {
                     let why = match hint {
                         Some(leader) => format!(

@@ -27,6 +27,18 @@ pub(crate) enum Request {
     Members,
     /// Change the membership (the leader only); answered with the resulting membership.
     ChangeMembership(MemberChange),
+    /// Open a client session (a log entry); answered with its id.
+    Register,
+    /// A write numbered within a client session: retrying it with the same numbers after an
+    /// unknown outcome never applies it twice.
+    SessionCommand {
+        /// The session's id, from `Register`.
+        client: u64,
+        /// The write's number in the session: 1, 2, 3, … (one write at a time).
+        seq: u64,
+        /// The write.
+        command: KvCommand,
+    },
 }
 
 /// A membership change as clients send it. Member data is `RAFT_ADDR CLIENT_ADDR`.
@@ -134,6 +146,11 @@ pub(crate) enum Response {
     Members(Members),
     /// The membership change was refused: why.
     Refused(String),
+    /// The session `Register` opened.
+    Registered(u64),
+    /// The session is expired or unknown: the write was not applied now (an earlier attempt
+    /// may have been); register again.
+    SessionExpired,
 }
 
 /// Writes one frame.

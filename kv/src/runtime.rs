@@ -8,7 +8,7 @@ use std::time::Duration;
 use adapter_common::{NodeOptions, ProposeError, ReadError, StartError, Status, TcpConfig};
 use raft_proto::{Membership, MembershipChange};
 
-use crate::store::KvStore;
+use crate::store::{machine, KvStore};
 
 /// Which adapter runs the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,7 +62,8 @@ impl Node {
                 let transport = Arc::new(
                     adapter_thread::transport::TcpTransport::start(tcp, tx).map_err(io_error)?,
                 );
-                let node = adapter_thread::start(options, store, Arc::clone(&transport), rx)?;
+                let node =
+                    adapter_thread::start(options, machine(store), Arc::clone(&transport), rx)?;
                 Ok(Self::Thread { node, transport })
             }
             Runtime::Tokio => {
@@ -78,7 +79,8 @@ impl Node {
                             .await
                             .map_err(io_error)?,
                     );
-                    let node = adapter_tokio::start(options, store, Arc::clone(&transport), rx)?;
+                    let node =
+                        adapter_tokio::start(options, machine(store), Arc::clone(&transport), rx)?;
                     Ok::<_, StartError>((node, transport))
                 })?;
                 Ok(Self::Tokio {
@@ -214,6 +216,12 @@ fn start_smol(
     let (tx, rx) = async_channel::bounded(16 * 1024);
     let transport = adapter_smol::transport::TcpTransport::start(tcp, tx, spawner.clone());
     let transport = Arc::new(smol::block_on(transport).map_err(io_error)?);
-    let node = adapter_smol::start_with(options, store, Arc::clone(&transport), rx, &spawner)?;
+    let node = adapter_smol::start_with(
+        options,
+        machine(store),
+        Arc::clone(&transport),
+        rx,
+        &spawner,
+    )?;
     Ok(Node::Smol { node, transport })
 }

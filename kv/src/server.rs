@@ -15,6 +15,7 @@ use crate::protocol::{
 };
 use crate::runtime::{Node, Runtime};
 use crate::store::{KvCommand, KvStore};
+use adapter_common::sessions::{self, ClientSession, SessionError};
 
 /// How a replica serves reads (`Get`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -192,11 +193,33 @@ fn read(node: &Node, store: &KvStore, mode: ReadMode, key: String) -> Response {
     }
 }
 
-/// Replicates `command` and answers its result.
+/// Replicates `command` outside any session and answers its result.
 fn propose(node: &Node, command: &KvCommand) -> Response {
     let bytes = postcard::to_allocvec(command).unwrap_or_default();
+    propose_encoded(node, sessions::plain(&bytes))
+}
+
+/// Replicates bytes encoded for the sessions wrapper and answers the store's result.
+fn propose_encoded(node: &Node, bytes: Vec<u8>) -> Response {
     match node.propose(bytes, COMMIT_TIMEOUT) {
-        Ok(answer) => Response::Done(postcard::from_bytes(&answer).unwrap_or(None)),
+        Ok(answer) => match sessions::decode_answer(&answer) {
+            Ok(answer) => Response::Done(postcard::from_bytes(&answer).unwrap_or(None)),
+            Err(SessionError::Expired) => Response::SessionExpired,
+            Err(e) => Response::Unavailable(e.to_string()),
+        },
+        Err(ProposeError::NotLeader { leader_hint }) => Response::NotLeader(leader_hint),
+        Err(ProposeError::Transferring { to }) => Response::NotLeader(Some(to)),
+        Err(e) => Response::Unavailable(e.to_string()),
+    }
+}
+
+/// Opens a client session: its id is the index of the registration entry.
+fn register(node: &Node) -> Response {
+    match node.propose(ClientSession::register(), COMMIT_TIMEOUT) {
+        Ok(answer) => match ClientSession::from_registration(&answer) {
+            Some(session) => Response::Registered(session.id()),
+            None => Response::Unavailable("not a registration answer".into()),
+        },
         Err(ProposeError::NotLeader { leader_hint }) => Response::NotLeader(leader_hint),
         Err(ProposeError::Transferring { to }) => Response::NotLeader(Some(to)),
         Err(e) => Response::Unavailable(e.to_string()),
@@ -236,6 +259,19 @@ fn serve_client(
         let response = match request {
             Request::Command(KvCommand::Get { key }) => read(node, store, context.read_mode, key),
             Request::Command(command) => propose(node, &command),
+            Request::Register => register(node),
+            Request::SessionCommand {
+                command: KvCommand::Get { key },
+                ..
+            } => read(node, store, context.read_mode, key),
+            Request::SessionCommand {
+                client,
+                seq,
+                command,
+            } => {
+                let bytes = postcard::to_allocvec(&command).unwrap_or_default();
+                propose_encoded(node, ClientSession::resume(client, seq).command(&bytes))
+            }
             Request::Dump => {
                 let applied = node.status().map_or(0, |s| s.applied_index);
                 Response::Dump(store.dump(), applied)

@@ -7,6 +7,17 @@ use adapter_thread::StateMachine;
 use raft_proto::Index;
 use serde::{Deserialize, Serialize};
 
+/// How many client sessions the replicated state keeps (the least recently active expires).
+pub(crate) const MAX_SESSIONS: usize = 10_000;
+
+/// What each replica runs: the key-value map behind client sessions.
+pub(crate) type Machine = adapter_common::sessions::Sessions<KvStore>;
+
+/// The replica's state machine, sharing its map with `store`.
+pub(crate) fn machine(store: KvStore) -> Machine {
+    adapter_common::sessions::Sessions::new(store, MAX_SESSIONS)
+}
+
 /// A command in the replicated log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum KvCommand {
