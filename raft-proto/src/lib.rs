@@ -83,6 +83,7 @@ mod message;
 mod node;
 mod progress;
 mod rng;
+pub mod sessions;
 mod types;
 
 #[cfg(feature = "codec")]
