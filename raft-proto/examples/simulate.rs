@@ -74,6 +74,10 @@ struct Args {
     /// linearizability checker judges what clients saw.
     #[arg(long)]
     no_read_floor: bool,
+    /// The key-value model's clients write without sessions: a retried write may take effect
+    /// twice (the judge must catch it).
+    #[arg(long)]
+    no_sessions: bool,
 }
 
 /// The bugs `--inject-bug` knows.
@@ -103,6 +107,9 @@ fn configure(mut options: SimOptions, args: &Args) -> SimOptions {
     }
     if args.no_read_floor {
         options.check_read_floor = false;
+    }
+    if args.no_sessions {
+        options.client_sessions = false;
     }
     match args.inject_bug.as_deref() {
         Some("commit-earlier-term") => options.bugs.commit_earlier_term_by_counting = true,

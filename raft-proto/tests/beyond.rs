@@ -61,6 +61,7 @@ beyond_tests!(
     transfer_up_to_date,
     transfer_lagging,
     transfer_target_crash,
+    retried_writes,
 );
 
 /// Runs `name` over 20 seeds with `switch` applied; every seed must fail with a message
@@ -148,4 +149,14 @@ fn follower_read_fails_when_served_before_applied() {
         |o| o.bugs.serve_reads_before_applied = true,
         "having applied only up to",
     );
+}
+
+#[test]
+fn retried_writes_apply_twice_without_sessions() {
+    let messages = fails_without(
+        "retried_writes",
+        |o| o.client_sessions = false,
+        "twice: a retried command took effect again",
+    );
+    eprintln!("{}", messages[0]);
 }

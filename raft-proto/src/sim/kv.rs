@@ -8,8 +8,12 @@
 //! read is either asked as a linearizable read ([`ReadMode::ReadIndex`]: ReadIndex, a lease
 //! when the nodes run with lease reads, or a read at a follower) and served from the server's
 //! map when the node says it may be, or proposed as a log entry ([`ReadMode::Log`]) and
-//! answered when applied. An operation not answered within the client's timeout has an
-//! unknown outcome (it may still take effect, or never).
+//! answered when applied. A write goes through the client's session
+//! ([`crate::sessions`], registered before its first write): one not answered within the
+//! client's timeout is proposed again with the same bytes, up to [`KvOptions::retries`] times,
+//! and the session table applies it once. An operation still not answered has an unknown
+//! outcome (it may still take effect, or never). Every server fails the run if it applies the
+//! same write twice.
 //!
 //! ```
 //! use raft_proto::sim::kv::{KvOptions, ReadMode, Target};
@@ -25,7 +29,7 @@
 //! assert!(report.reads_served > 0 && report.writes_acked > 0);
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::format;
 use std::vec::Vec;
 
@@ -33,6 +37,7 @@ use lincheck::{Budget, Input, Operation, Output, Verdict};
 
 use super::{Failure, FailureKind, Sim, SimEvent, MS};
 use crate::io::{Event, ProposalOutcome};
+use crate::sessions::{plain, ClientSession, SessionTable};
 use crate::types::{Index, Payload, Term};
 
 /// How clients read.
@@ -81,6 +86,12 @@ pub struct KvOptions {
     pub timeout: u64,
     /// A client waits up to this long (microseconds, uniformly drawn) between operations.
     pub think: u64,
+    /// How many times a write not answered in time is proposed again, with the same bytes,
+    /// before its outcome is recorded as unknown.
+    pub retries: u32,
+    /// Whether writes go through client sessions (on by default). Off, a retried write is an
+    /// ordinary command again and may take effect twice: the judge must then catch it.
+    pub sessions: bool,
 }
 
 impl KvOptions {
@@ -96,6 +107,8 @@ impl KvOptions {
             writes_at: Target::Leader,
             timeout: 1000 * MS,
             think: 20 * MS,
+            retries: 2,
+            sessions: true,
         }
     }
 }
@@ -116,12 +129,33 @@ pub struct KvReport {
     pub reads_refused: u64,
     /// Operations whose outcome stayed unknown.
     pub unknown: u64,
+    /// Writes proposed again after their time was up.
+    pub retried: u64,
 }
 
-/// One server's key-value map.
-#[derive(Debug, Clone, Default)]
+/// How many client sessions the model's table keeps.
+const MAX_SESSIONS: usize = 64;
+
+/// One server's key-value map, behind its session table.
+#[derive(Debug, Clone)]
 pub(super) struct KvState {
     map: BTreeMap<u64, u64>,
+    table: SessionTable,
+    /// Every write applied, by its unique value.
+    written: BTreeSet<u64>,
+    /// A write applied a second time, once seen.
+    pub(super) applied_twice: Option<u64>,
+}
+
+impl Default for KvState {
+    fn default() -> Self {
+        Self {
+            map: BTreeMap::new(),
+            table: SessionTable::new(MAX_SESSIONS),
+            written: BTreeSet::new(),
+            applied_twice: None,
+        }
+    }
 }
 
 const TAG: &[u8; 2] = b"KV";
@@ -154,18 +188,26 @@ fn decode(data: &[u8]) -> Option<(u8, u64, u64)> {
 }
 
 impl KvState {
-    /// Applies a command (anything that is not a key-value command is ignored).
-    pub(super) fn apply(&mut self, data: &[u8]) {
-        if let Some((PUT, key, value)) = decode(data) {
-            self.map.insert(key, value);
-        }
+    /// Applies the command at `index` through the session table (anything that is not a
+    /// key-value command changes nothing).
+    pub(super) fn apply(&mut self, index: Index, data: &[u8]) {
+        let (map, written, twice) = (&mut self.map, &mut self.written, &mut self.applied_twice);
+        self.table.apply(index, data, |command| {
+            if let Some((PUT, key, value)) = decode(command) {
+                if !written.insert(value) {
+                    twice.get_or_insert(value);
+                }
+                map.insert(key, value);
+            }
+            Vec::new()
+        });
     }
 
-    /// The map after applying `commands` in order.
-    pub(super) fn replay(commands: &[Payload]) -> Self {
+    /// The state after applying `commands` (with their indexes) in order.
+    pub(super) fn replay<'a>(commands: impl IntoIterator<Item = (Index, &'a Payload)>) -> Self {
         let mut state = Self::default();
-        for command in commands {
-            state.apply(command);
+        for (index, command) in commands {
+            state.apply(index, command);
         }
         state
     }
@@ -191,12 +233,16 @@ struct Client {
     /// The time of the client's one scheduled event.
     next_at: u64,
     pending: Option<Pending>,
+    /// Its session, once registered.
+    session: Option<ClientSession>,
 }
 
 #[derive(Debug)]
 struct Pending {
-    /// Its position in the history.
+    /// Its position in the history (none for a registration).
     op: usize,
+    /// How many times it was proposed again.
+    retries: u32,
     server: usize,
     incarnation: u64,
     kind: PendingKind,
@@ -215,20 +261,27 @@ enum PendingKind {
     },
     /// A linearizable read.
     Read { context: u64, key: u64 },
+    /// The client's registration, proposed at `index` in `term`: its session's id is the
+    /// index once applied there.
+    Register { index: Index, term: Term },
 }
+
+/// Marks a pending registration, which has no operation in the history.
+const NO_OPERATION: usize = usize::MAX;
 
 impl Workload {
     /// Whether some client waits for an entry to be applied.
     pub(super) fn is_waiting(&self) -> bool {
-        self.clients
-            .iter()
-            .any(|c| matches!(&c.pending, Some(p) if matches!(p.kind, PendingKind::Command { .. })))
+        self.clients.iter().any(|c| {
+            matches!(&c.pending, Some(p) if matches!(p.kind, PendingKind::Command { .. } | PendingKind::Register { .. }))
+        })
     }
 }
 
 impl Sim {
     /// Starts a key-value workload (replacing any earlier one and its history).
-    pub fn start_kv(&mut self, options: KvOptions) {
+    pub fn start_kv(&mut self, mut options: KvOptions) {
+        options.sessions &= self.options.client_sessions;
         self.kv = Workload {
             options: Some(options),
             running: true,
@@ -314,13 +367,30 @@ impl Sim {
                 client.pending = Some(pending);
                 return;
             }
-            self.kv.history[pending.op].ret = self.now;
-            self.kv.report.unknown += 1;
+            match pending.kind {
+                PendingKind::Register { .. } => {}
+                PendingKind::Command {
+                    data,
+                    key,
+                    read: false,
+                    ..
+                } if self.kv.running && pending.retries < options.retries => {
+                    // In doubt: the same bytes again, wherever writes go now.
+                    return self.propose_write(c, pending.op, pending.retries + 1, data, key);
+                }
+                _ => {
+                    self.kv.history[pending.op].ret = self.now;
+                    self.kv.report.unknown += 1;
+                }
+            }
         }
         if !self.kv.running {
             return;
         }
         let read = self.rng.range(0, 100) < options.read_percent;
+        if !read && options.sessions && self.kv.clients[c].session.is_none() {
+            return self.register_client(c);
+        }
         let target = if read {
             options.reads_at
         } else {
@@ -351,6 +421,7 @@ impl Sim {
             let context = self.start_read(s);
             self.kv.clients[c].pending = Some(Pending {
                 op,
+                retries: 0,
                 server: s,
                 incarnation,
                 kind: PendingKind::Read { context, key },
@@ -360,13 +431,47 @@ impl Sim {
             self.step(s, Event::Read { context });
             return;
         }
-        let data = command(kind, c as u64, key, value);
+        let command = command(kind, c as u64, key, value);
+        let data = match self.kv.clients[c].session.as_mut() {
+            Some(session) if !read => Payload::from(session.command(&command)),
+            _ => Payload::from(plain(&command)),
+        };
+        if !self.propose_at(c, s, op, 0, data, key, read) {
+            // Refused: the command is in no log, it never takes effect.
+            self.kv.history.pop();
+            let at = self.now + options.think.max(MS);
+            self.schedule_client(c, at);
+        }
+    }
+
+    /// Proposes client `c`'s command `data` at server `s`; on acceptance the client waits for
+    /// it there until its deadline. Returns whether it was accepted.
+    #[allow(clippy::too_many_arguments)]
+    fn propose_at(
+        &mut self,
+        c: usize,
+        s: usize,
+        op: usize,
+        retries: u32,
+        data: Payload,
+        key: u64,
+        read: bool,
+    ) -> bool {
+        let Some(options) = self.kv.options else {
+            return false;
+        };
+        if self.servers[s].node.is_none() || self.servers[s].paused {
+            return false;
+        }
+        let incarnation = self.servers[s].incarnation;
+        let deadline = self.now + options.timeout;
         match self.propose_outcome(s, data.clone()) {
             Some(ProposalOutcome::Accepted {
                 first_index, term, ..
             }) => {
                 self.kv.clients[c].pending = Some(Pending {
                     op,
+                    retries,
                     server: s,
                     incarnation,
                     kind: PendingKind::Command {
@@ -379,14 +484,71 @@ impl Sim {
                     deadline,
                 });
                 self.schedule_client(c, deadline);
+                true
             }
-            _ => {
-                // Refused: the command is in no log, it never takes effect.
-                self.kv.history.pop();
-                let at = self.now + options.think.max(MS);
-                self.schedule_client(c, at);
-            }
+            _ => false,
         }
+    }
+
+    /// Proposes again client `c`'s write `data` (operation `op`), whose outcome is in doubt.
+    /// A server that refuses it leaves it in doubt, and the client tries again later.
+    fn propose_write(&mut self, c: usize, op: usize, retries: u32, data: Payload, key: u64) {
+        let Some(options) = self.kv.options else {
+            return;
+        };
+        self.kv.report.retried += 1;
+        let s = self.kv_server(options.writes_at);
+        if !self.propose_at(c, s, op, retries, data.clone(), key, false) {
+            let at = self.now + options.think.max(MS);
+            self.kv.clients[c].pending = Some(Pending {
+                op,
+                retries,
+                server: s,
+                incarnation: self.servers[s].incarnation,
+                // Nothing to wait for: the deadline passes at once.
+                kind: PendingKind::Command {
+                    index: 0,
+                    term: 0,
+                    data,
+                    key,
+                    read: false,
+                },
+                deadline: at,
+            });
+            self.schedule_client(c, at);
+        }
+    }
+
+    /// Client `c` registers its session before its first write.
+    fn register_client(&mut self, c: usize) {
+        let Some(options) = self.kv.options else {
+            return;
+        };
+        let s = self.kv_server(options.writes_at);
+        let accepted = (self.servers[s].node.is_some() && !self.servers[s].paused)
+            .then(|| self.propose_outcome(s, Payload::from(ClientSession::register())))
+            .flatten();
+        let at = match accepted {
+            Some(ProposalOutcome::Accepted {
+                first_index, term, ..
+            }) => {
+                let deadline = self.now + options.timeout;
+                self.kv.clients[c].pending = Some(Pending {
+                    op: NO_OPERATION,
+                    retries: 0,
+                    server: s,
+                    incarnation: self.servers[s].incarnation,
+                    kind: PendingKind::Register {
+                        index: first_index,
+                        term,
+                    },
+                    deadline,
+                });
+                deadline
+            }
+            _ => self.now + options.think.max(MS),
+        };
+        self.schedule_client(c, at);
     }
 
     /// The server an operation for `target` goes to.
@@ -414,33 +576,50 @@ impl Sim {
             let Some(pending) = &self.kv.clients[c].pending else {
                 continue;
             };
-            let PendingKind::Command {
-                index: wanted,
-                term: wanted_term,
-                data: wanted_data,
-                key,
-                read,
-            } = &pending.kind
-            else {
-                continue;
-            };
-            if pending.server != s || pending.incarnation != incarnation || *wanted != index {
+            if pending.server != s || pending.incarnation != incarnation {
                 continue;
             }
-            let op = pending.op;
-            let output = if *wanted_term == term && wanted_data == data {
-                if *read {
-                    self.kv.report.reads_served += 1;
-                    Some(Output::Value(self.servers[s].kv.get(*key)))
-                } else {
-                    self.kv.report.writes_acked += 1;
-                    Some(Output::Done)
+            match &pending.kind {
+                PendingKind::Register {
+                    index: wanted,
+                    term: wanted_term,
+                } if *wanted == index => {
+                    let registered = *wanted_term == term
+                        && data.as_ref() == ClientSession::register().as_slice();
+                    let client = &mut self.kv.clients[c];
+                    if registered {
+                        client.session = Some(ClientSession::resume(index, 1));
+                    }
+                    client.pending = None;
+                    let think = self.kv.options.map_or(MS, |o| o.think.max(1));
+                    let at = self.now + self.rng.range(0, think);
+                    self.schedule_client(c, at);
                 }
-            } else {
-                // Another entry took its index: it was never committed, and never will be.
-                None
-            };
-            self.complete(c, op, output);
+                PendingKind::Command {
+                    index: wanted,
+                    term: wanted_term,
+                    data: wanted_data,
+                    key,
+                    read,
+                } if *wanted == index => {
+                    let op = pending.op;
+                    let output = if *wanted_term == term && wanted_data == data {
+                        if *read {
+                            self.kv.report.reads_served += 1;
+                            Some(Output::Value(self.servers[s].kv.get(*key)))
+                        } else {
+                            self.kv.report.writes_acked += 1;
+                            Some(Output::Done)
+                        }
+                    } else {
+                        // Another entry took its index: it was never committed, and never
+                        // will be.
+                        None
+                    };
+                    self.complete(c, op, output);
+                }
+                _ => {}
+            }
         }
     }
 

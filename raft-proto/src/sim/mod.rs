@@ -125,6 +125,10 @@ pub struct SimOptions {
     /// was asked (on by default; off to let the linearizability checker alone find a stale
     /// read).
     pub check_read_floor: bool,
+    /// Whether the key-value model's clients write through client sessions (on by default;
+    /// off, a write retried after an unknown outcome may take effect twice, which the judge
+    /// must catch).
+    pub client_sessions: bool,
     /// Deliberate bugs in every node (test-only).
     #[cfg(feature = "bug-injection")]
     pub bugs: crate::config::InjectedBugs,
@@ -149,6 +153,7 @@ impl SimOptions {
             clock_drift_bound: 50 * MS,
             clock_drift_ppm: 0,
             check_read_floor: true,
+            client_sessions: true,
             snapshot_interval: None,
             snapshot_chunk: 1024,
             snapshot_catchup_entries: 5,
@@ -1572,7 +1577,14 @@ impl Sim {
             app.last_index = index;
             if entry.kind == EntryKind::Command {
                 app.commands.push(entry.data.clone());
-                server.kv.apply(&entry.data);
+                server.kv.apply(index, &entry.data);
+                if let Some(value) = server.kv.applied_twice.take() {
+                    let message = format!(
+                        "node {id} applied the write of value {value} twice: a retried command \
+                         took effect again"
+                    );
+                    return self.set_failure(FailureKind::Safety, message);
+                }
             }
             if app.digest != hash {
                 let message = format!(
@@ -1862,7 +1874,14 @@ impl Sim {
             ));
         }
         let server = &mut self.servers[s];
-        server.kv = kv::KvState::replay(&commands);
+        server.kv = kv::KvState::replay(
+            self.history
+                .iter()
+                .take(last as usize)
+                .enumerate()
+                .filter(|(_, e)| e.kind == EntryKind::Command)
+                .map(|(i, e)| (i as Index + 1, &e.data)),
+        );
         server.app = App {
             last_index: last,
             digest,

@@ -15,7 +15,7 @@ use super::beyond::{
 };
 use super::reads::{
     follower_read, lease_read, lease_setup, read_deposed_leader, read_index, read_setup,
-    transfer_lagging, transfer_target_crash, transfer_up_to_date,
+    retried_writes, transfer_lagging, transfer_target_crash, transfer_up_to_date,
 };
 use super::reconfig::{
     add_learner, bad_changes, crash_in_joint, grow_from_one, partition_in_joint, promote_learner,
@@ -189,6 +189,7 @@ scenarios! {
     beyond transfer_up_to_date: 3, false, false;
     beyond transfer_lagging: 3, false, false;
     beyond transfer_target_crash: 3, false, false;
+    beyond retried_writes: 3, true, false, read_setup;
 }
 
 /// The lab's snapshot interval: the service snapshots after every 10th applied entry.
