@@ -214,6 +214,10 @@ pub struct TransportStats {
     /// closes its connection, except a message whose sender or addressee is wrong, which is
     /// only dropped).
     pub bad_frames: u64,
+    /// Outbound connections a peer refused (it said why in a refusal frame, which this
+    /// transport logs at `error`): a different cluster id, or this node's id taken by the
+    /// peer. Non-zero means a misconfigured cluster.
+    pub refused_by_peers: u64,
 }
 
 /// The atomic counters behind [`TransportStats`], shared by a transport's threads or tasks.
@@ -229,6 +233,8 @@ pub struct TransportCounters {
     pub refused_connections: AtomicU64,
     /// See [`TransportStats::bad_frames`].
     pub bad_frames: AtomicU64,
+    /// See [`TransportStats::refused_by_peers`].
+    pub refused_by_peers: AtomicU64,
 }
 
 impl TransportCounters {
@@ -245,6 +251,7 @@ impl TransportCounters {
             received: self.received.load(Ordering::Relaxed),
             refused_connections: self.refused_connections.load(Ordering::Relaxed),
             bad_frames: self.bad_frames.load(Ordering::Relaxed),
+            refused_by_peers: self.refused_by_peers.load(Ordering::Relaxed),
         }
     }
 }
@@ -283,6 +290,51 @@ pub fn check_hello(
     Ok(())
 }
 
+/// The frame an accepting side writes back before closing a connection whose hello it
+/// refused.
+pub fn refusal_frame(refusal: &Refusal) -> Vec<u8> {
+    let mut out = Vec::new();
+    let frame = raft_proto::wire::PeerFrame::Refused {
+        reason: refusal.to_string(),
+    };
+    if raft_proto::wire::encode_frame(&frame, HELLO_MAX_FRAME, &mut out).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// How long a connecting side waits, after its hello, for a refusal before it starts sending
+/// (an accepted hello gets no answer).
+pub const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// What the connecting side read back after its hello: the reason of a refusal, if the bytes
+/// hold a refusal frame. Anything else (nothing, garbage) is no refusal.
+pub fn refusal_in(bytes: &[u8]) -> Option<String> {
+    let mut decoder = raft_proto::wire::FrameDecoder::new(HELLO_MAX_FRAME);
+    decoder.extend(bytes);
+    match decoder.next_frame::<raft_proto::wire::PeerFrame>() {
+        Ok(Some(raft_proto::wire::PeerFrame::Refused { reason })) => Some(reason),
+        _ => None,
+    }
+}
+
+/// Logs and counts a refusal a peer sent this node.
+pub fn on_refused_by_peer(
+    counters: &TransportCounters,
+    peer: NodeId,
+    addr: SocketAddr,
+    reason: &str,
+) {
+    TransportCounters::add(&counters.refused_by_peers, 1);
+    tracing::error!(
+        peer,
+        %addr,
+        reason,
+        "the peer refused this node's connection: check that both use the same cluster id \
+         and distinct node ids"
+    );
+}
+
 /// Before its hello, a connection may send frames of at most this many bytes (a hello with
 /// the longest IPv6 address fits).
 pub const HELLO_MAX_FRAME: usize = 128;
@@ -297,6 +349,8 @@ pub struct PeerReader {
     book: Arc<PeerBook>,
     decoder: raft_proto::wire::FrameDecoder,
     peer: Option<NodeId>,
+    /// The refusal frame to write back, once a hello was refused.
+    refusal: Option<Vec<u8>>,
 }
 
 impl PeerReader {
@@ -312,7 +366,14 @@ impl PeerReader {
             book,
             decoder: raft_proto::wire::FrameDecoder::new(HELLO_MAX_FRAME),
             peer: None,
+            refusal: None,
         }
+    }
+
+    /// The frame to write back before closing, after [`on_bytes`](Self::on_bytes) refused
+    /// the peer's hello (once).
+    pub fn take_refusal(&mut self) -> Option<Vec<u8>> {
+        self.refusal.take()
     }
 
     /// The peer, once it said hello.
@@ -356,6 +417,7 @@ impl PeerReader {
                     {
                         tracing::warn!(%remote, %refusal, "refusing a connection");
                         TransportCounters::add(&self.counters.refused_connections, 1);
+                        self.refusal = Some(refusal_frame(&refusal));
                         return false;
                     }
                     if let Ok(address) = address.parse() {

@@ -15,7 +15,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use adapter_common::net::{reconnect_backoff, TransportCounters as Counters};
+use adapter_common::net::{
+    on_refused_by_peer, reconnect_backoff, refusal_in, TransportCounters as Counters,
+    HELLO_MAX_FRAME, REFUSAL_WAIT,
+};
 use adapter_common::{PeerBook, PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
 use async_channel::{Receiver, Sender};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -269,6 +272,14 @@ async fn read_loop(
             None | Some(Ok(0)) => return,
             Some(Ok(n)) => {
                 if !reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok()) {
+                    if let Some(refusal) = reader.take_refusal() {
+                        // Say why, then close (the peer waits for this before sending more).
+                        let said = async {
+                            let _ = stream.write_all(&refusal).await;
+                            let _ = stream.close().await;
+                        };
+                        future::or(said, sleep(HELLO_TIMEOUT)).await;
+                    }
                     return;
                 }
             }
@@ -325,6 +336,28 @@ async fn write_loop(
         let _ = stream.set_nodelay(true);
         writer.hello(&mut out);
         if stream.write_all(&out).await.is_err() {
+            continue;
+        }
+        // An accepted hello gets no answer; a refused one gets the reason, then the close.
+        let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
+        let read = future::or(async { Some(stream.read(&mut answer).await) }, async {
+            sleep(REFUSAL_WAIT).await;
+            None
+        })
+        .await;
+        if let Some(read) = read {
+            if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
+                on_refused_by_peer(&counters, peer, addr, &reason);
+            }
+            // Refused, or closed without a word: try again later.
+            while queue.try_recv().is_ok() {
+                Counters::add(&counters.dropped, 1);
+            }
+            if queue.is_closed() {
+                return;
+            }
+            sleep(reconnect_backoff(failures)).await;
+            failures += 1;
             continue;
         }
         // A closed queue (the transport stopped) ends the task.

@@ -452,6 +452,9 @@ fn serve_connection(
                     ) {
                         tracing::warn!(%remote, %refusal, "refusing a connection");
                         Counters::add(&counters.refused_connections, 1);
+                        // Say why, then close (the peer waits for this before sending more).
+                        let _ = stream.write_all(&adapter_common::net::refusal_frame(&refusal));
+                        let _ = stream.shutdown(Shutdown::Write);
                         return None;
                     }
                     if let Ok(address) = address.parse() {
@@ -528,7 +531,12 @@ fn serve_connection(
 }
 
 /// Connects to `addr`, sets the socket up and says hello.
-fn connect(shared: &Shared, addr: SocketAddr, out: &mut Vec<u8>) -> io::Result<TcpStream> {
+fn connect(
+    shared: &Shared,
+    peer: NodeId,
+    addr: SocketAddr,
+    out: &mut Vec<u8>,
+) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
@@ -544,7 +552,22 @@ fn connect(shared: &Shared, addr: SocketAddr, out: &mut Vec<u8>) -> io::Result<T
     };
     encode_frame(&hello, HELLO_MAX_FRAME, out).map_err(io::Error::other)?;
     stream.write_all(out)?;
-    Ok(stream)
+    // An accepted hello gets no answer; a refused one gets the reason, then the close.
+    stream.set_read_timeout(Some(adapter_common::net::REFUSAL_WAIT))?;
+    let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
+    match stream.read(&mut answer) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(stream),
+        Err(e) => Err(e),
+        Ok(n) => {
+            if let Some(reason) = adapter_common::net::refusal_in(&answer[..n]) {
+                adapter_common::net::on_refused_by_peer(&shared.counters, peer, addr, &reason);
+            }
+            Err(io::Error::new(
+                ErrorKind::ConnectionRefused,
+                "the peer closed the connection after the hello",
+            ))
+        }
+    }
 }
 
 /// Keeps a connection to `peer` (at the address the book gives at each connection) and
@@ -561,7 +584,7 @@ fn write_loop(shared: &Shared, peer: NodeId, queue: &Receiver<Message>) {
             let Some(addr) = shared.book.address(peer) else {
                 break;
             };
-            match connect(shared, addr, &mut out) {
+            match connect(shared, peer, addr, &mut out) {
                 Ok(stream) => {
                     tracing::debug!(peer, %addr, "connected");
                     let id = shared.register(&stream);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use adapter_thread::transport::{MemoryNetwork, TcpConfig, TcpTransport, Transport};
 use crossbeam_channel::Receiver;
-use raft_proto::wire::{encode_frame, PeerFrame};
+use raft_proto::wire::{encode_frame, FrameDecoder, PeerFrame};
 use raft_proto::{Entry, Message, MessageBody, NodeId};
 
 const CLUSTER: u64 = 0x5eed;
@@ -114,18 +114,33 @@ fn timed_shutdown(transport: TcpTransport) {
     assert!(took < SHUTDOWN_BOUND, "shutdown took {took:?}");
 }
 
-/// Asserts that the other end closes `stream` (it never writes, so a read ends the
-/// connection or fails).
-fn assert_closed_by_node(stream: &mut TcpStream) {
+/// Asserts that the other end closes `stream`, having written nothing but, at most, one
+/// refusal frame; returns the refusal's reason if there was one.
+fn assert_closed_by_node(stream: &mut TcpStream) -> Option<String> {
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut buf = [0; 64];
-    match stream.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("the node wrote {n} bytes"),
-        Err(error) => assert!(
-            !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-            "the node kept the connection open: {error}"
-        ),
+    let mut written = Vec::new();
+    let mut buf = [0; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => written.extend_from_slice(&buf[..n]),
+            Err(error) => {
+                assert!(
+                    !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                    "the node kept the connection open: {error}"
+                );
+                break;
+            }
+        }
+    }
+    if written.is_empty() {
+        return None;
+    }
+    let mut decoder = FrameDecoder::new(1024);
+    decoder.extend(&written);
+    match decoder.next_frame::<PeerFrame>() {
+        Ok(Some(PeerFrame::Refused { reason })) => Some(reason),
+        other => panic!("the node wrote {} bytes: {other:?}", written.len()),
     }
 }
 
@@ -256,12 +271,14 @@ fn handshake_refuses_other_clusters_and_this_node_but_not_newcomers() {
     let b_addr = b.local_addr();
 
     // Raw connections: wrong cluster, this node's own id, and no hello at all.
+    // A refused hello is answered with the reason.
     let mut wrong_cluster = raw_connect(b_addr, &hello(CLUSTER + 1, 1));
-    assert_closed_by_node(&mut wrong_cluster);
+    let reason = assert_closed_by_node(&mut wrong_cluster).expect("a refusal");
+    assert!(reason.contains(&(CLUSTER + 1).to_string()), "{reason}");
     let mut no_hello = raw_connect(b_addr, &frame(&PeerFrame::Raft(msg(1, 2, 0))));
-    assert_closed_by_node(&mut no_hello);
+    assert_eq!(assert_closed_by_node(&mut no_hello), None);
     let mut self_hello = raw_connect(b_addr, &hello(CLUSTER, 2));
-    assert_closed_by_node(&mut self_hello);
+    assert!(assert_closed_by_node(&mut self_hello).is_some());
 
     // A real transport configured for another cluster, and one for a node that is not a
     // member yet (a node joining the cluster must be heard; membership is the core's business).
@@ -279,6 +296,13 @@ fn handshake_refuses_other_clusters_and_this_node_but_not_newcomers() {
         others.push(other);
     }
     assert!(eventually(|| b.stats().refused_connections >= 3));
+    // The transport of another cluster learns it was refused, and counts it.
+    assert!(
+        eventually(|| others[0].stats().refused_by_peers >= 1),
+        "{:?}",
+        others[0].stats()
+    );
+    assert_eq!(others[1].stats().refused_by_peers, 0);
     assert!(
         eventually(|| b.stats().bad_frames >= 1),
         "raft frame before hello"

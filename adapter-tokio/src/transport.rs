@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use adapter_common::net::{on_refused_by_peer, refusal_in, HELLO_MAX_FRAME, REFUSAL_WAIT};
 use adapter_common::net::{reconnect_backoff, TransportCounters as Counters};
 use adapter_common::{PeerBook, PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
 use raft_proto::{Message, NodeId};
@@ -239,6 +240,14 @@ async fn read_loop(
             Ok(0) => return,
             Ok(n) => {
                 if !reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok()) {
+                    if let Some(refusal) = reader.take_refusal() {
+                        // Say why, then close (the peer waits for this before sending more).
+                        let said = async {
+                            let _ = stream.write_all(&refusal).await;
+                            let _ = stream.shutdown().await;
+                        };
+                        let _ = tokio::time::timeout(HELLO_TIMEOUT, said).await;
+                    }
                     return;
                 }
             }
@@ -293,6 +302,23 @@ async fn write_loop(
         let _ = stream.set_nodelay(true);
         writer.hello(&mut out);
         if stream.write_all(&out).await.is_err() {
+            continue;
+        }
+        // An accepted hello gets no answer; a refused one gets the reason, then the close.
+        let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
+        if let Ok(read) = tokio::time::timeout(REFUSAL_WAIT, stream.read(&mut answer)).await {
+            if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
+                on_refused_by_peer(&counters, peer, addr, &reason);
+            }
+            // Refused, or closed without a word: try again later.
+            while queue.try_recv().is_ok() {
+                Counters::add(&counters.dropped, 1);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(reconnect_backoff(failures)) => {}
+                _ = stop.changed() => return,
+            }
+            failures += 1;
             continue;
         }
         loop {

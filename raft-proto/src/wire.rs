@@ -21,7 +21,8 @@
 //!
 //! On a peer-to-peer connection every frame is a [`PeerFrame`]: the connecting side first
 //! sends a [`PeerFrame::Hello`] naming its cluster and itself, then any number of
-//! [`PeerFrame::Raft`] messages.
+//! [`PeerFrame::Raft`] messages. An accepting side that refuses the hello answers with one
+//! [`PeerFrame::Refused`] saying why, then closes the connection.
 //!
 //! Everything here is a pure function of its input: no I/O, and nothing a peer sends can make
 //! it panic.
@@ -65,6 +66,12 @@ pub enum PeerFrame {
     },
     /// A Raft message from the sender (its `from` is the id given in the `Hello`).
     Raft(Message),
+    /// The only frame an accepting side ever sends: it refuses the connecting side's hello
+    /// (another cluster, or its own id), for the reason given, and closes the connection.
+    Refused {
+        /// Why, for the connecting side's log.
+        reason: String,
+    },
 }
 
 /// Why a frame could not be encoded or decoded.
