@@ -347,7 +347,7 @@ async fn write_loop(
         .await;
         if let Some(read) = read {
             if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
-                on_refused_by_peer(&counters, peer, addr, &reason);
+                on_refused_by_peer(counters, peer, addr, &reason);
             }
             // Refused, or closed without a word: try again later.
             while queue.try_recv().is_ok() {

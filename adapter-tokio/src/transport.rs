@@ -308,7 +308,7 @@ async fn write_loop(
         let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
         if let Ok(read) = tokio::time::timeout(REFUSAL_WAIT, stream.read(&mut answer)).await {
             if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
-                on_refused_by_peer(&counters, peer, addr, &reason);
+                on_refused_by_peer(counters, peer, addr, &reason);
             }
             // Refused, or closed without a word: try again later.
             while queue.try_recv().is_ok() {
