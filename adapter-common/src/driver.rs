@@ -674,6 +674,20 @@ impl<S: StateMachine> Driver<S> {
         self.routed = Some(membership.clone());
     }
 
+    /// The voters `transport` cannot reach (no configured address, and none in their member
+    /// data), each logged at `warn` (see [`crate::unreachable_voters`]). Every adapter's
+    /// `start` calls this once.
+    pub fn check_transport<T: crate::Transport>(&self, transport: &T) -> Vec<NodeId> {
+        let membership = self.core.membership();
+        let voters: Vec<NodeId> = membership
+            .voters()
+            .iter()
+            .copied()
+            .filter(|&v| membership.data(v).and_then(|d| member_address(d)).is_none())
+            .collect();
+        crate::unreachable_voters(self.id(), &voters, transport)
+    }
+
     /// The membership in force at this node.
     pub fn membership(&self) -> &Membership {
         self.core.membership()

@@ -67,6 +67,6 @@ pub use driver::{
     WaitError, WaitReply,
 };
 pub use net::{
-    check_hello, Inbox, MemoryNetwork, MemoryTransport, PeerBook, PeerReader, PeerWriter, Refusal,
-    TcpConfig, Transport, TransportStats,
+    check_hello, unreachable_voters, Inbox, MemoryNetwork, MemoryTransport, PeerBook, PeerReader,
+    PeerWriter, Refusal, TcpConfig, Transport, TransportStats,
 };

@@ -23,6 +23,14 @@ pub trait Transport: Send + Sync + 'static {
     fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
         let _ = members;
     }
+
+    /// Whether the transport knows where to reach `peer` now: `Some(false)` for a TCP
+    /// transport with no address for it, `None` for a transport that cannot tell (by default).
+    /// Checked against the voters when a node starts (see [`unreachable_voters`]).
+    fn can_reach(&self, peer: NodeId) -> Option<bool> {
+        let _ = peer;
+        None
+    }
 }
 
 impl<T: Transport> Transport for Arc<T> {
@@ -33,6 +41,35 @@ impl<T: Transport> Transport for Arc<T> {
     fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
         (**self).set_members(members);
     }
+
+    fn can_reach(&self, peer: NodeId) -> Option<bool> {
+        (**self).can_reach(peer)
+    }
+}
+
+/// The voters of `voters` other than `own` that `transport` has no address for, each logged
+/// at `warn`: the node's configuration (its voters) and the transport's (its peers) disagree.
+/// Such a voter is reached only once it connects and announces its address, so the cluster
+/// may not elect a leader until then. Every adapter's `start` checks this.
+pub fn unreachable_voters(
+    own: NodeId,
+    voters: &[NodeId],
+    transport: &impl Transport,
+) -> Vec<NodeId> {
+    let missing: Vec<NodeId> = voters
+        .iter()
+        .copied()
+        .filter(|&voter| voter != own && transport.can_reach(voter) == Some(false))
+        .collect();
+    for voter in &missing {
+        tracing::warn!(
+            node = own,
+            voter,
+            "a voter has no address in the transport's peers: it is reached only once it \
+             connects itself (list every voter in the TCP peers; a node's own id is skipped)"
+        );
+    }
+    missing
 }
 
 /// Where each peer can be reached, for a TCP transport whose peers change at run time.

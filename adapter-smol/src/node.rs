@@ -228,6 +228,7 @@ pub fn start_with<S: StateMachine, T: Transport>(
     let (driver, worker) = Driver::open(&options, state_machine, move |result| {
         let _ = durable_tx.send_blocking(result);
     })?;
+    driver.check_transport(&transport);
     let id = driver.id();
     spawner.spawn(Box::pin(async move {
         run(driver, worker, transport, inbound, commands_rx, durable_rx).await;

@@ -173,6 +173,10 @@ impl Drop for TcpTransport {
 }
 
 impl Transport for TcpTransport {
+    fn can_reach(&self, peer: NodeId) -> Option<bool> {
+        Some(self.book.address(peer).is_some())
+    }
+
     fn send(&self, message: Message) {
         let delivered = self
             .queue(message.to)

@@ -207,6 +207,7 @@ pub fn start<S: StateMachine, T: Transport>(
     let (driver, worker) = Driver::open(&options, state_machine, move |result| {
         let _ = durable_tx.send(result);
     })?;
+    driver.check_transport(&transport);
     let id = driver.id();
     let node_thread = std::thread::Builder::new()
         .name(format!("raft-{id}-node"))

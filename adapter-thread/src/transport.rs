@@ -324,6 +324,10 @@ fn join_by(handle: JoinHandle<()>, deadline: Instant) -> bool {
 }
 
 impl Transport for TcpTransport {
+    fn can_reach(&self, peer: NodeId) -> Option<bool> {
+        Some(self.shared.book.address(peer).is_some())
+    }
+
     fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
         let changed = self.shared.book.set_members(members);
         let mut queues = lock(&self.queues);

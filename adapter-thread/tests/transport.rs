@@ -609,3 +609,25 @@ fn memory_network_delivers_and_cuts_nodes_off() {
     });
     assert_eq!(rx1.try_recv().unwrap(), msg(3, 1, 9));
 }
+
+#[test]
+fn voters_without_an_address_are_reported_at_start() {
+    let (tx, _rx) = crossbeam_channel::bounded(10);
+    let peers = BTreeMap::from([
+        (1, "127.0.0.1:9".parse().unwrap()),
+        (2, "127.0.0.1:9".parse().unwrap()),
+    ]);
+    let config = TcpConfig::new(CLUSTER, 1, "127.0.0.1:0".parse().unwrap(), peers);
+    let transport = TcpTransport::start(config, tx).unwrap();
+    // The node itself needs no address; voter 3 has none.
+    assert_eq!(
+        adapter_common::unreachable_voters(1, &[1, 2, 3], &transport),
+        vec![3]
+    );
+    assert!(adapter_common::unreachable_voters(1, &[1, 2], &transport).is_empty());
+    // A transport that cannot tell reports nothing.
+    let network = MemoryNetwork::new();
+    let endpoint = network.endpoint(1, |_| true);
+    assert!(adapter_common::unreachable_voters(1, &[1, 2, 3], &endpoint).is_empty());
+    timed_shutdown(transport);
+}
