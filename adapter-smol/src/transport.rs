@@ -336,7 +336,6 @@ async fn write_loop(
                 continue;
             }
         };
-        failures = 0;
         let _ = stream.set_nodelay(true);
         writer.hello(&mut out);
         if stream.write_all(&out).await.is_err() {
@@ -364,6 +363,8 @@ async fn write_loop(
             failures += 1;
             continue;
         }
+        // Accepted: the next failure starts the backoff over.
+        failures = 0;
         // A closed queue (the transport stopped) ends the task.
         while let Ok(first) = queue.recv().await {
             let more = std::iter::from_fn(|| queue.try_recv().ok()).take(WRITE_BATCH - 1);

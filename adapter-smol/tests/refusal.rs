@@ -68,6 +68,11 @@ async fn refused() {
     .await;
     assert_eq!(received, Some(heartbeat(3, 2)));
     assert_eq!(c.stats().refused_by_peers, 0);
+    // The refused node backs off (20 ms, doubling to 1 s), rather than retrying every 20 ms.
+    let before = a.stats().refused_by_peers;
+    smol::Timer::after(Duration::from_secs(1)).await;
+    let retries = a.stats().refused_by_peers - before;
+    assert!(retries <= 8, "{retries} refusals in 1 s: no backoff");
     for transport in [a, b, c] {
         transport.shutdown();
     }

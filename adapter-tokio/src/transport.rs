@@ -302,7 +302,6 @@ async fn write_loop(
                 continue;
             }
         };
-        failures = 0;
         let _ = stream.set_nodelay(true);
         writer.hello(&mut out);
         if stream.write_all(&out).await.is_err() {
@@ -325,6 +324,8 @@ async fn write_loop(
             failures += 1;
             continue;
         }
+        // Accepted: the next failure starts the backoff over.
+        failures = 0;
         loop {
             let first = tokio::select! {
                 message = queue.recv() => match message {

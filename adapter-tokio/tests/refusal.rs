@@ -56,6 +56,11 @@ async fn a_peer_of_another_cluster_is_told_why_it_is_refused() {
     let received = tokio::time::timeout(Duration::from_secs(10), b_rx.recv()).await;
     assert_eq!(received.ok().flatten(), Some(heartbeat(3, 2)));
     assert_eq!(c.stats().refused_by_peers, 0);
+    // The refused node backs off (20 ms, doubling to 1 s), rather than retrying every 20 ms.
+    let before = a.stats().refused_by_peers;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let retries = a.stats().refused_by_peers - before;
+    assert!(retries <= 8, "{retries} refusals in 1 s: no backoff");
     for transport in [a, b, c] {
         transport.shutdown().await;
     }

@@ -109,7 +109,8 @@ pub struct SessionTable {
 }
 
 impl SessionTable {
-    /// An empty table keeping at most `max_clients` sessions (at least 1).
+    /// An empty table keeping at most `max_clients` sessions (at least 1). Every node must use
+    /// the same bound: which session expires is part of the replicated state.
     pub fn new(max_clients: usize) -> Self {
         Self {
             clients: BTreeMap::new(),
@@ -228,15 +229,19 @@ impl SessionTable {
             let (len, after) = take_u64(after)?;
             let (answer, after) = after.split_at_checked(usize::try_from(len).ok()?)?;
             rest = after;
-            table.by_activity.insert(active_at, id);
-            table.clients.insert(
-                id,
-                Client {
-                    last_seq,
-                    answer: answer.to_vec(),
-                    active_at,
-                },
-            );
+            // Ids and activity indexes are log indexes of distinct entries: a repeat is not a
+            // table this code wrote.
+            if table.by_activity.insert(active_at, id).is_some() {
+                return None;
+            }
+            let client = Client {
+                last_seq,
+                answer: answer.to_vec(),
+                active_at,
+            };
+            if table.clients.insert(id, client).is_some() {
+                return None;
+            }
         }
         Some((table, rest))
     }
@@ -410,6 +415,15 @@ mod tests {
             let answer = table.apply(1, bytes, |_| panic!("applied"));
             assert!(decode_answer(&answer).is_err());
         }
+        // Two sessions last active at the same index: not a table this code wrote.
+        let mut twice = SessionTable::new(8);
+        registered(&mut twice, 1);
+        registered(&mut twice, 2);
+        let mut bytes = Vec::new();
+        twice.encode_into(&mut bytes);
+        let first_active_at = 1 + 8 + 8 + 8;
+        bytes[first_active_at..first_active_at + 8].copy_from_slice(&2u64.to_le_bytes());
+        assert!(SessionTable::decode(&bytes, 8).is_none());
         let huge = [SNAPSHOT_VERSION, 255, 255, 255, 255, 255, 255, 255, 255];
         for bytes in [&[][..], &huge[..], &[7, 1]] {
             assert!(SessionTable::decode(bytes, 8).is_none());

@@ -160,3 +160,24 @@ fn retried_writes_apply_twice_without_sessions() {
     );
     eprintln!("{}", messages[0]);
 }
+
+/// More clients than the key-value model's session table keeps (64): sessions expire, their
+/// clients' writes are refused, never applied, and the clients register again. The history
+/// stays linearizable (a refused write once counted as done made it fail).
+#[test]
+fn more_clients_than_sessions_stay_linearizable() {
+    use raft_proto::sim::kv::{KvOptions, ReadMode};
+    use raft_proto::sim::{Sim, SimOptions, SECOND};
+    for seed in 0..5 {
+        let mut options = SimOptions::new(3, seed);
+        options.leader_noop = true;
+        let mut sim = Sim::new(options);
+        sim.check_one_leader().unwrap();
+        sim.start_kv(KvOptions::new(80, 16, ReadMode::ReadIndex));
+        sim.sleep(SECOND).unwrap();
+        let report = sim
+            .finish_kv()
+            .unwrap_or_else(|f| panic!("seed {seed}: {f}"));
+        assert!(report.writes_acked > 0, "seed {seed}: {report:?}");
+    }
+}

@@ -37,7 +37,7 @@ use lincheck::{Budget, Input, Operation, Output, Verdict};
 
 use super::{Failure, FailureKind, Sim, SimEvent, MS};
 use crate::io::{Event, ProposalOutcome};
-use crate::sessions::{plain, ClientSession, SessionTable};
+use crate::sessions::{decode_answer, plain, ClientSession, SessionError, SessionTable};
 use crate::types::{Index, Payload, Term};
 
 /// How clients read.
@@ -145,6 +145,8 @@ pub(super) struct KvState {
     written: BTreeSet<u64>,
     /// A write applied a second time, once seen.
     pub(super) applied_twice: Option<u64>,
+    /// The session table's answer to the last command applied.
+    last_answer: Vec<u8>,
 }
 
 impl Default for KvState {
@@ -154,6 +156,7 @@ impl Default for KvState {
             table: SessionTable::new(MAX_SESSIONS),
             written: BTreeSet::new(),
             applied_twice: None,
+            last_answer: Vec::new(),
         }
     }
 }
@@ -192,7 +195,7 @@ impl KvState {
     /// key-value command changes nothing).
     pub(super) fn apply(&mut self, index: Index, data: &[u8]) {
         let (map, written, twice) = (&mut self.map, &mut self.written, &mut self.applied_twice);
-        self.table.apply(index, data, |command| {
+        self.last_answer = self.table.apply(index, data, |command| {
             if let Some((PUT, key, value)) = decode(command) {
                 if !written.insert(value) {
                     twice.get_or_insert(value);
@@ -603,13 +606,25 @@ impl Sim {
                     read,
                 } if *wanted == index => {
                     let op = pending.op;
+                    let answer = decode_answer(&self.servers[s].kv.last_answer);
                     let output = if *wanted_term == term && wanted_data == data {
-                        if *read {
-                            self.kv.report.reads_served += 1;
-                            Some(Output::Value(self.servers[s].kv.get(*key)))
-                        } else {
-                            self.kv.report.writes_acked += 1;
-                            Some(Output::Done)
+                        match answer {
+                            Ok(_) if *read => {
+                                self.kv.report.reads_served += 1;
+                                Some(Output::Value(self.servers[s].kv.get(*key)))
+                            }
+                            Ok(_) => {
+                                self.kv.report.writes_acked += 1;
+                                Some(Output::Done)
+                            }
+                            Err(refusal) => {
+                                // Not applied now (an earlier attempt may have been): the
+                                // outcome is unknown, and an expired session registers again.
+                                if refusal == SessionError::Expired {
+                                    self.kv.clients[c].session = None;
+                                }
+                                None
+                            }
                         }
                     } else {
                         // Another entry took its index: it was never committed, and never
