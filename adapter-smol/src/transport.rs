@@ -298,6 +298,34 @@ async fn read_loop(
     }
 }
 
+/// Connects to `peer` at `addr` and says hello. `None` if the connection fails, or the peer
+/// refuses the hello (an accepted hello gets no answer; a refused one gets the reason, logged
+/// and counted here, then the close).
+async fn connect_and_greet(
+    peer: NodeId,
+    addr: SocketAddr,
+    writer: &PeerWriter,
+    out: &mut Vec<u8>,
+) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    writer.hello(out);
+    stream.write_all(out).await.ok()?;
+    let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
+    let read = future::or(async { Some(stream.read(&mut answer).await) }, async {
+        sleep(REFUSAL_WAIT).await;
+        None
+    })
+    .await;
+    let Some(read) = read else {
+        return Some(stream);
+    };
+    if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
+        on_refused_by_peer(writer.counters(), peer, addr, &reason);
+    }
+    None
+}
+
 /// Owns the connection to one peer: connects (with backoff) to the address the book gives,
 /// says hello, writes what is queued; reconnects after an error. Ends when the transport
 /// stops, the queue closes, or the peer has no address any more.
@@ -315,16 +343,20 @@ async fn write_loop(
         let Some(addr) = book.address(peer) else {
             return;
         };
-        let connected = future::or(async { Some(TcpStream::connect(addr).await) }, async {
-            let _ = stopped.recv().await;
-            None
-        })
+        let greeted = future::or(
+            async { Some(connect_and_greet(peer, addr, &writer, &mut out).await) },
+            async {
+                let _ = stopped.recv().await;
+                None
+            },
+        )
         .await;
-        let mut stream = match connected {
+        let mut stream = match greeted {
             None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(_)) => {
-                // Unreachable: what waits for it is stale by the time it comes back.
+            Some(Some(stream)) => stream,
+            Some(None) => {
+                // Unreachable or refused: what waits for it is stale by the time it comes
+                // back.
                 while queue.try_recv().is_ok() {
                     Counters::add(&counters.dropped, 1);
                 }
@@ -336,33 +368,6 @@ async fn write_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        writer.hello(&mut out);
-        if stream.write_all(&out).await.is_err() {
-            continue;
-        }
-        // An accepted hello gets no answer; a refused one gets the reason, then the close.
-        let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
-        let read = future::or(async { Some(stream.read(&mut answer).await) }, async {
-            sleep(REFUSAL_WAIT).await;
-            None
-        })
-        .await;
-        if let Some(read) = read {
-            if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
-                on_refused_by_peer(counters, peer, addr, &reason);
-            }
-            // Refused, or closed without a word: try again later.
-            while queue.try_recv().is_ok() {
-                Counters::add(&counters.dropped, 1);
-            }
-            if queue.is_closed() {
-                return;
-            }
-            sleep(reconnect_backoff(failures)).await;
-            failures += 1;
-            continue;
-        }
         // Accepted: the next failure starts the backoff over.
         failures = 0;
         // A closed queue (the transport stopped) ends the task.

@@ -266,6 +266,31 @@ async fn read_loop(
     }
 }
 
+/// Connects to `peer` at `addr` and says hello. `None` if the connection fails, or the peer
+/// refuses the hello (an accepted hello gets no answer; a refused one gets the reason, logged
+/// and counted here, then the close).
+async fn connect_and_greet(
+    peer: NodeId,
+    addr: SocketAddr,
+    writer: &PeerWriter,
+    out: &mut Vec<u8>,
+) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    writer.hello(out);
+    stream.write_all(out).await.ok()?;
+    let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
+    match tokio::time::timeout(REFUSAL_WAIT, stream.read(&mut answer)).await {
+        Err(_) => Some(stream),
+        Ok(read) => {
+            if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
+                on_refused_by_peer(writer.counters(), peer, addr, &reason);
+            }
+            None
+        }
+    }
+}
+
 /// Owns the connection to one peer: connects (with backoff) to the address the book gives,
 /// says hello, writes what is queued; reconnects after an error. Ends when the queue closes
 /// or the peer has no address any more.
@@ -283,37 +308,12 @@ async fn write_loop(
         let Some(addr) = book.address(peer) else {
             return;
         };
-        let connected = tokio::select! {
-            connected = TcpStream::connect(addr) => connected,
+        let greeted = tokio::select! {
+            greeted = connect_and_greet(peer, addr, &writer, &mut out) => greeted,
             _ = stop.changed() => return,
         };
-        let mut stream = match connected {
-            Ok(stream) => stream,
-            Err(_) => {
-                // Unreachable: what waits for it is stale by the time it comes back.
-                while queue.try_recv().is_ok() {
-                    Counters::add(&counters.dropped, 1);
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(reconnect_backoff(failures)) => {}
-                    _ = stop.changed() => return,
-                }
-                failures += 1;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        writer.hello(&mut out);
-        if stream.write_all(&out).await.is_err() {
-            continue;
-        }
-        // An accepted hello gets no answer; a refused one gets the reason, then the close.
-        let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
-        if let Ok(read) = tokio::time::timeout(REFUSAL_WAIT, stream.read(&mut answer)).await {
-            if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
-                on_refused_by_peer(counters, peer, addr, &reason);
-            }
-            // Refused, or closed without a word: try again later.
+        let Some(mut stream) = greeted else {
+            // Unreachable or refused: what waits for it is stale by the time it comes back.
             while queue.try_recv().is_ok() {
                 Counters::add(&counters.dropped, 1);
             }
@@ -323,7 +323,7 @@ async fn write_loop(
             }
             failures += 1;
             continue;
-        }
+        };
         // Accepted: the next failure starts the backoff over.
         failures = 0;
         loop {
