@@ -36,6 +36,16 @@ fn follower(sim: &Sim, leader: usize, rng: &mut Rng) -> usize {
     (leader + 1 + rng.range(0, sim.len() as u64 - 1) as usize) % sim.len()
 }
 
+/// Disconnects the leader (if there is one) for `duration`, then reconnects it.
+fn cut_leader_off(sim: &mut Sim, duration: u64) -> Result<(), Failure> {
+    if let Some(leader) = sim.current_leader() {
+        sim.disconnect(leader);
+        sim.sleep(duration)?;
+        sim.connect(leader);
+    }
+    Ok(())
+}
+
 /// Fails unless the workload answered at least `reads` reads and acknowledged `writes` writes.
 fn made_progress(sim: &Sim, report: &KvReport, reads: u64, writes: u64) -> Result<(), Failure> {
     if report.reads_served < reads || report.writes_acked < writes {
@@ -56,11 +66,7 @@ pub(super) fn read_index(sim: &mut Sim, _rng: &mut Rng) -> Result<(), Failure> {
     sim.check_one_leader()?;
     sim.start_kv(KvOptions::new(5, 4, ReadMode::ReadIndex));
     sim.sleep(2 * SECOND)?;
-    if let Some(leader) = sim.current_leader() {
-        sim.disconnect(leader);
-        sim.sleep(1500 * MS)?;
-        sim.connect(leader);
-    }
+    cut_leader_off(sim, 1500 * MS)?;
     sim.sleep(2 * SECOND)?;
     let report = sim.finish_kv()?;
     made_progress(sim, &report, 50, 50)?;
@@ -148,11 +154,7 @@ pub(super) fn follower_read(sim: &mut Sim, _rng: &mut Rng) -> Result<(), Failure
     options.reads_at = Target::Followers;
     sim.start_kv(options);
     sim.sleep(2 * SECOND)?;
-    if let Some(leader) = sim.current_leader() {
-        sim.disconnect(leader);
-        sim.sleep(1500 * MS)?;
-        sim.connect(leader);
-    }
+    cut_leader_off(sim, 1500 * MS)?;
     sim.sleep(2 * SECOND)?;
     let report = sim.finish_kv()?;
     made_progress(sim, &report, 50, 50)
@@ -344,11 +346,7 @@ pub(super) fn retried_writes(sim: &mut Sim, _rng: &mut Rng) -> Result<(), Failur
     sim.start_kv(options);
     for _ in 0..3 {
         sim.sleep(SECOND)?;
-        if let Some(leader) = sim.current_leader() {
-            sim.disconnect(leader);
-            sim.sleep(300 * MS)?;
-            sim.connect(leader);
-        }
+        cut_leader_off(sim, 300 * MS)?;
     }
     sim.sleep(SECOND)?;
     let report = sim.finish_kv()?;
