@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use adapter_smol::transport::TcpTransport;
 use adapter_smol::{
-    inbound_channel, NodeHandle, NodeId, NodeOptions, ProposeError, SmolSpawner, StateMachine,
-    TcpConfig,
+    inbound_channel, NodeHandle, NodeId, NodeOptions, ProposeError, StateMachine, TcpConfig,
 };
 
 /// How many times each word was proposed. Shared with the example so that it can print it;
@@ -77,7 +76,7 @@ async fn start_cluster(dirs: &[PathBuf]) -> Vec<Member> {
         // The same map for every node: a node skips itself.
         let tcp = TcpConfig::new(CLUSTER_ID, id, addresses[&id], addresses.clone());
         let (inbound_tx, inbound_rx) = inbound_channel();
-        let transport = TcpTransport::start_with_listener(tcp, listener, inbound_tx, SmolSpawner)
+        let transport = TcpTransport::start_with_listener(tcp, listener, inbound_tx)
             .await
             .unwrap();
         let transport = Arc::new(transport);

@@ -6,12 +6,16 @@
 //! state machine trait, the errors — comes from [`adapter_common`], shared with
 //! `adapter-thread` and `adapter-tokio`.
 //!
-//! # Example: a single-node cluster on smol (under async-std, pass
-//! `|f| { async_std::task::spawn(f); }` as the spawner)
+//! # Example: a single-node cluster on smol
+//!
+//! Under async-std (or any other executor), start the transport with
+//! [`TcpTransport::start_with`](transport::TcpTransport::start_with) and the node with
+//! [`start_with`], passing `|f| { async_std::task::spawn(f); }` as the spawner; the rest is
+//! the same.
 //!
 //! ```
 //! use adapter_smol::transport::TcpTransport;
-//! use adapter_smol::{NodeOptions, ProposeError, SmolSpawner, StateMachine, TcpConfig};
+//! use adapter_smol::{NodeOptions, ProposeError, StateMachine, TcpConfig};
 //!
 //! struct Counter(u64);
 //!
@@ -32,7 +36,7 @@
 //!     let dir = std::env::temp_dir().join(format!("adapter-smol-doc-{}", std::process::id()));
 //!     let (inbound_tx, inbound_rx) = async_channel::bounded(1024);
 //!     let tcp = TcpConfig::new(7, 1, "127.0.0.1:0".parse().unwrap(), Default::default());
-//!     let transport = TcpTransport::start(tcp, inbound_tx, SmolSpawner).await.unwrap();
+//!     let transport = TcpTransport::start(tcp, inbound_tx).await.unwrap();
 //!     let options = NodeOptions::new(1, vec![1], &dir);
 //!     let node = adapter_smol::start(options, Counter(0), transport, inbound_rx).unwrap();
 //!     let answer = loop {

@@ -25,14 +25,14 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use raft_proto::{Message, NodeId};
 use smol::net::{TcpListener, TcpStream};
 
-use crate::node::{sleep, Spawn};
+use crate::node::{sleep, SmolSpawner, Spawn};
 
 /// A connection must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages written to a connection in one go, at most.
 const WRITE_BATCH: usize = 256;
 
-/// A TCP transport whose tasks run on the executor given at start.
+/// A TCP transport whose tasks run on smol's executor, or on the one given at start.
 pub struct TcpTransport {
     config: Arc<TcpConfig>,
     book: Arc<PeerBook>,
@@ -56,15 +56,11 @@ impl std::fmt::Debug for TcpTransport {
 }
 
 impl TcpTransport {
-    /// Binds `config.listen` and starts the transport's tasks with `spawner`; received
-    /// messages go to `inbound` (dropped when it is full).
-    pub async fn start(
-        config: TcpConfig,
-        inbound: Sender<Message>,
-        spawner: impl Spawn + Clone,
-    ) -> io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
-        Self::start_on(config, listener, inbound, spawner)
+    /// Binds `config.listen` and starts the transport's tasks on smol's global executor;
+    /// received messages go to `inbound` (dropped when it is full). For another executor
+    /// (async-std's), see [`start_with`](Self::start_with).
+    pub async fn start(config: TcpConfig, inbound: Sender<Message>) -> io::Result<Self> {
+        Self::start_with(config, None, inbound, SmolSpawner).await
     }
 
     /// Like [`start`](Self::start), but accepts on an already bound `listener` (and ignores
@@ -74,9 +70,25 @@ impl TcpTransport {
         config: TcpConfig,
         listener: std::net::TcpListener,
         inbound: Sender<Message>,
+    ) -> io::Result<Self> {
+        Self::start_with(config, Some(listener), inbound, SmolSpawner).await
+    }
+
+    /// The general form of [`start`](Self::start) and
+    /// [`start_with_listener`](Self::start_with_listener): accepts on `listener` (or binds
+    /// `config.listen` when it is `None`) and runs the transport's tasks on the executor of
+    /// `spawner`, as [`start_with`](crate::start_with) does for the node.
+    pub async fn start_with(
+        config: TcpConfig,
+        listener: Option<std::net::TcpListener>,
+        inbound: Sender<Message>,
         spawner: impl Spawn + Clone,
     ) -> io::Result<Self> {
-        Self::start_on(config, TcpListener::try_from(listener)?, inbound, spawner)
+        let listener = match listener {
+            Some(listener) => TcpListener::try_from(listener)?,
+            None => TcpListener::bind(config.listen).await?,
+        };
+        Self::start_on(config, listener, inbound, spawner)
     }
 
     fn start_on(

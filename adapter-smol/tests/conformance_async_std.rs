@@ -86,7 +86,7 @@ impl Harness for AsyncStd {
     fn start(&self, options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode> {
         let (tx, rx) = async_channel::bounded(4096);
         let transport = Arc::new(
-            async_std::task::block_on(TcpTransport::start(tcp, tx, async_std_spawner))
+            async_std::task::block_on(TcpTransport::start_with(tcp, None, tx, async_std_spawner))
                 .expect("listens"),
         );
         let handle = adapter_smol::start_with(

@@ -6,8 +6,7 @@ use std::time::Duration;
 use adapter_common::conformance::{Harness, TestNode};
 use adapter_smol::transport::TcpTransport;
 use adapter_smol::{
-    NodeHandle, NodeOptions, ProposeError, ReadError, SmolSpawner, Status, TcpConfig,
-    TransferError, WaitError,
+    NodeHandle, NodeOptions, ProposeError, ReadError, Status, TcpConfig, TransferError, WaitError,
 };
 use raft_proto::{Membership, MembershipChange};
 
@@ -87,8 +86,7 @@ impl TestNode for Node {
 impl Harness for Smol {
     fn start(&self, options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode> {
         let (tx, rx) = async_channel::bounded(4096);
-        let transport =
-            Arc::new(smol::block_on(TcpTransport::start(tcp, tx, SmolSpawner)).expect("listens"));
+        let transport = Arc::new(smol::block_on(TcpTransport::start(tcp, tx)).expect("listens"));
         let handle = adapter_smol::start(
             options,
             adapter_common::conformance::machine(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use raft_proto::MessageBody;
 
 use adapter_smol::transport::TcpTransport;
-use adapter_smol::{inbound_channel, Message, SmolSpawner, TcpConfig, Transport};
+use adapter_smol::{inbound_channel, Message, TcpConfig, Transport};
 
 fn heartbeat(from: u64, to: u64) -> Message {
     Message {
@@ -37,20 +37,16 @@ fn a_peer_of_another_cluster_is_told_why_it_is_refused() {
 async fn refused() {
     let any = "127.0.0.1:0".parse().unwrap();
     let (b_tx, b_rx) = inbound_channel();
-    let b = TcpTransport::start(
-        TcpConfig::new(42, 2, any, BTreeMap::new()),
-        b_tx,
-        SmolSpawner,
-    )
-    .await
-    .unwrap();
+    let b = TcpTransport::start(TcpConfig::new(42, 2, any, BTreeMap::new()), b_tx)
+        .await
+        .unwrap();
     let peers = BTreeMap::from([(2, b.local_addr())]);
     let (a_tx, _a_rx) = inbound_channel();
-    let a = TcpTransport::start(TcpConfig::new(43, 1, any, peers.clone()), a_tx, SmolSpawner)
+    let a = TcpTransport::start(TcpConfig::new(43, 1, any, peers.clone()), a_tx)
         .await
         .unwrap();
     let (c_tx, _c_rx) = inbound_channel();
-    let c = TcpTransport::start(TcpConfig::new(42, 3, any, peers), c_tx, SmolSpawner)
+    let c = TcpTransport::start(TcpConfig::new(42, 3, any, peers), c_tx)
         .await
         .unwrap();
     a.send(heartbeat(1, 2));

@@ -226,12 +226,8 @@ impl AdapterCluster {
                 Adapter::Smol => {
                     let (tx, rx) = async_channel::bounded(64 * 1024);
                     let transport = Arc::new(
-                        smol::block_on(adapter_smol::transport::TcpTransport::start(
-                            tcp,
-                            tx,
-                            adapter_smol::SmolSpawner,
-                        ))
-                        .expect("listens"),
+                        smol::block_on(adapter_smol::transport::TcpTransport::start(tcp, tx))
+                            .expect("listens"),
                     );
                     let node = adapter_smol::start(
                         options,

@@ -214,7 +214,8 @@ fn start_smol(
     tcp: TcpConfig,
 ) -> Result<Node, StartError> {
     let (tx, rx) = async_channel::bounded(16 * 1024);
-    let transport = adapter_smol::transport::TcpTransport::start(tcp, tx, spawner.clone());
+    let transport =
+        adapter_smol::transport::TcpTransport::start_with(tcp, None, tx, spawner.clone());
     let transport = Arc::new(smol::block_on(transport).map_err(io_error)?);
     let node = adapter_smol::start_with(
         options,
