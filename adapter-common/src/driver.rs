@@ -197,6 +197,7 @@ pub enum StartError {
 
 /// A node's state, as a handle's `status` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Status {
     /// The node's id.
     pub id: NodeId,
@@ -214,6 +215,12 @@ pub struct Status {
     pub applied_index: Index,
     /// The last index covered by its latest snapshot.
     pub snapshot_index: Index,
+    /// Its transport's counters as of the node's latest wake-up (`None` when the transport
+    /// keeps none; see [`Transport::counters`](crate::Transport::counters)). A
+    /// [`refused_by_peers`](crate::TransportStats::refused_by_peers) above zero means a
+    /// misconfigured cluster: a peer has a different cluster id, or already uses this
+    /// node's id; both ends log why.
+    pub transport: Option<crate::TransportStats>,
 }
 
 /// Completes one proposal: called exactly once with its outcome. Each adapter wraps its own
@@ -374,6 +381,8 @@ pub struct Driver<S> {
     /// The target of the transfer under way (also one started for a shutdown).
     transfer_target: Option<NodeId>,
     transfer_on_shutdown: bool,
+    /// The transport's counters at the latest wake-up.
+    transport: Option<crate::TransportStats>,
     /// Shutting down: the hand-over ends by this time at the latest.
     stopping: Option<u64>,
     /// The hand-over cannot happen (refused or aborted): stop now.
@@ -424,6 +433,7 @@ impl<S: StateMachine> Driver<S> {
             applied_waiters: BTreeMap::new(),
             transfer_target: None,
             transfer_on_shutdown: options.transfer_on_shutdown,
+            transport: None,
             stopping: None,
             stop_now: false,
             election_timeout: options.raft.election_timeout_max,
@@ -489,6 +499,7 @@ impl<S: StateMachine> Driver<S> {
             commit_index: core.commit_index(),
             applied_index: core.applied_index(),
             snapshot_index: core.snapshot_index(),
+            transport: self.transport,
         }
     }
 
@@ -650,6 +661,7 @@ impl<S: StateMachine> Driver<S> {
             self.shut_down();
         }
         self.route_members(transport);
+        self.transport = transport.counters();
         for message in out.messages.drain(..) {
             transport.send(message);
         }
@@ -677,7 +689,8 @@ impl<S: StateMachine> Driver<S> {
     /// The voters `transport` cannot reach (no configured address, and none in their member
     /// data), each logged at `warn` (see [`crate::unreachable_voters`]). Every adapter's
     /// `start` calls this once.
-    pub fn check_transport<T: crate::Transport>(&self, transport: &T) -> Vec<NodeId> {
+    pub fn check_transport<T: crate::Transport>(&mut self, transport: &T) -> Vec<NodeId> {
+        self.transport = transport.counters();
         let membership = self.core.membership();
         let voters: Vec<NodeId> = membership
             .voters()

@@ -31,6 +31,14 @@ pub trait Transport: Send + Sync + 'static {
         let _ = peer;
         None
     }
+
+    /// The transport's counters now, if it keeps any (`None` by default). The node copies
+    /// them into its [`Status::transport`](crate::Status::transport) on every wake-up, so
+    /// that a misconfiguration the transport sees (a peer refusing this node) shows in the
+    /// node's status.
+    fn counters(&self) -> Option<TransportStats> {
+        None
+    }
 }
 
 impl<T: Transport> Transport for Arc<T> {
@@ -44,6 +52,10 @@ impl<T: Transport> Transport for Arc<T> {
 
     fn can_reach(&self, peer: NodeId) -> Option<bool> {
         (**self).can_reach(peer)
+    }
+
+    fn counters(&self) -> Option<TransportStats> {
+        (**self).counters()
     }
 }
 

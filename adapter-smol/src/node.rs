@@ -225,7 +225,7 @@ pub fn start_with<S: StateMachine, T: Transport>(
     let (commands_tx, commands_rx) = async_channel::unbounded();
     let (durable_tx, durable_rx) = async_channel::unbounded();
     let (done_tx, done_rx) = async_channel::bounded::<()>(1);
-    let (driver, worker) = Driver::open(&options, state_machine, move |result| {
+    let (mut driver, worker) = Driver::open(&options, state_machine, move |result| {
         let _ = durable_tx.send_blocking(result);
     })?;
     driver.check_transport(&transport);

@@ -328,6 +328,10 @@ impl Transport for TcpTransport {
         Some(self.shared.book.address(peer).is_some())
     }
 
+    fn counters(&self) -> Option<TransportStats> {
+        Some(self.stats())
+    }
+
     fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
         let changed = self.shared.book.set_members(members);
         let mut queues = lock(&self.queues);

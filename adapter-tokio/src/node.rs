@@ -187,7 +187,7 @@ pub fn start<S: StateMachine, T: Transport>(
 ) -> Result<NodeHandle, StartError> {
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
-    let (driver, worker) = Driver::open(&options, state_machine, move |result| {
+    let (mut driver, worker) = Driver::open(&options, state_machine, move |result| {
         let _ = durable_tx.send(result);
     })?;
     driver.check_transport(&transport);

@@ -164,6 +164,10 @@ impl Transport for TcpTransport {
         Some(self.book.address(peer).is_some())
     }
 
+    fn counters(&self) -> Option<TransportStats> {
+        Some(self.stats())
+    }
+
     fn send(&self, message: Message) {
         let delivered = self
             .queue(message.to)

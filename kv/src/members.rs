@@ -223,11 +223,19 @@ pub(crate) fn status(cluster: &[SocketAddr]) -> Result<Vec<String>, String> {
                 leader,
                 commit,
                 applied,
+                refused_by_peers,
             }) => {
                 answered += 1;
                 let leader = leader.map_or_else(|| "none".to_string(), |l| l.to_string());
+                let refused = if refused_by_peers > 0 {
+                    format!(
+                        "  MISCONFIGURED: peers refused it {refused_by_peers} times (another cluster id, or its id taken; see its log)"
+                    )
+                } else {
+                    String::new()
+                };
                 lines.push(format!(
-                    "{addr}  node {id}  {role:<9} term {term}  leader {leader}  commit {commit}  applied {applied}"
+                    "{addr}  node {id}  {role:<9} term {term}  leader {leader}  commit {commit}  applied {applied}{refused}"
                 ));
             }
             Ok(Response::Unavailable(why)) => lines.push(format!("{addr}  unavailable: {why}")),

@@ -141,6 +141,9 @@ pub(crate) enum Response {
         leader: Option<NodeId>,
         commit: u64,
         applied: u64,
+        /// Connections its peers refused (a wrong cluster id, or its id taken): non-zero
+        /// means a misconfigured cluster.
+        refused_by_peers: u64,
     },
     /// A membership (in force, or the one a change led to).
     Members(Members),

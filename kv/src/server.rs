@@ -284,6 +284,7 @@ fn serve_client(
                     leader: s.leader,
                     commit: s.commit_index,
                     applied: s.applied_index,
+                    refused_by_peers: s.transport.map_or(0, |t| t.refused_by_peers),
                 },
                 None => Response::Unavailable("shut down".into()),
             },
