@@ -53,6 +53,18 @@ pub trait Harness: Sync {
     fn start(&self, options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode>;
 }
 
+/// Runs another harness's nodes with the state machine on a thread of its own
+/// ([`NodeOptions::apply_on_thread`]), so that the whole suite can check that mode too.
+#[derive(Debug)]
+pub struct ApplyOnThread<H>(pub H);
+
+impl<H: Harness> Harness for ApplyOnThread<H> {
+    fn start(&self, mut options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode> {
+        options.apply_on_thread = true;
+        self.0.start(options, tcp)
+    }
+}
+
 /// The suite's state machine: a [`LogMachine`] behind client sessions, so that a check can
 /// retry a command in doubt and see it applied once. The suite's helpers encode ordinary
 /// commands with [`sessions::plain`].
@@ -64,11 +76,46 @@ pub fn machine() -> SuiteMachine {
 }
 
 /// Appends every command; answers how many it holds.
+///
+/// A command [`stall_command`] makes the first machine of the process that applies it block
+/// for the time it names (the leader's, which applies first): a slow state machine.
 #[derive(Debug, Default)]
 pub struct LogMachine(Vec<Vec<u8>>);
 
+/// The tokens of the stall commands some machine already stalled on.
+static STALLED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// A command that blocks the first [`LogMachine`] of the process to apply it for `millis`;
+/// `token` tells stall commands apart.
+pub fn stall_command(millis: u64, token: u64) -> Vec<u8> {
+    format!("stall {millis} {token}").into_bytes()
+}
+
+fn stall(command: &[u8]) {
+    let Some(words) = std::str::from_utf8(command)
+        .ok()
+        .and_then(|c| c.strip_prefix("stall "))
+    else {
+        return;
+    };
+    let mut words = words.split(' ').map(|w| w.parse::<u64>().ok());
+    let (Some(Some(millis)), Some(Some(token))) = (words.next(), words.next()) else {
+        return;
+    };
+    let first = {
+        let mut stalled = STALLED.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = !stalled.contains(&token);
+        stalled.push(token);
+        first
+    };
+    if first {
+        std::thread::sleep(Duration::from_millis(millis));
+    }
+}
+
 impl StateMachine for LogMachine {
     fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+        stall(command);
         self.0.push(command.to_vec());
         (self.0.len() as u64).to_le_bytes().to_vec()
     }
@@ -592,6 +639,82 @@ pub fn wait_applied(harness: &dyn Harness) {
     );
 }
 
+/// With [`NodeOptions::apply_on_thread`], a state machine that blocks for longer than an
+/// election timeout delays neither the leader's heartbeats nor its answers: see
+/// [`leader_survives_a_stalled_state_machine`].
+pub fn slow_apply_on_its_own_thread(harness: &dyn Harness) {
+    assert!(leader_survives_a_stalled_state_machine(harness, true));
+}
+
+/// Stalls the leader's state machine for 2 s (four times the longest election timeout) and
+/// returns whether the leader kept its leadership and term. With `apply_on_thread` it also
+/// checks that the leader's status answers meanwhile, that it commits an entry its state
+/// machine has not applied yet, and that both proposals are answered once the state machine
+/// returns. On the loop (`apply_on_thread` false) the leader is silent for the whole stall,
+/// and the followers elect another one.
+pub fn leader_survives_a_stalled_state_machine(
+    harness: &dyn Harness,
+    apply_on_thread: bool,
+) -> bool {
+    static TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let token = TOKEN.fetch_add(1, Ordering::Relaxed);
+    let tweak: fn(&mut NodeOptions) = if apply_on_thread {
+        |options| options.apply_on_thread = true
+    } else {
+        |options| options.apply_on_thread = false
+    };
+    let cluster = Cluster::with_options(harness, &format!("stall-{apply_on_thread}"), tweak);
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"before");
+    let before = cluster.node(leader).status().expect("running");
+    let stall = sessions::plain(&stall_command(2000, token));
+    let after = sessions::plain(b"after");
+    let node = cluster.node(leader);
+    let started = Instant::now();
+    let (stalled, behind, unapplied, read) = std::thread::scope(|s| {
+        let stalled = s.spawn(|| node.propose(stall, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(200));
+        let behind = s.spawn(|| node.propose(after, Duration::from_secs(10)));
+        // A read covers the stalled entry: it is served only once the state machine
+        // applied it.
+        let read = s.spawn(|| {
+            let index = node.read_index(Duration::from_secs(10));
+            (index, started.elapsed(), node.status().expect("running"))
+        });
+        // Meanwhile the leader answers, and commits what its state machine has not applied.
+        let mut unapplied = false;
+        while apply_on_thread && started.elapsed() < Duration::from_millis(1500) {
+            let status = node.status().expect("running");
+            unapplied |= status.commit_index > status.applied_index;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stalled = stalled.join().expect("no panic");
+        let behind = behind.join().expect("no panic");
+        (stalled, behind, unapplied, read.join().expect("no panic"))
+    });
+    let now = node.status().expect("running");
+    let kept = now.role == Role::Leader && now.term == before.term;
+    if apply_on_thread {
+        assert!(unapplied, "the leader never committed past what it applied");
+        let stalled = stalled.expect("the stalled command is answered");
+        let behind = behind.expect("the command behind it is answered");
+        let count = |answer: &[u8]| {
+            let answer = decode_answer(answer).expect("a plain command is applied");
+            u64::from_le_bytes(answer.try_into().expect("a count"))
+        };
+        assert_eq!(count(&behind), count(&stalled) + 1, "answered in log order");
+        assert!(started.elapsed() >= Duration::from_secs(2), "it stalled");
+        let (index, served_after, status) = read;
+        let index = index.expect("the read is served");
+        assert!(
+            served_after >= Duration::from_secs(2) && status.applied_index >= index,
+            "read index {index} served after {served_after:?}, before the state machine \
+             applied it ({status:?})"
+        );
+    }
+    kept
+}
+
 /// A command whose outcome was left in doubt (`Indeterminate`: its leader was cut off after
 /// the followers had the entry, and caught up through a snapshot covering it) and is then
 /// retried with the same bytes through its client session is applied exactly once.
@@ -992,7 +1115,8 @@ macro_rules! conformance_tests {
             proposal_times_out_without_quorum, partitioned_follower_rejoins,
             grow_one_to_three, replace_a_node, shrink_and_grow_back, linearizable_reads,
             read_fails_without_quorum, transfer_leadership, shutdown_hands_leadership_over,
-            wait_applied, retry_after_indeterminate_applies_once);
+            wait_applied, retry_after_indeterminate_applies_once,
+            slow_apply_on_its_own_thread);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::applier::{ApplierReport, ApplyThread, Report};
 use raft_proto::{
     Action, Config, DurableState, EntryKind, Event, Index, Membership, MembershipChange,
     MembershipError, MembershipOutcome, Message, NodeId, Payload, Persist, ProposalOutcome,
@@ -21,13 +22,16 @@ use raft_proto::{
 ///
 /// # Where it runs, and what blocking costs
 ///
-/// All three methods run on the node's own loop (the thread of `adapter-thread`, the task of
-/// `adapter-tokio` and `adapter-smol`), between two steps of the core, never concurrently with
-/// each other. While one of them runs the node sends no heartbeat, answers no vote and reads no
-/// message: a call that takes longer than the election timeout's lower bound
-/// ([`Config::election_timeout_min`], 300 ms by default) lets the followers of a leader start
-/// an election. Keep them short; do slow work (I/O, hashing large values) outside, or hand it
-/// to a thread of your own and answer with what the proposer needs to find its result.
+/// By default all three methods run on the node's own loop (the thread of `adapter-thread`,
+/// the task of `adapter-tokio` and `adapter-smol`), between two steps of the core, never
+/// concurrently with each other. While one of them runs the node sends no heartbeat, answers
+/// no vote and reads no message: a call that takes longer than the election timeout's lower
+/// bound ([`Config::election_timeout_min`], 300 ms by default) lets the followers of a leader
+/// start an election. Keep them short, or set [`NodeOptions::apply_on_thread`]: they then run
+/// on a thread of their own (still one at a time, in the same order), the node keeps its
+/// heartbeats and answers while they work, and a slow state machine only delays the answers
+/// to proposals and reads that wait for it. On an async runtime, never block in them on the
+/// runtime itself (`block_on`) in either mode.
 ///
 /// # What the index means
 ///
@@ -73,6 +77,12 @@ pub struct NodeOptions {
     /// voter (waiting at most an election timeout), so that the cluster does not sit
     /// leaderless for an election timeout. On by default.
     pub transfer_on_shutdown: bool,
+    /// Run the [`StateMachine`] on a thread of its own instead of on the node's loop, so that
+    /// a slow `apply`, `snapshot` or `restore` delays neither heartbeats nor votes (see the
+    /// trait's documentation). The calls, their order and their answers are the same; reads,
+    /// [`Status::applied_index`] and waits for an index follow what that thread has applied.
+    /// It costs a hand-over between threads per batch of committed entries. Off by default.
+    pub apply_on_thread: bool,
 }
 
 impl NodeOptions {
@@ -92,6 +102,7 @@ impl NodeOptions {
             snapshot_every: Some(10_000),
             proposal_timeout: Duration::from_secs(5),
             transfer_on_shutdown: true,
+            apply_on_thread: false,
         }
     }
 }
@@ -312,6 +323,8 @@ pub enum Input {
     /// The storage worker's report: every write up to this sequence number is durable, or
     /// storage failed.
     Durable(Result<u64, String>),
+    /// The apply thread's report (with [`NodeOptions::apply_on_thread`]).
+    Applied(ApplierReport),
 }
 
 /// How much input one wake-up takes before stepping the timers again.
@@ -351,7 +364,13 @@ pub const MAX_BATCH: usize = 4096;
 /// The core, the state machine and the waiting proposers, driven by an adapter's loop.
 pub struct Driver<S> {
     core: raft_proto::Node,
-    state_machine: S,
+    /// The state machine, when it runs on the loop.
+    state_machine: Option<S>,
+    /// The state machine's thread, when it runs on its own ([`NodeOptions::apply_on_thread`]).
+    apply_thread: Option<ApplyThread>,
+    /// What the state machine has applied, when it runs on its own thread (on the loop, it
+    /// is always the core's applied index).
+    thread_applied: Index,
     epoch: Instant,
     snapshot_every: Option<u64>,
     last_snapshot: Index,
@@ -402,20 +421,41 @@ impl<S> std::fmt::Debug for Driver<S> {
 
 impl<S: StateMachine> Driver<S> {
     /// A driver for the node recovered as `durable` (from [`crate::storage::FileStorage::open`]);
-    /// the state machine is restored from its snapshot.
+    /// the state machine is restored from its snapshot. It runs on the caller's loop whatever
+    /// [`NodeOptions::apply_on_thread`] says ([`open`](Self::open) honours it).
     pub fn new(
+        options: &NodeOptions,
+        state_machine: S,
+        durable: DurableState,
+    ) -> Result<Self, StartError> {
+        Self::build(options, state_machine, durable, None)
+    }
+
+    /// [`new`](Self::new), with the state machine moved to a thread of its own that reports
+    /// to `report` when `report` is given.
+    fn build(
         options: &NodeOptions,
         mut state_machine: S,
         durable: DurableState,
+        report: Option<Report>,
     ) -> Result<Self, StartError> {
         if let Some(snapshot) = &durable.snapshot {
             state_machine.restore(&snapshot.data);
         }
         let core = raft_proto::Node::restore(options.raft.clone(), durable, 0)?;
+        let (state_machine, apply_thread) = match report {
+            Some(report) => {
+                let name = format!("raft-{}-apply", core.id());
+                (None, Some(ApplyThread::spawn(state_machine, name, report)?))
+            }
+            None => (Some(state_machine), None),
+        };
         Ok(Self {
             last_snapshot: core.snapshot_index(),
+            thread_applied: core.applied_index(),
             core,
             state_machine,
+            apply_thread,
             epoch: Instant::now(),
             snapshot_every: options.snapshot_every,
             waiting: BTreeMap::new(),
@@ -443,23 +483,50 @@ impl<S: StateMachine> Driver<S> {
 
     /// What every adapter's `start` does first: recovers the node's state from
     /// `options.data_dir` (cutting a torn tail, which only an unacknowledged write can leave),
-    /// builds the driver, and starts the storage worker, which reports to `on_durable`.
+    /// builds the driver, and starts the storage worker — and with
+    /// [`NodeOptions::apply_on_thread`], the state machine's thread — which report to the
+    /// loop through `report` ([`Input::Durable`], [`Input::Applied`]): send them to the
+    /// channel the loop waits on.
     pub fn open(
         options: &NodeOptions,
         state_machine: S,
-        on_durable: impl Fn(Result<u64, String>) + Send + 'static,
+        report: impl Fn(Input) + Send + Sync + 'static,
     ) -> Result<(Self, crate::writer::StorageWorker), StartError> {
-        let (storage, durable, report) = crate::storage::FileStorage::open(&options.data_dir)?;
-        if report.repaired_bytes > 0 {
+        let (storage, durable, recovery) = crate::storage::FileStorage::open(&options.data_dir)?;
+        if recovery.repaired_bytes > 0 {
             tracing::warn!(
-                repaired_bytes = report.repaired_bytes,
+                repaired_bytes = recovery.repaired_bytes,
                 "cut a torn tail off the log (an unacknowledged write)"
             );
         }
-        let driver = Self::new(options, state_machine, durable)?;
+        let report: Report = std::sync::Arc::new(report);
+        let for_thread = options.apply_on_thread.then(|| report.clone());
+        let driver = Self::build(options, state_machine, durable, for_thread)?;
         let name = format!("raft-{}-storage", driver.id());
-        let worker = crate::writer::StorageWorker::spawn(storage, name, on_durable)?;
+        let worker = crate::writer::StorageWorker::spawn(storage, name, move |result| {
+            report(Input::Durable(result))
+        })?;
         Ok((driver, worker))
+    }
+
+    /// Lets the state machine's thread (with [`NodeOptions::apply_on_thread`]) finish what it
+    /// was handed, answering its proposers, and joins it; blocks meanwhile. Adapters call
+    /// it when their loop ends, off any async runtime's threads (with the storage worker's
+    /// [`finish`](crate::writer::StorageWorker::finish)).
+    pub fn finish(mut self) {
+        if let Some(thread) = self.apply_thread.as_mut() {
+            thread.finish();
+        }
+    }
+
+    /// The index the state machine has applied: the core's applied index when it runs on
+    /// the loop, what its thread reported otherwise.
+    fn state_machine_applied(&self) -> Index {
+        if self.apply_thread.is_some() {
+            self.thread_applied
+        } else {
+            self.core.applied_index()
+        }
     }
 
     /// The node's id.
@@ -497,7 +564,7 @@ impl<S: StateMachine> Driver<S> {
             leader: core.leader(),
             last_log_index: core.last_log_index(),
             commit_index: core.commit_index(),
-            applied_index: core.applied_index(),
+            applied_index: self.state_machine_applied(),
             snapshot_index: core.snapshot_index(),
             transport: self.transport,
         }
@@ -511,6 +578,17 @@ impl<S: StateMachine> Driver<S> {
             Input::Durable(Ok(seq)) => self.on_persisted(seq, out),
             Input::Durable(Err(error)) => {
                 tracing::error!(id = self.id(), %error, "storage failed; stopping");
+                return true;
+            }
+            Input::Applied(ApplierReport::AppliedThrough(index)) => {
+                self.thread_applied = self.thread_applied.max(index);
+            }
+            Input::Applied(ApplierReport::SnapshotTaken { last_index, data }) => {
+                let data = Payload::from(data);
+                self.step(Event::SnapshotTaken { last_index, data }, out);
+            }
+            Input::Applied(ApplierReport::Failed(why)) => {
+                tracing::error!(id = self.id(), %why, "the state machine failed; stopping");
                 return true;
             }
             Input::Command(Command::Propose(data, reply)) => self.propose(data, reply, out),
@@ -543,7 +621,7 @@ impl<S: StateMachine> Driver<S> {
     /// Calls `reply` with the node's status once the state machine has applied `index`: at
     /// once if it has, otherwise when it does.
     pub fn wait_applied(&mut self, index: Index, reply: WaitReply) {
-        if self.core.applied_index() >= index {
+        if self.state_machine_applied() >= index {
             reply(Ok(self.status()));
         } else {
             self.applied_waiters.entry(index).or_default().push(reply);
@@ -552,7 +630,7 @@ impl<S: StateMachine> Driver<S> {
 
     /// Answers the callers waiting for an index the state machine has now applied.
     fn settle_applied_waiters(&mut self) {
-        let applied = self.core.applied_index();
+        let applied = self.state_machine_applied();
         if self
             .applied_waiters
             .first_key_value()
@@ -919,6 +997,8 @@ impl<S: StateMachine> Driver<S> {
                     first_index,
                     entries,
                 } => {
+                    // The proposers of entries handed to the state machine's thread.
+                    let mut handed = Vec::new();
                     for (k, entry) in entries.iter().enumerate() {
                         let index = first_index + k as Index;
                         if !self.changes.is_empty() {
@@ -927,11 +1007,9 @@ impl<S: StateMachine> Driver<S> {
                                 .flatten();
                             self.on_membership_applied(index, entry.term, membership);
                         }
-                        let mut answer = Some(match entry.kind {
-                            EntryKind::Command => self.state_machine.apply(index, &entry.data),
-                            _ => Vec::new(),
-                        });
-                        // Everyone waiting at or below this index is settled now.
+                        // Everyone waiting at or below this index is settled now: the
+                        // proposer of this very entry gets its answer, the others lost.
+                        let mut proposer = None;
                         while let Some(waiting) = self.waiting.first_entry() {
                             if *waiting.key() > index {
                                 break;
@@ -939,10 +1017,21 @@ impl<S: StateMachine> Driver<S> {
                             let at = *waiting.key();
                             let (term, reply) = waiting.remove();
                             if at == index && term == entry.term {
-                                reply(Ok(answer.take().unwrap_or_default()));
+                                proposer = Some(reply);
                             } else {
                                 reply(Err(ProposeError::Lost));
                             }
+                        }
+                        if let Some(state_machine) = self.state_machine.as_mut() {
+                            let answer = match entry.kind {
+                                EntryKind::Command => state_machine.apply(index, &entry.data),
+                                _ => Vec::new(),
+                            };
+                            if let Some(reply) = proposer {
+                                reply(Ok(answer));
+                            }
+                        } else if let Some(reply) = proposer {
+                            handed.push((index, reply));
                         }
                         if let Some(every) = self.snapshot_every {
                             if index >= self.last_snapshot + every {
@@ -950,9 +1039,17 @@ impl<S: StateMachine> Driver<S> {
                             }
                         }
                     }
+                    if let Some(thread) = &self.apply_thread {
+                        // A thread that is gone reported why; the loop stops on it.
+                        thread.apply(first_index, entries, handed);
+                    }
                 }
                 Action::RestoreSnapshot(snapshot) => {
-                    self.state_machine.restore(&snapshot.data);
+                    if let Some(state_machine) = self.state_machine.as_mut() {
+                        state_machine.restore(&snapshot.data);
+                    } else if let Some(thread) = &self.apply_thread {
+                        thread.restore(snapshot.meta.last_index, snapshot.data.clone());
+                    }
                     self.last_snapshot = snapshot.meta.last_index;
                     // A change covered by the snapshot may have completed (or not).
                     let covered = snapshot.meta.last_index;
@@ -1004,7 +1101,17 @@ impl<S: StateMachine> Driver<S> {
                 }
                 Action::ReadReady { context, index } => {
                     if let Some(reply) = self.reads.remove(&context) {
-                        reply(Ok(index));
+                        if self.state_machine_applied() >= index {
+                            reply(Ok(index));
+                        } else {
+                            // The state machine's thread has not applied it yet.
+                            self.wait_applied(
+                                index,
+                                Box::new(move |applied| {
+                                    reply(applied.map(|_| index).map_err(|_| ReadError::ShutDown))
+                                }),
+                            );
+                        }
                     }
                 }
                 Action::ReadRefused { context, reason } => {
@@ -1065,8 +1172,15 @@ impl<S: StateMachine> Driver<S> {
         }
         if snapshot_due {
             let last_index = self.core.applied_index();
-            let data = Payload::from(self.state_machine.snapshot());
             self.last_snapshot = last_index;
+            let Some(state_machine) = self.state_machine.as_ref() else {
+                // The thread takes it after applying what it was handed, and reports it.
+                if let Some(thread) = &self.apply_thread {
+                    thread.snapshot(last_index);
+                }
+                return;
+            };
+            let data = Payload::from(state_machine.snapshot());
             let now = self.now();
             let mut more = Vec::new();
             self.core

@@ -53,6 +53,7 @@
 //! # std::fs::remove_dir_all(&dir).ok();
 //! ```
 
+mod applier;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod driver;
@@ -61,6 +62,7 @@ pub mod sessions;
 pub mod storage;
 pub mod writer;
 
+pub use applier::ApplierReport;
 pub use driver::{
     member_address, ChangeReply, Command, Driver, Effects, Input, NodeOptions, ProposeError,
     ReadError, ReadReply, Reply, StartError, StateMachine, Status, TransferError, TransferReply,

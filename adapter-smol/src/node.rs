@@ -223,15 +223,15 @@ pub fn start_with<S: StateMachine, T: Transport>(
     spawner: &impl Spawn,
 ) -> Result<NodeHandle, StartError> {
     let (commands_tx, commands_rx) = async_channel::unbounded();
-    let (durable_tx, durable_rx) = async_channel::unbounded();
+    let (reports_tx, reports_rx) = async_channel::unbounded();
     let (done_tx, done_rx) = async_channel::bounded::<()>(1);
-    let (mut driver, worker) = Driver::open(&options, state_machine, move |result| {
-        let _ = durable_tx.send_blocking(result);
+    let (mut driver, worker) = Driver::open(&options, state_machine, move |report| {
+        let _ = reports_tx.send_blocking(report);
     })?;
     driver.check_transport(&transport);
     let id = driver.id();
     spawner.spawn(Box::pin(async move {
-        run(driver, worker, transport, inbound, commands_rx, durable_rx).await;
+        run(driver, worker, transport, inbound, commands_rx, reports_rx).await;
         drop(done_tx);
     }));
     Ok(NodeHandle {
@@ -255,7 +255,7 @@ async fn run<S: StateMachine, T: Transport>(
     transport: T,
     inbound: Receiver<Message>,
     commands: Receiver<Command>,
-    durable: Receiver<Result<u64, String>>,
+    reports: Receiver<Input>,
 ) {
     let mut effects = Effects::default();
     let mut inbound_open = true;
@@ -274,10 +274,9 @@ async fn run<S: StateMachine, T: Transport>(
                     }
                 },
                 async {
-                    let result = durable.recv().await;
-                    let result =
-                        result.unwrap_or_else(|_| Err("the storage worker is gone".into()));
-                    Wake::Input(Input::Durable(result))
+                    Wake::Input(reports.recv().await.unwrap_or_else(|_| {
+                        Input::Durable(Err("the storage worker is gone".into()))
+                    }))
                 },
             ),
             future::or(
@@ -312,8 +311,9 @@ async fn run<S: StateMachine, T: Transport>(
         };
         let stop = input.is_some_and(|input| driver.on_input(input, &mut effects));
         let next = || {
-            let durable = durable.try_recv().ok().map(Input::Durable);
-            durable
+            reports
+                .try_recv()
+                .ok()
                 .or_else(|| commands.try_recv().ok().map(Input::Command))
                 .or_else(|| inbound.try_recv().ok().map(Input::Message))
         };
@@ -321,8 +321,13 @@ async fn run<S: StateMachine, T: Transport>(
             break;
         }
     }
-    // Completing the writes handed over joins a thread: do it off the executor's threads.
-    smol::unblock(move || worker.finish()).await;
+    // Completing the writes and the entries handed over joins threads: do it off the
+    // executor's threads.
+    smol::unblock(move || {
+        worker.finish();
+        driver.finish();
+    })
+    .await;
 }
 
 /// Waits `duration` on async-io's timer (any executor).

@@ -203,9 +203,9 @@ pub fn start<S: StateMachine, T: Transport>(
     inbound: Receiver<Message>,
 ) -> Result<NodeHandle, StartError> {
     let (commands_tx, commands_rx) = unbounded();
-    let (durable_tx, durable_rx) = unbounded();
-    let (mut driver, worker) = Driver::open(&options, state_machine, move |result| {
-        let _ = durable_tx.send(result);
+    let (reports_tx, reports_rx) = unbounded();
+    let (mut driver, worker) = Driver::open(&options, state_machine, move |report| {
+        let _ = reports_tx.send(report);
     })?;
     driver.check_transport(&transport);
     let id = driver.id();
@@ -218,7 +218,7 @@ pub fn start<S: StateMachine, T: Transport>(
                 &transport,
                 &inbound,
                 &commands_rx,
-                &durable_rx,
+                &reports_rx,
             )
         })?;
     Ok(NodeHandle {
@@ -234,7 +234,7 @@ fn run<S: StateMachine, T: Transport>(
     transport: &T,
     inbound: &Receiver<Message>,
     commands: &Receiver<Command>,
-    durable: &Receiver<Result<u64, String>>,
+    reports: &Receiver<Input>,
 ) {
     let never = crossbeam_channel::never();
     let mut inbound = inbound;
@@ -259,15 +259,16 @@ fn run<S: StateMachine, T: Transport>(
                     Some(Input::Command(Command::Shutdown))
                 }
             },
-            recv(durable) -> result => Some(Input::Durable(
-                result.unwrap_or_else(|_| Err("the storage worker is gone".into())),
-            )),
+            recv(reports) -> report => Some(
+                report.unwrap_or_else(|_| Input::Durable(Err("the storage worker is gone".into()))),
+            ),
             default(driver.time_to_deadline()) => None,
         };
         let stop = input.is_some_and(|input| driver.on_input(input, &mut effects));
         let next = || {
-            let durable = durable.try_recv().ok().map(Input::Durable);
-            durable
+            reports
+                .try_recv()
+                .ok()
                 .or_else(|| commands.try_recv().ok().map(Input::Command))
                 .or_else(|| inbound.try_recv().ok().map(Input::Message))
         };
@@ -275,6 +276,7 @@ fn run<S: StateMachine, T: Transport>(
             break;
         }
     }
-    // Every write handed over is completed before the thread ends.
+    // Every write handed over is completed, and every entry applied, before the thread ends.
     worker.finish();
+    driver.finish();
 }

@@ -75,3 +75,10 @@ impl Harness for Threads {
 }
 
 adapter_common::conformance_tests!(Threads);
+
+/// The check `slow_apply_on_its_own_thread` can fail: with the state machine on the node's
+/// loop, the same stall costs the leader its leadership.
+#[test]
+fn a_stalled_state_machine_on_the_loop_costs_the_leadership() {
+    assert!(!adapter_common::conformance::leader_survives_a_stalled_state_machine(&Threads, false));
+}

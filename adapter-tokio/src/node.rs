@@ -186,9 +186,9 @@ pub fn start<S: StateMachine, T: Transport>(
     inbound: mpsc::Receiver<Message>,
 ) -> Result<NodeHandle, StartError> {
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-    let (durable_tx, durable_rx) = mpsc::unbounded_channel();
-    let (mut driver, worker) = Driver::open(&options, state_machine, move |result| {
-        let _ = durable_tx.send(result);
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let (mut driver, worker) = Driver::open(&options, state_machine, move |report| {
+        let _ = reports_tx.send(report);
     })?;
     driver.check_transport(&transport);
     let id = driver.id();
@@ -198,7 +198,7 @@ pub fn start<S: StateMachine, T: Transport>(
         transport,
         inbound,
         commands_rx,
-        durable_rx,
+        reports_rx,
     ));
     Ok(NodeHandle {
         commands: commands_tx,
@@ -213,7 +213,7 @@ async fn run<S: StateMachine, T: Transport>(
     transport: T,
     mut inbound: mpsc::Receiver<Message>,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    mut durable: mpsc::UnboundedReceiver<Result<u64, String>>,
+    mut reports: mpsc::UnboundedReceiver<Input>,
 ) {
     let mut effects = Effects::default();
     let mut inbound_open = true;
@@ -236,15 +236,16 @@ async fn run<S: StateMachine, T: Transport>(
                     Some(Input::Command(Command::Shutdown))
                 }
             },
-            result = durable.recv() => Some(Input::Durable(
-                result.unwrap_or_else(|| Err("the storage worker is gone".into())),
-            )),
+            report = reports.recv() => Some(report.unwrap_or_else(|| {
+                Input::Durable(Err("the storage worker is gone".into()))
+            })),
             () = tokio::time::sleep(driver.time_to_deadline()) => None,
         };
         let stop = input.is_some_and(|input| driver.on_input(input, &mut effects));
         let next = || {
-            let durable = durable.try_recv().ok().map(Input::Durable);
-            durable
+            reports
+                .try_recv()
+                .ok()
                 .or_else(|| commands.try_recv().ok().map(Input::Command))
                 .or_else(|| inbound.try_recv().ok().map(Input::Message))
         };
@@ -252,6 +253,11 @@ async fn run<S: StateMachine, T: Transport>(
             break;
         }
     }
-    // Completing the writes handed over joins a thread: do it off the runtime's threads.
-    let _ = tokio::task::spawn_blocking(move || worker.finish()).await;
+    // Completing the writes and the entries handed over joins threads: do it off the
+    // runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || {
+        worker.finish();
+        driver.finish();
+    })
+    .await;
 }

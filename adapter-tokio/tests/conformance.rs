@@ -115,3 +115,11 @@ impl Harness for Tokio {
 }
 
 adapter_common::conformance_tests!(Tokio::new());
+
+/// The whole suite again, with every node's state machine on a thread of its own.
+mod apply_on_thread {
+    use super::Tokio;
+    use adapter_common::conformance::ApplyOnThread;
+
+    adapter_common::conformance_tests!(ApplyOnThread(Tokio::new()));
+}

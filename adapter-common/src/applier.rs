@@ -1,0 +1,179 @@
+//! Where the state machine runs: on the node's loop, or on a thread of its own
+//! ([`NodeOptions::apply_on_thread`](crate::NodeOptions::apply_on_thread)).
+//!
+//! On its own thread the state machine receives the same calls in the same order — the
+//! entries of every [`Action::Apply`](raft_proto::Action::Apply) and every snapshot restored,
+//! in the order the core emitted them, and a request for a snapshot after the entries it
+//! covers — and reports back to the node's loop through [`Input::Applied`](crate::Input):
+//! how far it has applied, the snapshot it took, or that it failed. The loop answers reads
+//! and waiters only once the thread has applied their index.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use raft_proto::{Entry, EntryKind, Index, Payload};
+
+use crate::{Input, Reply, StateMachine};
+
+/// What the apply thread tells the node's loop.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ApplierReport {
+    /// The state machine has applied every entry up to this index (or restored a snapshot
+    /// covering it).
+    AppliedThrough(Index),
+    /// The snapshot asked for: the state after applying every entry up to `last_index`.
+    SnapshotTaken {
+        /// The last entry the snapshot covers.
+        last_index: Index,
+        /// The state machine's serialized state.
+        data: Vec<u8>,
+    },
+    /// The state machine panicked; the node stops.
+    Failed(String),
+}
+
+/// The loop's way to report to itself from another thread (its input channel).
+pub(crate) type Report = Arc<dyn Fn(Input) + Send + Sync>;
+
+/// One piece of work for the apply thread, in the order the core emitted it.
+enum Job {
+    /// Apply consecutive committed entries; `replies` are the proposers waiting for some of
+    /// them, in index order.
+    Apply {
+        first_index: Index,
+        entries: Vec<Entry>,
+        replies: Vec<(Index, Reply)>,
+    },
+    /// Replace the state with a snapshot covering `last_index`.
+    Restore { last_index: Index, data: Payload },
+    /// Take a snapshot (every entry up to `last_index` was handed over before).
+    Snapshot { last_index: Index },
+}
+
+/// The state machine on a thread of its own.
+pub(crate) struct ApplyThread {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ApplyThread {
+    /// Moves `state_machine` to a new thread named `name`.
+    pub(crate) fn spawn<S: StateMachine>(
+        mut state_machine: S,
+        name: String,
+        report: Report,
+    ) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                while let Ok(job) = queue.recv() {
+                    let through = run(&mut state_machine, job, &report);
+                    if let Some(index) = through {
+                        // Only the last of the jobs already waiting needs reporting.
+                        let mut latest = index;
+                        while let Ok(job) = queue.try_recv() {
+                            if let Some(index) = run(&mut state_machine, job, &report) {
+                                latest = index;
+                            }
+                        }
+                        report(Input::Applied(ApplierReport::AppliedThrough(latest)));
+                    }
+                }
+            }));
+            if let Err(panic) = outcome {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(%why, "the state machine panicked; the node stops");
+                report(Input::Applied(ApplierReport::Failed(why)));
+            }
+        })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands consecutive committed entries over. Returns false if the thread is gone.
+    pub(crate) fn apply(
+        &self,
+        first_index: Index,
+        entries: Vec<Entry>,
+        replies: Vec<(Index, Reply)>,
+    ) -> bool {
+        self.send(Job::Apply {
+            first_index,
+            entries,
+            replies,
+        })
+    }
+
+    /// Hands a snapshot to restore over.
+    pub(crate) fn restore(&self, last_index: Index, data: Payload) -> bool {
+        self.send(Job::Restore { last_index, data })
+    }
+
+    /// Asks for a snapshot once every entry up to `last_index` is applied.
+    pub(crate) fn snapshot(&self, last_index: Index) -> bool {
+        self.send(Job::Snapshot { last_index })
+    }
+
+    fn send(&self, job: Job) -> bool {
+        self.jobs.as_ref().is_some_and(|j| j.send(job).is_ok())
+    }
+
+    /// Lets the thread finish every job handed over (answering its proposers), then joins it.
+    pub(crate) fn finish(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ApplyThread {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Runs one job; returns the index applied through, if it moved.
+fn run<S: StateMachine>(state_machine: &mut S, job: Job, report: &Report) -> Option<Index> {
+    match job {
+        Job::Apply {
+            first_index,
+            entries,
+            replies,
+        } => {
+            let mut replies = replies.into_iter().peekable();
+            for (k, entry) in entries.iter().enumerate() {
+                let index = first_index + k as Index;
+                let answer = match entry.kind {
+                    EntryKind::Command => state_machine.apply(index, &entry.data),
+                    _ => Vec::new(),
+                };
+                if let Some((_, reply)) = replies.next_if(|(at, _)| *at == index) {
+                    reply(Ok(answer));
+                }
+            }
+            Some(first_index + entries.len() as Index - 1).filter(|_| !entries.is_empty())
+        }
+        Job::Restore { last_index, data } => {
+            state_machine.restore(&data);
+            Some(last_index)
+        }
+        Job::Snapshot { last_index } => {
+            let data = state_machine.snapshot();
+            report(Input::Applied(ApplierReport::SnapshotTaken {
+                last_index,
+                data,
+            }));
+            None
+        }
+    }
+}
