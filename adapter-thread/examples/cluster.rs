@@ -51,8 +51,6 @@ impl StateMachine for WordCount {
 
 const IDS: [NodeId; 3] = [1, 2, 3];
 const CLUSTER_ID: u64 = 42;
-/// How long a blocking call waits at most.
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Member {
     node: NodeHandle,
@@ -98,7 +96,7 @@ fn start_cluster(dirs: &[PathBuf]) -> Vec<Member> {
 fn propose(nodes: &[NodeHandle], word: &str) -> (u64, u64) {
     let mut at = 0;
     loop {
-        match nodes[at].propose(word.as_bytes().to_vec(), TIMEOUT) {
+        match nodes[at].propose(word.as_bytes().to_vec()) {
             Ok(count) => {
                 let status = nodes[at].status().unwrap();
                 return (
@@ -145,7 +143,7 @@ fn main() {
     }
     println!("160 words committed; the leader had applied up to index {last_index} by then");
     for member in &members {
-        let status = member.node.wait_applied(last_index, TIMEOUT).unwrap();
+        let status = member.node.wait_applied(last_index).unwrap();
         println!(
             "node {} ({:?}, term {}): applied {}, {:?}",
             status.id,
@@ -166,7 +164,7 @@ fn main() {
 
     let members = start_cluster(&dirs);
     for member in &members {
-        let status = member.node.wait_applied(last_index, TIMEOUT).unwrap();
+        let status = member.node.wait_applied(last_index).unwrap();
         let state = member.state.0.lock().unwrap().clone();
         println!(
             "node {} after restart: applied {}, state {}",

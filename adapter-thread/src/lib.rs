@@ -8,6 +8,14 @@
 //! to the transport at once; committed entries go to your [`StateMachine`], whose answers
 //! complete the proposals.
 //!
+//! The handle's calls have the names and the arguments of `adapter-tokio`'s and
+//! `adapter-smol`'s async ones, and block instead of awaiting: each returns once the node
+//! answers, which it does within [`NodeOptions::proposal_timeout`] (proposals, membership
+//! changes) or an election timeout (reads, transfers); only
+//! [`wait_applied`](NodeHandle::wait_applied) waits as long as it takes. Each also has a
+//! `_timeout` variant (`propose_timeout`, `read_index_timeout`, …) that gives up sooner, as
+//! `recv` and `recv_timeout` do on a channel.
+//!
 //! # Example: a single-node cluster
 //!
 //! ```
@@ -39,14 +47,14 @@
 //! let node = adapter_thread::start(options, Counter(0), network.endpoint(1, inbox), inbound_rx)?;
 //! // The node elects itself after an election timeout; until then it is not the leader.
 //! let answer = loop {
-//!     match node.propose(b"hello".to_vec(), Duration::from_secs(5)) {
+//!     match node.propose(b"hello".to_vec()) {
 //!         Err(ProposeError::NotLeader { .. }) => std::thread::sleep(Duration::from_millis(20)),
 //!         other => break other.expect("committed"),
 //!     }
 //! };
 //! assert_eq!(answer, 5u64.to_le_bytes());
 //! // A linearizable read: once it returns, the state machine holds every acknowledged write.
-//! let index = node.read_index(Duration::from_secs(5)).expect("confirmed");
+//! let index = node.read_index().expect("confirmed");
 //! assert!(index >= 1);
 //! node.shutdown();
 //! # std::fs::remove_dir_all(&dir).ok();

@@ -29,6 +29,21 @@ pub struct NodeHandle {
     threads: std::sync::Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
+/// Why a blocking call got no answer from the node.
+enum Unanswered {
+    TimedOut,
+    ShutDown,
+}
+
+impl From<Unanswered> for ProposeError {
+    fn from(reason: Unanswered) -> Self {
+        match reason {
+            Unanswered::TimedOut => Self::TimedOut,
+            Unanswered::ShutDown => Self::ShutDown,
+        }
+    }
+}
+
 impl std::fmt::Debug for NodeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeHandle").field("id", &self.id).finish()
@@ -36,45 +51,81 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
-    /// Proposes `command` and blocks until it is committed and applied (returning the state
-    /// machine's answer), refused, or `timeout` passes.
-    pub fn propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, ProposeError> {
-        let (reply, answer) = bounded(1);
-        self.commands
-            .send(Command::Propose(
-                command,
-                Box::new(move |answer| {
-                    let _ = reply.send(answer);
-                }),
-            ))
-            .map_err(|_| ProposeError::ShutDown)?;
-        match answer.recv_timeout(timeout) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(ProposeError::TimedOut),
-            Err(RecvTimeoutError::Disconnected) => Err(ProposeError::ShutDown),
-        }
-    }
-
-    /// Asks the cluster for a membership change (send it to the leader) and blocks until it
-    /// is committed (when the voters change, until the cluster has left the joint membership)
-    /// with the membership it led to, refused, or `timeout` passes.
-    pub fn change_membership(
+    /// Hands `command`, built around a reply callback, to the node's loop and blocks for the
+    /// reply, at most `timeout` (None: until the node answers or stops).
+    fn ask<T: Send + 'static>(
         &self,
-        change: MembershipChange,
-        timeout: Duration,
-    ) -> Result<Membership, ProposeError> {
+        command: impl FnOnce(Box<dyn FnOnce(T) + Send>) -> Command,
+        timeout: Option<Duration>,
+    ) -> Result<T, Unanswered> {
         let (reply, answer) = bounded(1);
         let reply = Box::new(move |answer| {
             let _ = reply.send(answer);
         });
         self.commands
-            .send(Command::ChangeMembership(change, reply))
-            .map_err(|_| ProposeError::ShutDown)?;
-        match answer.recv_timeout(timeout) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(ProposeError::TimedOut),
-            Err(RecvTimeoutError::Disconnected) => Err(ProposeError::ShutDown),
+            .send(command(reply))
+            .map_err(|_| Unanswered::ShutDown)?;
+        match timeout {
+            None => answer.recv().map_err(|_| Unanswered::ShutDown),
+            Some(timeout) => answer.recv_timeout(timeout).map_err(|e| match e {
+                RecvTimeoutError::Timeout => Unanswered::TimedOut,
+                RecvTimeoutError::Disconnected => Unanswered::ShutDown,
+            }),
         }
+    }
+
+    /// Proposes `command` and blocks until it is committed and applied (returning the state
+    /// machine's answer) or refused. The node answers every proposal, at the latest after
+    /// [`NodeOptions::proposal_timeout`] with [`ProposeError::TimedOut`]; for a shorter bound
+    /// see [`propose_timeout`](Self::propose_timeout).
+    pub fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+        self.propose_within(command, None)
+    }
+
+    /// [`propose`](Self::propose), giving up after `timeout` with [`ProposeError::TimedOut`]
+    /// (the command may still commit).
+    pub fn propose_timeout(
+        &self,
+        command: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ProposeError> {
+        self.propose_within(command, Some(timeout))
+    }
+
+    fn propose_within(
+        &self,
+        command: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, ProposeError> {
+        self.ask(|reply| Command::Propose(command, reply), timeout)
+            .unwrap_or_else(|e| Err(e.into()))
+    }
+
+    /// Asks the cluster for a membership change (send it to the leader) and blocks until it
+    /// is committed (when the voters change, until the cluster has left the joint membership)
+    /// with the membership it led to, or refused; at the latest after
+    /// [`NodeOptions::proposal_timeout`].
+    pub fn change_membership(&self, change: MembershipChange) -> Result<Membership, ProposeError> {
+        self.change_membership_within(change, None)
+    }
+
+    /// [`change_membership`](Self::change_membership), giving up after `timeout` with
+    /// [`ProposeError::TimedOut`] (the change may still complete).
+    pub fn change_membership_timeout(
+        &self,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<Membership, ProposeError> {
+        self.change_membership_within(change, Some(timeout))
+    }
+
+    fn change_membership_within(
+        &self,
+        change: MembershipChange,
+        timeout: Option<Duration>,
+    ) -> Result<Membership, ProposeError> {
+        self.ask(|reply| Command::ChangeMembership(change, reply), timeout)
+            .unwrap_or_else(|e| Err(e.into()))
     }
 
     /// Adds node `id`, reachable at `address`, as a learner (see
@@ -83,88 +134,109 @@ impl NodeHandle {
         &self,
         id: NodeId,
         address: std::net::SocketAddr,
-        timeout: Duration,
     ) -> Result<Membership, ProposeError> {
         let data = address.to_string().into_bytes().into();
-        self.change_membership(MembershipChange::AddLearner { id, data }, timeout)
+        self.change_membership(MembershipChange::AddLearner { id, data })
     }
 
     /// Blocks until a linearizable read may be served: the state machine has applied every
     /// entry up to the returned read index, which covers every write acknowledged before the
     /// call (thesis §6.4: ReadIndex at the leader, a lease when the core runs with lease reads,
     /// or the leader's read index at a follower). Read the state machine's state after it
-    /// returns. Fails when no quorum confirms it, or after `timeout` ([`ReadError::TimedOut`]).
-    pub fn read_index(&self, timeout: Duration) -> Result<Index, ReadError> {
-        let (reply, answer) = bounded(1);
-        let reply = Box::new(move |answer| {
-            let _ = reply.send(answer);
-        });
-        self.commands
-            .send(Command::Read(reply))
-            .map_err(|_| ReadError::ShutDown)?;
-        match answer.recv_timeout(timeout) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(ReadError::TimedOut),
-            Err(RecvTimeoutError::Disconnected) => Err(ReadError::ShutDown),
-        }
+    /// returns. Fails when no quorum confirms it within an election timeout.
+    pub fn read_index(&self) -> Result<Index, ReadError> {
+        self.read_index_within(None)
+    }
+
+    /// [`read_index`](Self::read_index), giving up after `timeout` with
+    /// [`ReadError::TimedOut`].
+    pub fn read_index_timeout(&self, timeout: Duration) -> Result<Index, ReadError> {
+        self.read_index_within(Some(timeout))
+    }
+
+    fn read_index_within(&self, timeout: Option<Duration>) -> Result<Index, ReadError> {
+        self.ask(Command::Read, timeout).unwrap_or_else(|e| {
+            Err(match e {
+                Unanswered::TimedOut => ReadError::TimedOut,
+                Unanswered::ShutDown => ReadError::ShutDown,
+            })
+        })
     }
 
     /// Asks this node, the leader, to hand leadership over to voter `to` (thesis §3.10), and
-    /// blocks until it stepped down and knows the new leader, the transfer failed, or
-    /// `timeout` passes. Proposals are refused with [`ProposeError::Transferring`] meanwhile.
-    pub fn transfer_leadership(&self, to: NodeId, timeout: Duration) -> Result<(), TransferError> {
-        let (reply, answer) = bounded(1);
-        let reply = Box::new(move |answer| {
-            let _ = reply.send(answer);
-        });
-        self.commands
-            .send(Command::TransferLeadership(to, reply))
-            .map_err(|_| TransferError::ShutDown)?;
-        match answer.recv_timeout(timeout) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(TransferError::Aborted),
-            Err(RecvTimeoutError::Disconnected) => Err(TransferError::ShutDown),
-        }
+    /// blocks until it stepped down and knows the new leader, or the transfer failed (it is
+    /// aborted after an election timeout). Proposals are refused with
+    /// [`ProposeError::Transferring`] meanwhile.
+    pub fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferError> {
+        self.transfer_leadership_within(to, None)
+    }
+
+    /// [`transfer_leadership`](Self::transfer_leadership), giving up after `timeout` with
+    /// [`TransferError::Aborted`] (the transfer may still complete).
+    pub fn transfer_leadership_timeout(
+        &self,
+        to: NodeId,
+        timeout: Duration,
+    ) -> Result<(), TransferError> {
+        self.transfer_leadership_within(to, Some(timeout))
+    }
+
+    fn transfer_leadership_within(
+        &self,
+        to: NodeId,
+        timeout: Option<Duration>,
+    ) -> Result<(), TransferError> {
+        self.ask(|reply| Command::TransferLeadership(to, reply), timeout)
+            .unwrap_or_else(|e| {
+                Err(match e {
+                    Unanswered::TimedOut => TransferError::Aborted,
+                    Unanswered::ShutDown => TransferError::ShutDown,
+                })
+            })
     }
 
     /// Blocks until this node's state machine has applied `index` (returns at once if it
     /// has), with the node's status then: for waiting until a restarted node has replayed its
     /// log, or a follower has caught up with an index the leader returned, without polling
-    /// [`status`](Self::status). Fails after `timeout` ([`WaitError::TimedOut`]) or when the
-    /// node shuts down.
-    pub fn wait_applied(&self, index: Index, timeout: Duration) -> Result<Status, WaitError> {
-        let (reply, answer) = bounded(1);
-        let reply = Box::new(move |answer| {
-            let _ = reply.send(answer);
-        });
-        self.commands
-            .send(Command::WaitApplied(index, reply))
-            .map_err(|_| WaitError::ShutDown)?;
-        match answer.recv_timeout(timeout) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(WaitError::TimedOut),
-            Err(RecvTimeoutError::Disconnected) => Err(WaitError::ShutDown),
-        }
+    /// [`status`](Self::status). Fails only when the node shuts down: an index that is never
+    /// reached blocks for ever, so bound the wait with
+    /// [`wait_applied_timeout`](Self::wait_applied_timeout) unless the index is known to exist.
+    pub fn wait_applied(&self, index: Index) -> Result<Status, WaitError> {
+        self.wait_applied_within(index, None)
+    }
+
+    /// [`wait_applied`](Self::wait_applied), giving up after `timeout` with
+    /// [`WaitError::TimedOut`].
+    pub fn wait_applied_timeout(
+        &self,
+        index: Index,
+        timeout: Duration,
+    ) -> Result<Status, WaitError> {
+        self.wait_applied_within(index, Some(timeout))
+    }
+
+    fn wait_applied_within(
+        &self,
+        index: Index,
+        timeout: Option<Duration>,
+    ) -> Result<Status, WaitError> {
+        self.ask(|reply| Command::WaitApplied(index, reply), timeout)
+            .unwrap_or_else(|e| {
+                Err(match e {
+                    Unanswered::TimedOut => WaitError::TimedOut,
+                    Unanswered::ShutDown => WaitError::ShutDown,
+                })
+            })
     }
 
     /// The membership in force at this node, or None once it is shut down.
     pub fn membership(&self) -> Option<Membership> {
-        let (reply, answer) = bounded(1);
-        let reply = Box::new(move |membership| {
-            let _ = reply.send(membership);
-        });
-        self.commands.send(Command::Membership(reply)).ok()?;
-        answer.recv_timeout(Duration::from_secs(5)).ok()
+        self.ask(Command::Membership, None).ok()
     }
 
     /// The node's current state, or None once it is shut down.
     pub fn status(&self) -> Option<Status> {
-        let (reply, answer) = bounded(1);
-        let reply = Box::new(move |status| {
-            let _ = reply.send(status);
-        });
-        self.commands.send(Command::Status(reply)).ok()?;
-        answer.recv_timeout(Duration::from_secs(5)).ok()
+        self.ask(Command::Status, None).ok()
     }
 
     /// The node's id.

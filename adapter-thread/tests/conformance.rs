@@ -19,7 +19,7 @@ struct Node {
 
 impl TestNode for Node {
     fn propose(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, ProposeError> {
-        self.handle.propose(command, timeout)
+        self.handle.propose_timeout(command, timeout)
     }
     fn status(&self) -> Option<Status> {
         self.handle.status()
@@ -29,19 +29,19 @@ impl TestNode for Node {
         change: MembershipChange,
         timeout: Duration,
     ) -> Result<Membership, ProposeError> {
-        self.handle.change_membership(change, timeout)
+        self.handle.change_membership_timeout(change, timeout)
     }
     fn membership(&self) -> Option<Membership> {
         self.handle.membership()
     }
     fn read_index(&self, timeout: Duration) -> Result<u64, ReadError> {
-        self.handle.read_index(timeout)
+        self.handle.read_index_timeout(timeout)
     }
     fn transfer_leadership(&self, to: u64, timeout: Duration) -> Result<(), TransferError> {
-        self.handle.transfer_leadership(to, timeout)
+        self.handle.transfer_leadership_timeout(to, timeout)
     }
     fn wait_applied(&self, index: u64, timeout: Duration) -> Result<Status, WaitError> {
-        self.handle.wait_applied(index, timeout)
+        self.handle.wait_applied_timeout(index, timeout)
     }
     fn shutdown(&self) {
         self.handle.shutdown();

@@ -280,7 +280,9 @@ impl AdapterCluster {
                 for _ in 0..proposers {
                     scope.spawn(|| {
                         for _ in 0..per {
-                            expect_commit(node.propose(vec![7; 16], Duration::from_secs(30)));
+                            expect_commit(
+                                node.propose_timeout(vec![7; 16], Duration::from_secs(30)),
+                            );
                         }
                     });
                 }

@@ -101,7 +101,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<Vec<u8>, ProposeError> {
         match self {
-            Self::Thread { node, .. } => node.propose(command, timeout),
+            Self::Thread { node, .. } => node.propose_timeout(command, timeout),
             Self::Tokio { runtime, node, .. } => runtime.block_on(async {
                 tokio::time::timeout(timeout, node.propose(command))
                     .await
@@ -123,7 +123,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<Membership, ProposeError> {
         match self {
-            Self::Thread { node, .. } => node.change_membership(change, timeout),
+            Self::Thread { node, .. } => node.change_membership_timeout(change, timeout),
             Self::Tokio { runtime, node, .. } => runtime.block_on(async {
                 tokio::time::timeout(timeout, node.change_membership(change))
                     .await
@@ -142,7 +142,7 @@ impl Node {
     /// Waits up to `timeout` until a linearizable read may be served from the store.
     pub(crate) fn read_index(&self, timeout: Duration) -> Result<u64, ReadError> {
         match self {
-            Self::Thread { node, .. } => node.read_index(timeout),
+            Self::Thread { node, .. } => node.read_index_timeout(timeout),
             Self::Tokio { runtime, node, .. } => runtime.block_on(async {
                 tokio::time::timeout(timeout, node.read_index())
                     .await
