@@ -384,6 +384,13 @@ pub fn on_refused_by_peer(
     );
 }
 
+/// The most messages one write to a peer carries.
+pub const WRITE_BATCH_MESSAGES: usize = 256;
+
+/// A write to a peer stops taking messages once it holds this many bytes (it always takes
+/// one).
+pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
 /// Before its hello, a connection may send frames of at most this many bytes (a hello with
 /// the longest IPv6 address fits).
 pub const HELLO_MAX_FRAME: usize = 128;
@@ -428,6 +435,16 @@ impl PeerReader {
     /// The peer, once it said hello.
     pub fn peer(&self) -> Option<NodeId> {
         self.peer
+    }
+
+    /// The connection reached its end of stream: a frame cut short by it counts as a bad
+    /// frame.
+    pub fn on_end(&self, remote: SocketAddr) {
+        let bytes = self.decoder.buffered();
+        if bytes > 0 {
+            tracing::warn!(%remote, peer = ?self.peer, bytes, "connection closed in the middle of a frame");
+            TransportCounters::add(&self.counters.bad_frames, 1);
+        }
     }
 
     /// Takes bytes read from the connection; every valid message goes to `deliver` (which
@@ -476,8 +493,14 @@ impl PeerReader {
                     self.decoder.set_max_frame(config.max_frame);
                 }
                 (Some(from), PeerFrame::Raft(message)) => {
-                    let valid = message.from == from && message.to == self.config.node_id;
-                    if valid && deliver(message) {
+                    if message.from != from || message.to != self.config.node_id {
+                        // Forged or misrouted: dropped, and the connection stays.
+                        tracing::warn!(
+                            %remote, peer = from, message.from, message.to,
+                            "dropping a message with the wrong sender or addressee"
+                        );
+                        TransportCounters::add(&self.counters.bad_frames, 1);
+                    } else if deliver(message) {
                         TransportCounters::add(&self.counters.received, 1);
                     } else {
                         TransportCounters::add(&self.counters.dropped, 1);
@@ -528,14 +551,43 @@ impl PeerWriter {
     /// too large to frame is dropped and counted).
     pub fn frames(&self, messages: impl IntoIterator<Item = Message>, out: &mut Vec<u8>) -> u64 {
         out.clear();
-        let mut framed = 0;
-        for message in messages {
-            let frame = raft_proto::wire::PeerFrame::Raft(message);
-            if raft_proto::wire::encode_frame(&frame, self.config.max_frame, out).is_ok() {
-                framed += 1;
-            } else {
-                TransportCounters::add(&self.counters.dropped, 1);
-            }
+        messages
+            .into_iter()
+            .map(|message| u64::from(self.push_frame(message, out)))
+            .sum()
+    }
+
+    /// Replaces `out` with one write's worth of frames: `first`, then what `more` yields
+    /// while the batch holds fewer than [`WRITE_BATCH_MESSAGES`] messages and
+    /// [`WRITE_BATCH_BYTES`] bytes (the policy every TCP transport follows). Returns how many
+    /// were framed (a message too large to frame is dropped and counted).
+    pub fn batch(
+        &self,
+        first: Message,
+        mut more: impl FnMut() -> Option<Message>,
+        out: &mut Vec<u8>,
+    ) -> u64 {
+        out.clear();
+        let mut taken = 1;
+        let mut framed = u64::from(self.push_frame(first, out));
+        while taken < WRITE_BATCH_MESSAGES && out.len() < WRITE_BATCH_BYTES {
+            let Some(message) = more() else {
+                break;
+            };
+            taken += 1;
+            framed += u64::from(self.push_frame(message, out));
+        }
+        framed
+    }
+
+    /// Appends the frame of `message` to `out`; false (and counted as dropped) when it is
+    /// too large to frame.
+    fn push_frame(&self, message: Message, out: &mut Vec<u8>) -> bool {
+        let frame = raft_proto::wire::PeerFrame::Raft(message);
+        let framed = raft_proto::wire::encode_frame(&frame, self.config.max_frame, out).is_ok();
+        if !framed {
+            tracing::warn!(to = ?self.config.node_id, "a message cannot be framed; dropped");
+            TransportCounters::add(&self.counters.dropped, 1);
         }
         framed
     }

@@ -29,8 +29,6 @@ use crate::node::{sleep, SmolSpawner, Spawn};
 
 /// A connection must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Messages written to a connection in one go, at most.
-const WRITE_BATCH: usize = 256;
 
 /// A TCP transport whose tasks run on smol's executor, or on the one given at start.
 pub struct TcpTransport {
@@ -289,7 +287,11 @@ async fn read_loop(
         )
         .await;
         match read {
-            None | Some(Ok(0)) => return,
+            None => return,
+            Some(Ok(0)) => {
+                reader.on_end(remote);
+                return;
+            }
             Some(Ok(n)) => {
                 if !reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok()) {
                     if let Some(refusal) = reader.take_refusal() {
@@ -388,8 +390,7 @@ async fn write_loop(
         failures = 0;
         // A closed queue (the transport stopped) ends the task.
         while let Ok(first) = queue.recv().await {
-            let more = std::iter::from_fn(|| queue.try_recv().ok()).take(WRITE_BATCH - 1);
-            let batch = writer.frames(std::iter::once(first).chain(more), &mut out);
+            let batch = writer.batch(first, || queue.try_recv().ok(), &mut out);
             if stream.write_all(&out).await.is_err() {
                 tracing::debug!(peer, %addr, "write failed; reconnecting");
                 Counters::add(&counters.dropped, batch);

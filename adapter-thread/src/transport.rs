@@ -6,13 +6,21 @@
 //!
 //! # The TCP protocol
 //!
-//! Frames are [`raft_proto::wire`] frames carrying [`PeerFrame`]s. Each node opens one
-//! connection to each peer and only writes on it; the accepting side only reads. A connection
-//! starts with a [`PeerFrame::Hello`] naming the cluster, the connecting node and where it
-//! accepts connections; the acceptor refuses (closes) the connection when the cluster id is not
-//! its own or the node claims the acceptor's id. Then come [`PeerFrame::Raft`] frames,
-//! delivered in order. A frame that is oversized, malformed, truncated or out of protocol
-//! closes the connection; the writer on the other side reconnects with exponential backoff.
+//! The protocol is the one every adapter's TCP transport speaks, written once in
+//! `adapter-common` ([`PeerReader`] for accepted connections, [`PeerWriter`] for outgoing
+//! ones); this module adds the threads and the sockets. Frames are [`raft_proto::wire`]
+//! frames carrying [`PeerFrame`]s. Each node opens one connection to each peer and only
+//! writes on it; the accepting side only reads. A connection starts with a
+//! [`PeerFrame::Hello`] naming the cluster, the connecting node and where it accepts
+//! connections; the acceptor refuses the connection (saying why, then closing it) when the
+//! cluster id is not its own or the node claims the acceptor's id. Then come
+//! [`PeerFrame::Raft`] frames, delivered in order. A frame that is oversized, malformed,
+//! truncated or out of protocol closes the connection; the writer on the other side
+//! reconnects with exponential backoff.
+//!
+//! [`PeerFrame`]: raft_proto::wire::PeerFrame
+//! [`PeerFrame::Hello`]: raft_proto::wire::PeerFrame::Hello
+//! [`PeerFrame::Raft`]: raft_proto::wire::PeerFrame::Raft
 //!
 //! Peers are looked up in a [`PeerBook`]: the writer thread to a member added at run time is
 //! started by the first message to it, and the writer to a node that left is stopped.
@@ -26,17 +34,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use adapter_common::net::TransportCounters as Counters;
+use adapter_common::net::{reconnect_backoff, PeerReader, PeerWriter, HELLO_MAX_FRAME};
 pub use adapter_common::net::{
     MemoryNetwork, MemoryTransport, PeerBook, TcpConfig, Transport, TransportStats,
 };
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-use raft_proto::wire::{encode_frame, FrameDecoder, PeerFrame};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use raft_proto::{Message, NodeId};
 
-/// The first delay before reconnecting to a peer; doubled after each failure.
-const BACKOFF_MIN: Duration = Duration::from_millis(20);
-/// The longest delay between two connection attempts to a peer.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one write may block on a peer that does not read before the connection is dropped.
@@ -45,19 +50,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(50);
 /// How long an accepted connection may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-use adapter_common::net::HELLO_MAX_FRAME;
 /// How many bytes a reader asks the socket for at once.
 const READ_CHUNK: usize = 64 * 1024;
-/// How many queued messages a writer gathers into one write.
-const WRITE_BATCH_MESSAGES: u64 = 64;
-/// How many bytes a writer gathers into one write (at least one message is always taken).
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// The smallest cap on simultaneously open inbound connections (see [`TcpTransport`]).
 const MIN_INBOUND_CONNECTIONS: usize = 16;
 /// How long [`TcpTransport::shutdown`] waits for its threads in all.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
-
-use adapter_common::net::TransportCounters as Counters;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -65,10 +63,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// What every thread of one transport shares.
 struct Shared {
-    config: TcpConfig,
-    book: PeerBook,
+    config: Arc<TcpConfig>,
+    book: Arc<PeerBook>,
     stop: AtomicBool,
-    counters: Counters,
+    counters: Arc<Counters>,
     inbound: Sender<Message>,
     /// Every open socket, so that shutdown can unblock whoever is using it.
     sockets: Mutex<HashMap<u64, TcpStream>>,
@@ -178,10 +176,10 @@ impl TcpTransport {
             config.advertise = Some(local_addr);
         }
         let shared = Arc::new(Shared {
-            book: PeerBook::new(&config),
-            config,
+            book: Arc::new(PeerBook::new(&config)),
+            config: Arc::new(config),
             stop: AtomicBool::new(false),
-            counters: Counters::default(),
+            counters: Arc::default(),
             inbound,
             sockets: Mutex::new(HashMap::new()),
             peer_connections: Mutex::new(HashMap::new()),
@@ -411,15 +409,14 @@ fn read_connection(shared: &Shared, mut stream: TcpStream, remote: SocketAddr) {
     }
 }
 
-/// The body of [`read_connection`]; returns the peer if the handshake went through.
+/// The body of [`read_connection`]; returns the peer if the handshake went through. The
+/// protocol itself (hello, frames, what is refused and counted) is the shared [`PeerReader`].
 fn serve_connection(
     shared: &Shared,
     stream: &mut TcpStream,
     remote: SocketAddr,
     connection: u64,
 ) -> Option<NodeId> {
-    let config = &shared.config;
-    let counters = &shared.counters;
     if let Err(error) = stream
         .set_read_timeout(Some(POLL))
         .and_then(|()| stream.set_nodelay(true))
@@ -428,119 +425,75 @@ fn serve_connection(
         return None;
     }
     let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let mut decoder = FrameDecoder::new(HELLO_MAX_FRAME);
+    let mut reader = PeerReader::new(
+        Arc::clone(&shared.config),
+        Arc::clone(&shared.counters),
+        Arc::clone(&shared.book),
+    );
     let mut buf = vec![0; READ_CHUNK];
-    let mut peer: Option<NodeId> = None;
     while !shared.stopping() {
-        // Everything complete in the buffer first.
-        loop {
-            let frame = match decoder.next_frame::<PeerFrame>() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::warn!(%error, %remote, ?peer, "bad frame; closing the connection");
-                    Counters::add(&counters.bad_frames, 1);
-                    return peer;
-                }
-            };
-            match (peer, frame) {
-                (
-                    None,
-                    PeerFrame::Hello {
-                        cluster_id,
-                        node_id,
-                        address,
-                    },
-                ) => {
-                    if let Err(refusal) = adapter_common::check_hello(
-                        config.cluster_id,
-                        config.node_id,
-                        cluster_id,
-                        node_id,
-                    ) {
-                        tracing::warn!(%remote, %refusal, "refusing a connection");
-                        Counters::add(&counters.refused_connections, 1);
-                        // Say why, then close (the peer waits for this before sending more).
-                        let _ = stream.write_all(&adapter_common::net::refusal_frame(&refusal));
-                        let _ = stream.shutdown(Shutdown::Write);
-                        return None;
-                    }
-                    if let Ok(address) = address.parse() {
-                        shared.book.learn(node_id, address);
-                    }
-                    tracing::debug!(%remote, node_id, "peer connected");
-                    peer = Some(node_id);
-                    decoder.set_max_frame(config.max_frame);
-                    if let Ok(clone) = stream.try_clone() {
-                        let old =
-                            lock(&shared.peer_connections).insert(node_id, (connection, clone));
-                        if let Some((_, old)) = old {
-                            // The peer reconnected: its old connection is dead or dying.
-                            let _ = old.shutdown(Shutdown::Both);
-                        }
-                    }
-                }
-                (Some(from), PeerFrame::Raft(message)) => {
-                    if message.from != from || message.to != config.node_id {
-                        tracing::warn!(
-                            %remote, peer = from, message.from, message.to,
-                            "dropping a message with the wrong sender or addressee"
-                        );
-                        Counters::add(&counters.bad_frames, 1);
-                        continue;
-                    }
-                    match shared.inbound.try_send(message) {
-                        Ok(()) => Counters::add(&counters.received, 1),
-                        Err(TrySendError::Full(_)) => Counters::add(&counters.dropped, 1),
-                        Err(TrySendError::Disconnected(_)) => {
-                            tracing::debug!("inbound channel closed; closing the connection");
-                            Counters::add(&counters.dropped, 1);
-                            return peer;
-                        }
-                    }
-                }
-                (_, frame) => {
-                    tracing::warn!(
-                        %remote, ?peer, hello = matches!(frame, PeerFrame::Hello { .. }),
-                        "frame out of protocol; closing the connection"
-                    );
-                    Counters::add(&counters.bad_frames, 1);
-                    return peer;
-                }
-            }
-        }
-        match stream.read(&mut buf) {
+        let n = match stream.read(&mut buf) {
             Ok(0) => {
-                if decoder.buffered() > 0 {
-                    tracing::warn!(
-                        %remote, ?peer, bytes = decoder.buffered(),
-                        "connection closed in the middle of a frame"
-                    );
-                    Counters::add(&counters.bad_frames, 1);
-                }
-                return peer;
+                reader.on_end(remote);
+                return reader.peer();
             }
-            Ok(n) => decoder.extend(&buf[..n]),
+            Ok(n) => n,
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if peer.is_none() && Instant::now() >= handshake_deadline {
+                if reader.peer().is_none() && Instant::now() >= handshake_deadline {
                     tracing::warn!(%remote, "no hello in time; closing the connection");
-                    Counters::add(&counters.refused_connections, 1);
+                    Counters::add(&shared.counters.refused_connections, 1);
                     return None;
                 }
+                continue;
             }
-            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
             Err(error) => {
-                tracing::debug!(%error, %remote, ?peer, "inbound connection failed");
-                return peer;
+                tracing::debug!(%error, %remote, peer = ?reader.peer(), "inbound connection failed");
+                return reader.peer();
+            }
+        };
+        let said_hello = reader.peer().is_some();
+        let mut inbound_gone = false;
+        let open = reader.on_bytes(&buf[..n], remote, |message| {
+            match shared.inbound.try_send(message) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => false,
+                Err(TrySendError::Disconnected(_)) => {
+                    inbound_gone = true;
+                    false
+                }
+            }
+        });
+        if let Some(refusal) = reader.take_refusal() {
+            // Say why, then close (the peer waits for this before sending more).
+            let _ = stream.write_all(&refusal);
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        if let (false, Some(peer)) = (said_hello, reader.peer()) {
+            tracing::debug!(%remote, peer, "peer connected");
+            if let Ok(clone) = stream.try_clone() {
+                let old = lock(&shared.peer_connections).insert(peer, (connection, clone));
+                if let Some((_, old)) = old {
+                    // The peer reconnected: its old connection is dead or dying.
+                    let _ = old.shutdown(Shutdown::Both);
+                }
             }
         }
+        if inbound_gone {
+            tracing::debug!("inbound channel closed; closing the connection");
+            return reader.peer();
+        }
+        if !open {
+            return reader.peer();
+        }
     }
-    peer
+    reader.peer()
 }
 
-/// Connects to `addr`, sets the socket up and says hello.
+/// Connects to `addr` and says hello ([`PeerWriter::hello`]); a peer that refuses the hello
+/// says why, which is logged and counted here.
 fn connect(
-    shared: &Shared,
+    writer: &PeerWriter,
     peer: NodeId,
     addr: SocketAddr,
     out: &mut Vec<u8>,
@@ -548,17 +501,7 @@ fn connect(
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    out.clear();
-    let hello = PeerFrame::Hello {
-        cluster_id: shared.config.cluster_id,
-        node_id: shared.config.node_id,
-        address: shared
-            .config
-            .advertise
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-    };
-    encode_frame(&hello, HELLO_MAX_FRAME, out).map_err(io::Error::other)?;
+    writer.hello(out);
     stream.write_all(out)?;
     // An accepted hello gets no answer; a refused one gets the reason, then the close.
     stream.set_read_timeout(Some(adapter_common::net::REFUSAL_WAIT))?;
@@ -568,7 +511,7 @@ fn connect(
         Err(e) => Err(e),
         Ok(n) => {
             if let Some(reason) = adapter_common::net::refusal_in(&answer[..n]) {
-                adapter_common::net::on_refused_by_peer(&shared.counters, peer, addr, &reason);
+                adapter_common::net::on_refused_by_peer(writer.counters(), peer, addr, &reason);
             }
             Err(io::Error::new(
                 ErrorKind::ConnectionRefused,
@@ -583,7 +526,8 @@ fn connect(
 /// no address any more.
 fn write_loop(shared: &Shared, peer: NodeId, queue: &Receiver<Message>) {
     let counters = &shared.counters;
-    let mut backoff = BACKOFF_MIN;
+    let writer = PeerWriter::new(Arc::clone(&shared.config), Arc::clone(&shared.counters));
+    let mut failures = 0;
     let mut out = Vec::new();
     // The open connection and its registry id.
     let mut connection: Option<(TcpStream, u64)> = None;
@@ -592,20 +536,21 @@ fn write_loop(shared: &Shared, peer: NodeId, queue: &Receiver<Message>) {
             let Some(addr) = shared.book.address(peer) else {
                 break;
             };
-            match connect(shared, peer, addr, &mut out) {
+            match connect(&writer, peer, addr, &mut out) {
                 Ok(stream) => {
                     tracing::debug!(peer, %addr, "connected");
                     let id = shared.register(&stream);
                     connection = Some((stream, id));
-                    backoff = BACKOFF_MIN;
+                    failures = 0;
                 }
                 Err(error) => {
+                    let backoff = reconnect_backoff(failures);
                     tracing::debug!(peer, %addr, %error, ?backoff, "cannot connect; retrying");
                     // The peer is unreachable: what is queued meanwhile is dropped.
                     if !shared.drop_for(queue, backoff) {
                         break;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    failures = failures.saturating_add(1);
                 }
             }
             continue;
@@ -616,25 +561,7 @@ fn write_loop(shared: &Shared, peer: NodeId, queue: &Receiver<Message>) {
             Err(RecvTimeoutError::Disconnected) => break,
         };
         // Gather what else is queued into one write.
-        out.clear();
-        let mut batch: u64 = 0;
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            let frame = PeerFrame::Raft(message);
-            match encode_frame(&frame, shared.config.max_frame, &mut out) {
-                Ok(()) => batch += 1,
-                Err(error) => {
-                    tracing::warn!(peer, %error, "message cannot be framed; dropped");
-                    Counters::add(&counters.dropped, 1);
-                }
-            }
-            if batch < WRITE_BATCH_MESSAGES && out.len() < WRITE_BATCH_BYTES {
-                match queue.try_recv() {
-                    Ok(message) => next = Some(message),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
-                }
-            }
-        }
+        let batch = writer.batch(first, || queue.try_recv().ok(), &mut out);
         if batch == 0 {
             continue;
         }

@@ -26,8 +26,6 @@ use tokio::task::JoinHandle;
 
 /// A connection must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Messages written to a connection in one go, at most.
-const WRITE_BATCH: usize = 256;
 
 /// A TCP transport running on the current tokio runtime.
 #[derive(Debug)]
@@ -245,7 +243,10 @@ async fn read_loop(
             _ = stop.changed() => return,
         };
         match n {
-            Ok(0) => return,
+            Ok(0) => {
+                reader.on_end(remote);
+                return;
+            }
             Ok(n) => {
                 if !reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok()) {
                     if let Some(refusal) = reader.take_refusal() {
@@ -338,8 +339,7 @@ async fn write_loop(
                 },
                 _ = stop.changed() => return,
             };
-            let more = std::iter::from_fn(|| queue.try_recv().ok()).take(WRITE_BATCH - 1);
-            let batch = writer.frames(std::iter::once(first).chain(more), &mut out);
+            let batch = writer.batch(first, || queue.try_recv().ok(), &mut out);
             if stream.write_all(&out).await.is_err() {
                 tracing::debug!(peer, %addr, "write failed; reconnecting");
                 Counters::add(&counters.dropped, batch);
