@@ -8,15 +8,16 @@
 //! its runtime) and invokes [`conformance_tests!`](crate::conformance_tests).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use raft_proto::{Membership, MembershipChange, NodeId, Role};
 
+use crate::faults::{FaultyLink, LinkFaults};
 use crate::sessions::{self, decode_answer, ClientSession, Sessions};
 use crate::{
     NodeOptions, ProposeError, ReadError, StateMachine, Status, TcpConfig, TransferError, WaitError,
@@ -152,7 +153,7 @@ pub struct Cluster<'h> {
     /// The nodes the cluster was bootstrapped with (the others join it when started).
     bootstrap: Vec<NodeId>,
     /// With proxies: the link each node dials to reach each other one, by (from, to).
-    links: BTreeMap<(NodeId, NodeId), Link>,
+    links: BTreeMap<(NodeId, NodeId), FaultyLink>,
 }
 
 const CLUSTER_ID: u64 = 42;
@@ -217,7 +218,10 @@ impl<'h> Cluster<'h> {
             for &from in peers.keys() {
                 for (&to, &addr) in &peers {
                     if from != to {
-                        links.insert((from, to), Link::start(addr));
+                        links.insert(
+                            (from, to),
+                            FaultyLink::start(addr, from * 31 + to).expect("a proxy"),
+                        );
                     }
                 }
             }
@@ -263,7 +267,7 @@ impl<'h> Cluster<'h> {
             .collect();
         for (&to, addr) in &mut others {
             if let Some(link) = self.links.get(&(id, to)) {
-                *addr = link.addr;
+                *addr = link.addr();
             }
         }
         let tcp = TcpConfig::new(CLUSTER_ID, id, self.peers[&id], others);
@@ -283,7 +287,7 @@ impl<'h> Cluster<'h> {
     pub fn isolate(&self, id: NodeId) {
         for (&(from, to), link) in &self.links {
             if from == id || to == id {
-                link.set_up(false);
+                link.set(LinkFaults::cut());
             }
         }
     }
@@ -292,14 +296,14 @@ impl<'h> Cluster<'h> {
     /// no longer hears `from`, and still reaches it.
     pub fn cut(&self, from: NodeId, to: NodeId) {
         if let Some(link) = self.links.get(&(from, to)) {
-            link.set_up(false);
+            link.set(LinkFaults::cut());
         }
     }
 
     /// Restores every link cut by [`isolate`](Self::isolate) or [`cut`](Self::cut).
     pub fn heal(&self) {
         for link in self.links.values() {
-            link.set_up(true);
+            link.heal();
         }
     }
 
@@ -410,99 +414,6 @@ impl Drop for Cluster<'_> {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A TCP proxy on 127.0.0.1 for one direction of a peer link (the connections one node
-/// dials to another), which the test can cut and restore.
-struct Link {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    stopped: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Link {
-    /// Listens on a free port and forwards every connection to `target` while up.
-    fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let link = Self {
-            addr: listener.local_addr().expect("bound"),
-            up: Arc::new(AtomicBool::new(true)),
-            stopped: Arc::new(AtomicBool::new(false)),
-            connections: Arc::new(Mutex::new(Vec::new())),
-        };
-        let (up, stopped, connections) = (
-            link.up.clone(),
-            link.stopped.clone(),
-            link.connections.clone(),
-        );
-        std::thread::spawn(move || {
-            // Ends when the cluster is dropped.
-            while !stopped.load(Ordering::Relaxed) {
-                let Ok((inbound, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                if !up.load(Ordering::Relaxed) {
-                    continue; // Refused: dropped at once.
-                }
-                let _ = inbound.set_nonblocking(false);
-                let Ok(outbound) = TcpStream::connect(target) else {
-                    continue;
-                };
-                let mut open = connections.lock().unwrap_or_else(PoisonError::into_inner);
-                for (from, to) in [(&inbound, &outbound), (&outbound, &inbound)] {
-                    if let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) {
-                        std::thread::spawn(move || pump(from, to));
-                    }
-                }
-                open.extend([inbound, outbound]);
-            }
-        });
-        link
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
-        if !up {
-            self.close_all();
-        }
-    }
-
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
-        self.close_all();
-    }
-
-    fn close_all(&self) {
-        let mut open = self
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for stream in open.drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-/// Copies bytes from one socket to the other until either is closed.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
 }
 
 fn count(answer: &[u8]) -> u64 {

@@ -57,6 +57,8 @@ mod applier;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod driver;
+#[cfg(feature = "fault-proxy")]
+pub mod faults;
 pub mod net;
 pub mod sessions;
 pub mod storage;
