@@ -3,7 +3,7 @@
 //! restarted, and every acknowledged write checked on every node; meanwhile a few clients
 //! read and write shared keys, and their history is checked for linearizability.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use adapter_common::faults::FaultyLink;
 use indicatif::{ProgressBar, ProgressStyle};
 use raft_proto::NodeId;
 
@@ -65,6 +66,10 @@ pub(crate) struct Cluster {
     peers: BTreeMap<NodeId, SocketAddr>,
     clients: BTreeMap<NodeId, SocketAddr>,
     children: BTreeMap<NodeId, Child>,
+    /// With proxies: the link each node dials to reach each other one, by (from, to).
+    links: BTreeMap<(NodeId, NodeId), FaultyLink>,
+    /// The nodes stopped with SIGSTOP.
+    paused: BTreeSet<NodeId>,
 }
 
 impl Cluster {
@@ -74,6 +79,18 @@ impl Cluster {
         runtime: Runtime,
         read_mode: ReadMode,
         dir: &Path,
+    ) -> Result<Self, String> {
+        Self::start_with(exe, runtime, read_mode, dir, None)
+    }
+
+    /// Like [`start`](Self::start); with `proxies` (a seed for their jitter), every peer
+    /// link goes through a [`FaultyLink`] (see [`link`](Self::link)).
+    pub(crate) fn start_with(
+        exe: PathBuf,
+        runtime: Runtime,
+        read_mode: ReadMode,
+        dir: &Path,
+        proxies: Option<u64>,
     ) -> Result<Self, String> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)
@@ -91,14 +108,97 @@ impl Cluster {
             read_mode,
             dir: dir.to_path_buf(),
             bootstrap: (1..=NODES).collect(),
+            links: BTreeMap::new(),
             peers,
             clients,
             children: BTreeMap::new(),
+            paused: BTreeSet::new(),
         };
+        if let Some(seed) = proxies {
+            for (&from, &to) in cluster
+                .peers
+                .keys()
+                .flat_map(|f| cluster.peers.keys().map(move |t| (f, t)))
+            {
+                if from != to {
+                    let link = FaultyLink::start(cluster.peers[&to], seed ^ (from * 31 + to))
+                        .map_err(|e| format!("cannot start a proxy: {e}"))?;
+                    cluster.links.insert((from, to), link);
+                }
+            }
+        }
         for id in 1..=NODES {
             cluster.spawn(id)?;
         }
         Ok(cluster)
+    }
+
+    /// The proxy node `from` dials to reach node `to` (a cluster started with proxies).
+    pub(crate) fn link(&self, from: NodeId, to: NodeId) -> Option<&FaultyLink> {
+        self.links.get(&(from, to))
+    }
+
+    /// Every proxied link to or from node `id`.
+    pub(crate) fn links_of(&self, id: NodeId) -> impl Iterator<Item = &FaultyLink> {
+        self.links
+            .iter()
+            .filter(move |((from, to), _)| *from == id || *to == id)
+            .map(|(_, link)| link)
+    }
+
+    /// Makes every link healthy again.
+    pub(crate) fn heal_links(&self) {
+        for link in self.links.values() {
+            link.heal();
+        }
+    }
+
+    /// Stops node `id`'s process with SIGSTOP (it keeps its sockets and state, and its
+    /// clock runs on).
+    pub(crate) fn pause(&mut self, id: NodeId) -> Result<(), String> {
+        let pid = self
+            .pid(id)
+            .ok_or_else(|| format!("node {id} does not run"))?;
+        signal(pid, "-STOP")?;
+        self.paused.insert(id);
+        Ok(())
+    }
+
+    /// Wakes node `id` after [`pause`](Self::pause) with SIGCONT.
+    pub(crate) fn resume(&mut self, id: NodeId) -> Result<(), String> {
+        if self.paused.remove(&id) {
+            if let Some(pid) = self.pid(id) {
+                signal(pid, "-CONT")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes every paused node.
+    pub(crate) fn resume_all(&mut self) -> Result<(), String> {
+        for id in std::mem::take(&mut self.paused) {
+            if let Some(pid) = self.pid(id) {
+                signal(pid, "-CONT")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The lines of the nodes' logs that report a panic.
+    pub(crate) fn panics(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for id in self.clients.keys() {
+            let path = self.dir.join(format!("node-{id}.log"));
+            let Ok(log) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            found.extend(
+                log.lines()
+                    .filter(|line| line.contains("panicked"))
+                    .map(|line| format!("node {id}: {line}")),
+            );
+        }
+        found
     }
 
     /// Adds node `id` on fresh ports and starts it empty with `--join` (the current members'
@@ -135,7 +235,11 @@ impl Cluster {
                 .peers
                 .iter()
                 .filter(|(i, _)| self.bootstrap.contains(i))
-                .map(|(i, a)| format!("{i}={a}/{}", self.clients[i]))
+                .map(|(i, a)| {
+                    // Through the proxy of the link from `id` to `i`, if there is one.
+                    let a = self.link(id, *i).map_or(*a, FaultyLink::addr);
+                    format!("{i}={a}/{}", self.clients[i])
+                })
                 .collect();
             vec!["--peers".to_string(), peers.join(",")]
         } else {
@@ -212,8 +316,9 @@ impl Cluster {
         self.children.get(&id).map(Child::id)
     }
 
-    /// Kills node `id` with SIGKILL.
+    /// Kills node `id` with SIGKILL (paused or not).
     pub(crate) fn kill(&mut self, id: NodeId) {
+        self.paused.remove(&id);
         if let Some(mut child) = self.children.remove(&id) {
             let _ = child.kill();
             let _ = child.wait();
@@ -312,6 +417,19 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Sends a signal (`-STOP`, `-CONT`, `-TERM`) to process `pid` with kill(1).
+pub(crate) fn signal(pid: u32, which: &str) -> Result<(), String> {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill {which} {pid} failed: {status}"))
     }
 }
 
@@ -564,7 +682,7 @@ pub(crate) fn value(i: usize) -> Vec<u8> {
 }
 
 /// A generator of numbers below a bound (xorshift), from `seed`: the chaos's choices.
-fn random_below(seed: u64) -> impl FnMut(u64) -> u64 {
+pub(crate) fn random_below(seed: u64) -> impl FnMut(u64) -> u64 {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     move |bound: u64| {
         rng ^= rng << 13;
@@ -576,7 +694,7 @@ fn random_below(seed: u64) -> impl FnMut(u64) -> u64 {
 
 /// Stops the clients however a chaos scope is left (an error would otherwise leave them
 /// looping and the scope waiting for them for ever).
-struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+pub(crate) struct StopOnDrop<'a>(pub(crate) &'a std::sync::atomic::AtomicBool);
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
@@ -596,11 +714,17 @@ pub(crate) struct ChaosConfig {
     /// Rounds replace a random voter by a fresh node instead of crashing nodes.
     pub(crate) membership: bool,
     pub(crate) read_mode: ReadMode,
+    /// The faults to pick from each round; `[Kill]` alone is the crash test (every fifth
+    /// round crashes the whole cluster), anything else runs through proxies
+    /// ([`crate::nemesis`]).
+    pub(crate) faults: Vec<crate::nemesis::Fault>,
 }
 
 /// What a chaos run did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ChaosReport {
+    /// The longest time without an acknowledged write (fault runs only).
+    pub(crate) longest_gap: Option<Duration>,
     /// Writes acknowledged, each found on every node at the end.
     pub(crate) acknowledged: usize,
     /// Rounds run.
@@ -610,7 +734,7 @@ pub(crate) struct ChaosReport {
 }
 
 /// Runs the recorded clients against the addresses `addrs` gives until `stop`.
-fn spawn_recorded<'s>(
+pub(crate) fn spawn_recorded<'s>(
     scope: &'s std::thread::Scope<'s, '_>,
     recorder: &'s Recorder,
     stop: &'s std::sync::atomic::AtomicBool,
@@ -627,8 +751,18 @@ fn spawn_recorded<'s>(
 /// Runs the chaos test; fails if an acknowledged write is missing anywhere at the end or the
 /// nodes do not converge.
 pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, String> {
+    let crash_only = config
+        .faults
+        .iter()
+        .all(|&f| f == crate::nemesis::Fault::Kill);
+    if config.membership && !crash_only {
+        return Err("--membership runs without proxies: it takes no --faults but kill".into());
+    }
     if config.membership {
         return chaos_membership(exe, config);
+    }
+    if !crash_only {
+        return crate::nemesis::run(exe, config);
     }
     let mut cluster = Cluster::start(exe, config.runtime, config.read_mode, &config.dir)?;
     cluster
@@ -685,9 +819,9 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
     verify(cluster, &acked, config.rounds, &recorder)
 }
 
-/// Every acknowledged write on every running node, which all converged, and the recorded
-/// history linearizable; stops the cluster.
-fn verify(
+/// Every acknowledged write on every running node, which all converged, the recorded
+/// history linearizable, and no panic in any node's log; stops the cluster.
+pub(crate) fn verify(
     cluster: Cluster,
     acked: &[usize],
     rounds: usize,
@@ -695,6 +829,10 @@ fn verify(
 ) -> Result<ChaosReport, String> {
     let verdict = recorder.check()?;
     println!("{verdict}");
+    let panics = cluster.panics();
+    if !panics.is_empty() {
+        return Err(format!("a node panicked: {}", panics.join("; ")));
+    }
     if acked.is_empty() {
         return Err("no write was acknowledged".into());
     }
@@ -726,6 +864,7 @@ fn verify(
     let nodes = dumps.len();
     cluster.stop();
     Ok(ChaosReport {
+        longest_gap: None,
         acknowledged: acked.len(),
         rounds,
         nodes,

@@ -19,6 +19,7 @@ mod bench;
 mod demo;
 mod history;
 mod members;
+mod nemesis;
 mod protocol;
 mod runtime;
 mod server;
@@ -189,6 +190,11 @@ enum Cmd {
         /// How the nodes serve reads.
         #[arg(long, value_enum, default_value_t = server::ReadMode::Index)]
         read_mode: server::ReadMode,
+        /// The faults each round picks from. `kill` alone is the crash test; with any other,
+        /// every peer link goes through a proxy that cuts (`partition`, `one-way`), delays
+        /// (`delay`) or throttles (`slow`) it, and `pause` stops a process with SIGSTOP.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "kill")]
+        faults: Vec<nemesis::Fault>,
     },
     /// The read benchmark: for each read mode, a fresh 3-process cluster, keys written, then
     /// clients reading at the leader for a while; prints reads per second and latencies.
@@ -533,6 +539,7 @@ fn main() -> ExitCode {
             runtime,
             membership,
             read_mode,
+            faults,
         } => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))
             .and_then(|exe| {
@@ -546,12 +553,16 @@ fn main() -> ExitCode {
                         runtime,
                         membership,
                         read_mode,
+                        faults,
                     },
                 )
             })
             .map(|report| {
+                let gap = report.longest_gap.map_or_else(String::new, |gap| {
+                    format!("; at most {} ms without a commit", gap.as_millis())
+                });
                 println!(
-                    "chaos passed: {} rounds, {} acknowledged writes present on all {} nodes",
+                    "chaos passed: {} rounds, {} acknowledged writes present on all {} nodes{gap}",
                     report.rounds, report.acknowledged, report.nodes
                 )
             }),

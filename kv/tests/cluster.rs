@@ -224,3 +224,35 @@ fn the_cli_reads_and_writes_and_sigterm_hands_leadership_over() {
     assert!(!ok && out.contains("no node answered"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every fault kind between real processes — partitions both ways and one way, delayed and
+/// throttled links (through proxies), SIGSTOP pauses, SIGKILLs — under load, in every read
+/// mode: the history stays linearizable and no acknowledged write is lost.
+#[test]
+fn faults_between_processes_keep_the_history_linearizable() {
+    for (runtime, read_mode, seed) in [
+        ("thread", "index", 11),
+        ("tokio", "lease", 12),
+        ("smol", "log", 13),
+    ] {
+        let stdout = chaos(
+            runtime,
+            seed,
+            &[
+                "--rounds",
+                "6",
+                "--faults",
+                "kill,partition,one-way,delay,slow,pause",
+                "--read-mode",
+                read_mode,
+            ],
+        );
+        assert!(stdout.contains("operations: linearizable"), "{stdout}");
+        for kind in ["Kill", "Partition", "OneWay", "Delay", "Slow", "Pause"] {
+            assert!(
+                stdout.contains(&format!("{kind} 1")),
+                "{kind} missing: {stdout}"
+            );
+        }
+    }
+}
