@@ -626,6 +626,60 @@ pub fn leader_survives_a_stalled_state_machine(
     kept
 }
 
+/// A leader whose state machine (on its own thread) is stalled answers proposals beyond
+/// [`NodeOptions::max_pending_proposals`] with [`ProposeError::Busy`] at once, instead of
+/// holding them; the ones it took are applied once the state machine returns.
+pub fn busy_when_too_many_proposals_wait(harness: &dyn Harness) {
+    static TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 32);
+    let token = TOKEN.fetch_add(1, Ordering::Relaxed);
+    let cluster = Cluster::with_options(harness, "busy", |options| {
+        options.apply_on_thread = true;
+        options.max_pending_proposals = 16;
+    });
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"before");
+    let node = cluster.node(leader);
+    let stall = sessions::plain(&stall_command(1500, token));
+    let (busy, applied) = std::thread::scope(|s| {
+        let stalled = s.spawn(|| node.propose(stall, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(200));
+        let proposers: Vec<_> = (0..64)
+            .map(|i| {
+                s.spawn(move || {
+                    let command = sessions::plain(format!("queued {i}").as_bytes());
+                    let start = Instant::now();
+                    (
+                        node.propose(command, Duration::from_secs(10)),
+                        start.elapsed(),
+                    )
+                })
+            })
+            .collect();
+        let mut busy = 0;
+        let mut applied = 0;
+        for proposer in proposers {
+            match proposer.join().expect("no panic") {
+                (Err(ProposeError::Busy { pending }), waited) => {
+                    assert!(pending >= 16, "busy with {pending} pending");
+                    assert!(
+                        waited < Duration::from_millis(1000),
+                        "busy after {waited:?}"
+                    );
+                    busy += 1;
+                }
+                (Ok(_), _) => applied += 1,
+                (other, _) => panic!("a queued proposal ended in {other:?}"),
+            }
+        }
+        assert!(stalled.join().expect("no panic").is_ok());
+        (busy, applied)
+    });
+    assert_eq!(busy + applied, 64);
+    assert!(busy >= 32 && applied >= 1, "{busy} busy, {applied} applied");
+    // Once the state machine caught up, proposals are taken again.
+    cluster.propose(b"after");
+}
+
 /// A command whose outcome was left in doubt (`Indeterminate`: its leader was cut off after
 /// the followers had the entry, and caught up through a snapshot covering it) and is then
 /// retried with the same bytes through its client session is applied exactly once.
@@ -1027,7 +1081,7 @@ macro_rules! conformance_tests {
             grow_one_to_three, replace_a_node, shrink_and_grow_back, linearizable_reads,
             read_fails_without_quorum, transfer_leadership, shutdown_hands_leadership_over,
             wait_applied, retry_after_indeterminate_applies_once,
-            slow_apply_on_its_own_thread);
+            slow_apply_on_its_own_thread, busy_when_too_many_proposals_wait);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

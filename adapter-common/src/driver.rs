@@ -83,6 +83,12 @@ pub struct NodeOptions {
     /// [`Status::applied_index`] and waits for an index follow what that thread has applied.
     /// It costs a hand-over between threads per batch of committed entries. Off by default.
     pub apply_on_thread: bool,
+    /// How many proposals may wait at once: queued for the next step, appended and waiting
+    /// to commit, or committed and waiting for the state machine's thread. A proposal beyond
+    /// it is answered [`ProposeError::Busy`] at once (nothing is appended), so that clients
+    /// faster than the cluster meet a typed answer instead of growing the leader's memory.
+    /// 65,536 by default.
+    pub max_pending_proposals: usize,
 }
 
 impl NodeOptions {
@@ -103,6 +109,7 @@ impl NodeOptions {
             proposal_timeout: Duration::from_secs(5),
             transfer_on_shutdown: true,
             apply_on_thread: false,
+            max_pending_proposals: 65_536,
         }
     }
 }
@@ -133,6 +140,13 @@ pub enum ProposeError {
     /// The membership change was refused; nothing was appended.
     #[error("the membership change was refused: {0}")]
     Refused(MembershipError),
+    /// Too many proposals are waiting at this node
+    /// ([`NodeOptions::max_pending_proposals`]): this one was not appended; retry later.
+    #[error("too many proposals are waiting ({pending}); this one was not proposed")]
+    Busy {
+        /// How many were waiting.
+        pending: usize,
+    },
     /// The leader is handing leadership over to `to`: nothing was appended; retry there.
     #[error("leadership is being handed over to node {to}")]
     Transferring {
@@ -380,6 +394,8 @@ pub struct Driver<S> {
     /// only grow): `(deadline, index, term)`. Entries already answered are skipped.
     deadlines: VecDeque<(u64, Index, Term)>,
     proposal_timeout: u64,
+    /// See [`NodeOptions::max_pending_proposals`].
+    max_pending: usize,
     /// Proposals gathered for the next step.
     batch: Vec<(Vec<u8>, Reply)>,
     /// Membership changes accepted and not yet complete.
@@ -462,6 +478,7 @@ impl<S: StateMachine> Driver<S> {
             deadlines: VecDeque::new(),
             proposal_timeout: u64::try_from(options.proposal_timeout.as_millis())
                 .unwrap_or(u64::MAX),
+            max_pending: options.max_pending_proposals.max(1),
             batch: Vec::new(),
             changes: Vec::new(),
             change_reply: None,
@@ -868,8 +885,14 @@ impl<S: StateMachine> Driver<S> {
     }
 
     /// Queues a proposal; it is stepped, with every other queued one, by the next
-    /// [`flush`](Self::flush) (or at once when the batch is full).
+    /// [`flush`](Self::flush) (or at once when the batch is full). Answered
+    /// [`ProposeError::Busy`] at once when [`NodeOptions::max_pending_proposals`] wait.
     pub fn propose(&mut self, command: Vec<u8>, reply: Reply, out: &mut Effects) {
+        let pending = self.pending_proposals();
+        if pending >= self.max_pending {
+            reply(Err(ProposeError::Busy { pending }));
+            return;
+        }
         self.batch.push((command, reply));
         if self.batch.len() >= MAX_BATCH {
             self.flush_proposals(out);
@@ -883,6 +906,20 @@ impl<S: StateMachine> Driver<S> {
         self.step(Event::Tick, out);
         self.expire_proposals();
         self.settle_applied_waiters();
+    }
+
+    /// Proposals queued, appended and not applied, or handed to the state machine's thread
+    /// and not applied there yet.
+    fn pending_proposals(&self) -> usize {
+        let unapplied = self
+            .core
+            .applied_index()
+            .saturating_sub(self.state_machine_applied());
+        let unapplied = usize::try_from(unapplied).unwrap_or(usize::MAX);
+        self.batch
+            .len()
+            .saturating_add(self.waiting.len())
+            .saturating_add(unapplied)
     }
 
     /// Answers the proposals that waited longer than the proposal timeout.
