@@ -89,6 +89,10 @@ pub struct NodeOptions {
     /// faster than the cluster meet a typed answer instead of growing the leader's memory.
     /// 65,536 by default.
     pub max_pending_proposals: usize,
+    /// The size past which the log's segment file rolls over to a new one (see
+    /// [`FileStorage::set_segment_limit`](crate::storage::FileStorage::set_segment_limit)):
+    /// [`DEFAULT_SEGMENT_LIMIT`](crate::storage::DEFAULT_SEGMENT_LIMIT), 64 MiB, by default.
+    pub segment_limit: u64,
 }
 
 impl NodeOptions {
@@ -110,6 +114,7 @@ impl NodeOptions {
             transfer_on_shutdown: true,
             apply_on_thread: false,
             max_pending_proposals: 65_536,
+            segment_limit: crate::storage::DEFAULT_SEGMENT_LIMIT,
         }
     }
 }
@@ -509,7 +514,9 @@ impl<S: StateMachine> Driver<S> {
         state_machine: S,
         report: impl Fn(Input) + Send + Sync + 'static,
     ) -> Result<(Self, crate::writer::StorageWorker), StartError> {
-        let (storage, durable, recovery) = crate::storage::FileStorage::open(&options.data_dir)?;
+        let (mut storage, durable, recovery) =
+            crate::storage::FileStorage::open(&options.data_dir)?;
+        storage.set_segment_limit(options.segment_limit);
         if recovery.repaired_bytes > 0 {
             tracing::warn!(
                 repaired_bytes = recovery.repaired_bytes,

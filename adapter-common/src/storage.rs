@@ -35,6 +35,10 @@
 //! 3. `snapshot.tmp` is renamed over `snapshot.bin` and the directory synced;
 //! 4. the older segment is deleted (it is covered by the new one).
 //!
+//! A segment that grows past its limit ([`FileStorage::set_segment_limit`]) between
+//! snapshots rolls over the same way, without steps 1 and 3: the new segment's base holds
+//! the current state, and once it is durable the old segment is deleted.
+//!
 //! The new segment becomes durable **before** the snapshot file is replaced, so a crash at
 //! any point leaves either the old segment with the old `snapshot.bin`, or the new segment
 //! with its snapshot in `snapshot.tmp` or `snapshot.bin`: recovery always finds the
@@ -79,6 +83,9 @@ const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
 /// The lock file's name.
 const LOCK_FILE: &str = "LOCK";
+/// The size past which a log segment rolls over, by default (see
+/// [`FileStorage::set_segment_limit`]).
+pub const DEFAULT_SEGMENT_LIMIT: u64 = 64 << 20;
 
 /// The largest entry the log accepts, so that a record holding it stays below
 /// [`record::MAX_RECORD_LEN`].
@@ -147,6 +154,11 @@ pub struct FileStorage {
     segment_path: PathBuf,
     segment_seq: u64,
     segment_len: u64,
+    /// The length of the current segment's base group (0 when unknown: a segment continued
+    /// after a reopen).
+    base_len: u64,
+    /// See [`set_segment_limit`](Self::set_segment_limit).
+    segment_limit: u64,
     /// The number of the next group written to the segment.
     next_group: u64,
     /// Set when a write failed: what is on disk is then unknown until the next open.
@@ -533,6 +545,8 @@ impl FileStorage {
             segment_path,
             segment_seq,
             segment_len,
+            base_len: 0,
+            segment_limit: DEFAULT_SEGMENT_LIMIT,
             next_group,
             failed: false,
             buf: Vec::new(),
@@ -668,6 +682,16 @@ impl FileStorage {
         &self.segment_path
     }
 
+    /// Rolls the log over to a new segment once the current one holds more than `bytes`
+    /// and more than twice what a fresh segment would (its base: the retained log and the
+    /// hard state), so that groups of overwritten entries and of hard states do not pile up
+    /// between snapshots, and rewriting stays amortized. The new segment is written and
+    /// synced before the old one is deleted, as when a snapshot starts one. 64 MiB by
+    /// default ([`DEFAULT_SEGMENT_LIMIT`]).
+    pub fn set_segment_limit(&mut self, bytes: u64) {
+        self.segment_limit = bytes;
+    }
+
     /// Makes a batch of persists durable, in order, as one group commit: the batch is merged
     /// into one group of records written with one `write` and one `fdatasync` (a batch that
     /// changes nothing writes nothing). A batch carrying a snapshot instead writes the
@@ -761,6 +785,40 @@ impl FileStorage {
         self.segment_len += self.buf.len() as u64;
         self.next_group += 1;
         merged.apply_to(&mut self.state);
+        if self.segment_len > self.segment_limit
+            && self.segment_len > self.base_len.saturating_mul(2)
+        {
+            if let Err(error) = self.roll_over() {
+                // The batch is durable, but what is on disk now is not known for sure.
+                self.failed = true;
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment holding the current state as its base, then deletes the old
+    /// one. A crash before the new base is complete leaves the old segment, which recovery
+    /// then uses; once it is complete, recovery uses it and deletes the old one.
+    fn roll_over(&mut self) -> Result<(), StorageError> {
+        let seq = next_seq(&self.dir, self.segment_seq)?;
+        let path = self.dir.join(segment_name(seq));
+        self.buf.clear();
+        encode_base(&self.state, seq, &mut self.buf).map_err(|e| record_error(&path, e))?;
+        let segment = create_segment(&self.dir, &path, &self.buf)?;
+        let old = std::mem::replace(&mut self.segment_path, path);
+        if let Err(error) = fs::remove_file(&old)
+            .map_err(io_error(&old))
+            .and_then(|()| sync_dir(&self.dir))
+        {
+            tracing::warn!(%error, "could not delete a rolled-over log segment");
+        }
+        tracing::debug!(from = %old.display(), to = %self.segment_path.display(), bytes = self.segment_len, "log segment rolled over");
+        self.segment = segment;
+        self.segment_seq = seq;
+        self.segment_len = self.buf.len() as u64;
+        self.base_len = self.segment_len;
+        self.next_group = 1;
         Ok(())
     }
 
@@ -812,6 +870,7 @@ impl FileStorage {
         self.segment = segment;
         self.segment_seq = seq;
         self.segment_len = self.buf.len() as u64;
+        self.base_len = self.segment_len;
         self.next_group = 1;
         self.state = next;
         Ok(())

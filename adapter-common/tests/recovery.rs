@@ -825,3 +825,105 @@ fn a_command_that_looks_like_a_group_start_is_still_cut() {
     let (_, recovered, _) = open_ok(dir);
     assert_eq!(recovered, before);
 }
+
+/// Overwritten entries and hard states make a segment grow between snapshots; past its limit
+/// it rolls over to a new segment holding only the current state, and a reopen recovers
+/// exactly what was persisted.
+#[test]
+fn segments_roll_over_at_their_size_limit() {
+    let tmp = TempDir::new("rollover");
+    let dir = tmp.path();
+    let mut w = Writer::default();
+    let (mut storage, _, _) = open_ok(dir);
+    storage.set_segment_limit(4096);
+    let mut rolled = 0;
+    for round in 1..=300u64 {
+        let before = storage.segment_path().to_path_buf();
+        // A new term every tenth round overwrites the last few entries.
+        let last = w.reference.last_index();
+        let batch = if round % 10 == 0 && last > 3 {
+            w.persist(
+                Some(last - 2),
+                None,
+                entries(round, last - 2..=last),
+                Some(hs(round, 1)),
+            )
+        } else {
+            w.persist(
+                None,
+                None,
+                entries(round, last + 1..=last + 1),
+                Some(hs(round, 2)),
+            )
+        };
+        storage.persist(&[batch]).unwrap();
+        if storage.segment_path() != before {
+            rolled += 1;
+        }
+        assert_eq!(segment_names(dir).len(), 1, "round {round}: one segment");
+        let len = fs::metadata(storage.segment_path()).unwrap().len();
+        assert!(
+            len <= 2 * 4096 + 8192,
+            "round {round}: a segment of {len} bytes"
+        );
+    }
+    assert!(rolled >= 3, "rolled over {rolled} times");
+    drop(storage);
+    let (_, recovered, _) = open_ok(dir);
+    assert_eq!(recovered, w.reference);
+}
+
+/// A crash while a rollover writes the new segment, at every byte: recovery uses the old
+/// segment (which already holds the batch) until the new one's base is complete, then the
+/// new one; either way the state is the one persisted, and only one segment is left.
+#[test]
+fn crash_during_a_rollover() {
+    let batches = |w: &mut Writer| -> Vec<Persist> {
+        (1..=12u64)
+            .map(|i| w.persist(None, None, entries(1, i..=i), Some(hs(1, i % 3))))
+            .collect()
+    };
+    // Without a rollover: the sizes after each batch, and the files after the last.
+    let plain = TempDir::new("rollover-plain");
+    let mut w = Writer::default();
+    let (mut storage, _, _) = open_ok(plain.path());
+    let mut sizes = Vec::new();
+    for batch in batches(&mut w) {
+        storage.persist(&[batch]).unwrap();
+        sizes.push(fs::metadata(storage.segment_path()).unwrap().len());
+    }
+    drop(storage);
+    let old_files = files(plain.path());
+    let reference = w.reference.clone();
+    // The same batches with a limit only the last one crosses.
+    let rolling = TempDir::new("rollover-new");
+    let mut w = Writer::default();
+    let (mut storage, _, _) = open_ok(rolling.path());
+    storage.set_segment_limit(sizes[sizes.len() - 2]);
+    for batch in batches(&mut w) {
+        storage.persist(&[batch]).unwrap();
+    }
+    drop(storage);
+    let new_files = files(rolling.path());
+    let new_segment: Vec<(&String, &Vec<u8>)> = new_files
+        .iter()
+        .filter(|(name, _)| !old_files.contains_key(*name))
+        .collect();
+    assert_eq!(
+        new_segment.len(),
+        1,
+        "one new segment: {:?}",
+        new_files.keys()
+    );
+    let (new_name, new_log) = new_segment[0];
+    let dir = TempDir::new("rollover-crash");
+    for cut in 0..=new_log.len() {
+        let mut files = old_files.clone();
+        files.insert(new_name.clone(), new_log[..cut].to_vec());
+        set_files(dir.path(), &files);
+        let (_, recovered, report) = open_ok(dir.path());
+        assert_eq!(recovered, reference, "new segment cut at {cut}");
+        assert_eq!(report.removed_segments, 1, "cut at {cut}");
+        assert_eq!(segment_names(dir.path()).len(), 1, "cut at {cut}");
+    }
+}
