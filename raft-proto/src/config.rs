@@ -37,6 +37,12 @@ pub struct Config {
     /// A snapshot is sent to a lagging follower in chunks of at most this many bytes, with at
     /// most `max_inflight_appends` chunks unacknowledged. At least 1.
     pub max_snapshot_chunk: usize,
+    /// A follower assembles a snapshot from the leader in memory up to this many bytes: a
+    /// transfer that would go past it is dropped (and counted in
+    /// [`NodeStats::snapshot_too_large`](crate::NodeStats::snapshot_too_large)), so that no
+    /// peer can make a node buffer more. 4 GiB by default; raise it if your state machine's
+    /// snapshots are larger.
+    pub max_snapshot_bytes: u64,
     /// When the application takes a snapshot, a leader keeps up to this many entries before it
     /// in memory for followers that are only slightly behind, so that they catch up with
     /// entries rather than a whole snapshot. Storage drops them regardless.
@@ -128,6 +134,7 @@ impl Config {
             max_entries_per_append: 256,
             max_bytes_per_append: 1 << 20,
             max_snapshot_chunk: 1 << 20,
+            max_snapshot_bytes: 4 << 30,
             snapshot_catchup_entries: 64,
             leader_noop: false,
             pre_vote: true,

@@ -445,3 +445,56 @@ fn reordering_does_not_multiply_snapshot_chunks() {
         );
     }
 }
+
+/// A follower never buffers more of an incoming snapshot than `max_snapshot_bytes`: the chunk
+/// that would go past it drops the transfer (counted, not answered), whoever sends it and
+/// however fast; within the limit the same chunks install.
+#[test]
+fn an_incoming_snapshot_is_bounded_by_max_snapshot_bytes() {
+    let meta = SnapshotMeta {
+        last_index: 9,
+        last_term: 1,
+    };
+    let bounded = |limit: u64| {
+        let durable = DurableState {
+            hard_state: HardState {
+                term: 1,
+                voted_for: None,
+            },
+            snapshot: None,
+            log: Vec::new(),
+        };
+        let mut config = Config::new(2, vec![1, 2, 3]);
+        config.max_snapshot_bytes = limit;
+        Node::restore(config, durable, 0).unwrap()
+    };
+    let mut node = bounded(10);
+    step_durably(&mut node, chunk(1, meta, 0, b"12345678", false));
+    // 8 + 4 > 10: dropped, unanswered, and the 8 bytes held are let go.
+    let actions = step_durably(&mut node, chunk(1, meta, 8, b"9abc", false));
+    assert!(sent(&actions).is_empty(), "{actions:?}");
+    assert_eq!(node.stats().snapshot_too_large, 1);
+    // The rest of the transfer is not held either: it starts over, and meets the limit again.
+    let actions = step_durably(&mut node, chunk(1, meta, 12, b"d", true));
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::RestoreSnapshot(_))));
+    for _ in 0..100 {
+        step_durably(&mut node, chunk(1, meta, 0, b"12345678", false));
+        step_durably(&mut node, chunk(1, meta, 8, b"9abc", false));
+    }
+    assert_eq!(node.stats().snapshot_too_large, 101);
+    assert_eq!(node.applied_index(), 0);
+    // A first chunk alone larger than the limit is dropped as well.
+    step_durably(&mut node, chunk(1, meta, 0, b"0123456789a", false));
+    assert_eq!(node.stats().snapshot_too_large, 102);
+
+    let mut node = bounded(13);
+    step_durably(&mut node, chunk(1, meta, 0, b"12345678", false));
+    step_durably(&mut node, chunk(1, meta, 8, b"9abc", false));
+    let actions = step_durably(&mut node, chunk(1, meta, 12, b"d", true));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::RestoreSnapshot(s) if &s.data[..] == b"123456789abcd")));
+    assert_eq!(node.stats().snapshot_too_large, 0);
+}

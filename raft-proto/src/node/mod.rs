@@ -143,6 +143,9 @@ pub struct NodeStats {
     /// 2^62), and append requests with a membership entry whose bytes are not a
     /// [`Membership`]'s encoding (dropped whole, before anything changes).
     pub invalid: u64,
+    /// Snapshot chunks dropped because the snapshot being assembled would exceed
+    /// [`Config::max_snapshot_bytes`] (the transfer is dropped with them).
+    pub snapshot_too_large: u64,
 }
 
 /// Why a node could not be started.

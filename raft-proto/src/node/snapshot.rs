@@ -64,6 +64,17 @@ impl Node {
                 data: Vec::new(),
             });
         }
+        let too_large = self.incoming.as_ref().is_some_and(|i| {
+            i.data.len() as u64 == offset
+                && offset.saturating_add(data.len() as u64) > self.config.max_snapshot_bytes
+        });
+        if too_large {
+            // Not buffered, and not answered: the leader's transfer falls back to probing
+            // (a chunk per heartbeat), which this node keeps dropping.
+            self.incoming = None;
+            self.stats.snapshot_too_large += 1;
+            return;
+        }
         let received = match self.incoming.as_mut() {
             Some(incoming) if incoming.data.len() as u64 == offset => {
                 incoming.data.extend_from_slice(&data);
