@@ -270,7 +270,10 @@ impl<'h> Cluster<'h> {
                 *addr = link.addr();
             }
         }
-        let tcp = TcpConfig::new(CLUSTER_ID, id, self.peers[&id], others);
+        let mut tcp = TcpConfig::new(CLUSTER_ID, id, self.peers[&id], others);
+        // Small, so that every check passes through the inbound byte budget many times over:
+        // a node that did not report what it took would soon be deaf.
+        tcp.max_inbound_bytes = 8 << 10;
         let node = self.harness.start(options, tcp);
         self.nodes.insert(id, node);
     }

@@ -423,6 +423,9 @@ pub struct Driver<S> {
     transfer_on_shutdown: bool,
     /// The transport's counters at the latest wake-up.
     transport: Option<crate::TransportStats>,
+    /// The bytes of peer messages taken since the transport was last told
+    /// ([`Transport::consumed`](crate::Transport::consumed)).
+    consumed: u64,
     /// Shutting down: the hand-over ends by this time at the latest.
     stopping: Option<u64>,
     /// The hand-over cannot happen (refused or aborted): stop now.
@@ -496,6 +499,7 @@ impl<S: StateMachine> Driver<S> {
             transfer_target: None,
             transfer_on_shutdown: options.transfer_on_shutdown,
             transport: None,
+            consumed: 0,
             stopping: None,
             stop_now: false,
             election_timeout: options.raft.election_timeout_max,
@@ -763,6 +767,9 @@ impl<S: StateMachine> Driver<S> {
             self.shut_down();
         }
         self.route_members(transport);
+        if self.consumed > 0 {
+            transport.consumed(std::mem::take(&mut self.consumed));
+        }
         self.transport = transport.counters();
         for message in out.messages.drain(..) {
             transport.send(message);
@@ -883,6 +890,9 @@ impl<S: StateMachine> Driver<S> {
 
     /// A message from a peer.
     pub fn on_message(&mut self, message: Message, out: &mut Effects) {
+        self.consumed = self
+            .consumed
+            .saturating_add(crate::net::inbound_size(&message));
         self.step(Event::Message(message), out);
     }
 

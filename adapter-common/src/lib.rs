@@ -71,6 +71,6 @@ pub use driver::{
     WaitError, WaitReply,
 };
 pub use net::{
-    check_hello, unreachable_voters, Inbox, MemoryNetwork, MemoryTransport, PeerBook, PeerReader,
-    PeerWriter, Refusal, TcpConfig, Transport, TransportStats,
+    check_hello, inbound_size, unreachable_voters, Inbox, MemoryNetwork, MemoryTransport, PeerBook,
+    PeerReader, PeerWriter, Refusal, TcpConfig, Transport, TransportStats,
 };

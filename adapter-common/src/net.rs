@@ -39,6 +39,14 @@ pub trait Transport: Send + Sync + 'static {
     fn counters(&self) -> Option<TransportStats> {
         None
     }
+
+    /// The node took messages of `bytes` in all ([`inbound_size`]) off its inbound queue:
+    /// a transport that bounds the bytes waiting there ([`TcpConfig::max_inbound_bytes`])
+    /// makes room for as many. The node's loop reports this once per wake-up. By default
+    /// nothing happens.
+    fn consumed(&self, bytes: u64) {
+        let _ = bytes;
+    }
 }
 
 impl<T: Transport> Transport for Arc<T> {
@@ -56,6 +64,10 @@ impl<T: Transport> Transport for Arc<T> {
 
     fn counters(&self) -> Option<TransportStats> {
         (**self).counters()
+    }
+
+    fn consumed(&self, bytes: u64) {
+        (**self).consumed(bytes);
     }
 }
 
@@ -222,6 +234,13 @@ pub struct TcpConfig {
     pub max_frame: usize,
     /// How many messages may wait for each peer before further ones are dropped (at least 1).
     pub queue_len: usize,
+    /// How many bytes of received messages (as [`inbound_size`] counts them) may wait for the
+    /// node at once, from all peers together; a message that does not fit is dropped. The
+    /// node reports what it took ([`Transport::consumed`]), so this bounds the memory the
+    /// inbound queue holds whatever its length in messages and however fast peers send (one
+    /// message is always let into an empty queue, so a message larger than this still gets
+    /// through). 64 MiB by default.
+    pub max_inbound_bytes: u64,
 }
 
 impl TcpConfig {
@@ -241,6 +260,7 @@ impl TcpConfig {
             advertise: None,
             max_frame: raft_proto::wire::DEFAULT_MAX_FRAME,
             queue_len: 1024,
+            max_inbound_bytes: 64 << 20,
         }
     }
 }
@@ -284,12 +304,24 @@ pub struct TransportCounters {
     pub bad_frames: AtomicU64,
     /// See [`TransportStats::refused_by_peers`].
     pub refused_by_peers: AtomicU64,
+    /// The bytes ([`inbound_size`]) of the messages handed to the node and not yet reported
+    /// taken ([`Transport::consumed`]).
+    pub inbound_bytes: AtomicU64,
 }
 
 impl TransportCounters {
     /// Adds `n` to `counter`.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The node took messages of `bytes` ([`inbound_size`]) off its inbound queue.
+    pub fn consumed(&self, bytes: u64) {
+        let _ = self
+            .inbound_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(bytes))
+            });
     }
 
     /// The counters' current values.
@@ -302,6 +334,32 @@ impl TransportCounters {
             bad_frames: self.bad_frames.load(Ordering::Relaxed),
             refused_by_peers: self.refused_by_peers.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// What a received message costs in the inbound queue, as the transports and the node
+/// count it against [`TcpConfig::max_inbound_bytes`]: its payload bytes (entries' data and
+/// snapshot chunks, member data) plus a fixed overhead per message and per entry.
+pub fn inbound_size(message: &Message) -> u64 {
+    const MESSAGE: u64 = 64;
+    const ENTRY: u64 = 32;
+    match &message.body {
+        raft_proto::MessageBody::AppendRequest { entries, .. } => entries
+            .iter()
+            .map(|e| ENTRY + e.data.len() as u64)
+            .sum::<u64>()
+            .saturating_add(MESSAGE),
+        raft_proto::MessageBody::SnapshotChunk {
+            data, membership, ..
+        } => {
+            let members: u64 = membership
+                .members()
+                .into_iter()
+                .map(|id| ENTRY + membership.data(id).map_or(0, |d| d.len() as u64))
+                .sum();
+            MESSAGE + data.len() as u64 + members
+        }
+        _ => MESSAGE,
     }
 }
 
@@ -500,10 +558,27 @@ impl PeerReader {
                             "dropping a message with the wrong sender or addressee"
                         );
                         TransportCounters::add(&self.counters.bad_frames, 1);
-                    } else if deliver(message) {
-                        TransportCounters::add(&self.counters.received, 1);
                     } else {
-                        TransportCounters::add(&self.counters.dropped, 1);
+                        let size = inbound_size(&message);
+                        let queued = &self.counters.inbound_bytes;
+                        // Reserved before the node can take it (and report it taken).
+                        let max = self.config.max_inbound_bytes;
+                        let room = queued
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                                // One message always fits in an empty queue, whatever its
+                                // size (it is at most a frame).
+                                let after = q.saturating_add(size);
+                                (after <= max || q == 0).then_some(after)
+                            })
+                            .is_ok();
+                        if room && deliver(message) {
+                            TransportCounters::add(&self.counters.received, 1);
+                        } else {
+                            if room {
+                                self.counters.consumed(size);
+                            }
+                            TransportCounters::add(&self.counters.dropped, 1);
+                        }
                     }
                 }
                 (peer, _) => {

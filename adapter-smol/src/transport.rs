@@ -191,6 +191,10 @@ impl Transport for TcpTransport {
         Some(self.stats())
     }
 
+    fn consumed(&self, bytes: u64) {
+        self.counters.consumed(bytes);
+    }
+
     fn send(&self, message: Message) {
         let delivered = self
             .queue(message.to)

@@ -330,6 +330,10 @@ impl Transport for TcpTransport {
         Some(self.stats())
     }
 
+    fn consumed(&self, bytes: u64) {
+        self.shared.counters.consumed(bytes);
+    }
+
     fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) {
         let changed = self.shared.book.set_members(members);
         let mut queues = lock(&self.queues);

@@ -631,3 +631,47 @@ fn voters_without_an_address_are_reported_at_start() {
     assert!(adapter_common::unreachable_voters(1, &[1, 2, 3], &endpoint).is_empty());
     timed_shutdown(transport);
 }
+
+/// A member that sends valid, large messages at full speed to a node that does not keep up
+/// cannot make the node's inbound queue hold more than `max_inbound_bytes`: the rest is
+/// dropped, and room comes back as the node reports what it took.
+#[test]
+fn a_flooding_member_cannot_grow_the_inbound_queue_past_its_byte_limit() {
+    init_tracing();
+    let limit = 1 << 20;
+    let mut nodes = cluster(&[2], |config| {
+        config.max_frame = 1 << 20;
+        config.max_inbound_bytes = limit;
+    });
+    let (b, b_in) = nodes.pop().unwrap();
+    let data: Arc<[u8]> = vec![7u8; 100 * 1024].into();
+    let mut member = raw_connect(b.local_addr(), &hello(CLUSTER, 1));
+    for seq in 0..100 {
+        member
+            .write_all(&frame(&PeerFrame::Raft(append(1, 2, seq, &data))))
+            .unwrap();
+    }
+    // Nobody takes anything off the queue meanwhile.
+    assert!(
+        eventually(|| {
+            let stats = b.stats();
+            stats.received + stats.dropped == 100
+        }),
+        "{:?}",
+        b.stats()
+    );
+    let queued: Vec<Message> = b_in.try_iter().collect();
+    let bytes: u64 = queued.iter().map(adapter_common::inbound_size).sum();
+    assert!(bytes <= limit, "{bytes} bytes queued");
+    assert_eq!(queued.len() as u64, b.stats().received);
+    assert!(b.stats().dropped >= 85, "{:?}", b.stats());
+    // The node took them: room for as many again.
+    b.consumed(bytes);
+    for seq in 100..105 {
+        member
+            .write_all(&frame(&PeerFrame::Raft(append(1, 2, seq, &data))))
+            .unwrap();
+    }
+    assert_eq!(recv_n(&b_in, 5).len(), 5);
+    timed_shutdown(b);
+}
