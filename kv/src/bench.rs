@@ -208,3 +208,121 @@ pub(crate) fn failover(
     }
     Ok(())
 }
+
+/// What the memory benchmark runs.
+#[derive(Debug, Clone)]
+pub(crate) struct MemoryBench {
+    pub(crate) exe: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) clients: usize,
+    pub(crate) duration: Duration,
+    pub(crate) runtime: Runtime,
+    pub(crate) snapshot_every: u64,
+}
+
+/// A process's resident set now and at its peak, in KiB, from `/proc/PID/status`.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// A fresh cluster snapshotting every `snapshot_every` entries, `clients` writers overwriting
+/// a fixed set of keys for `duration`; samples each node's resident memory every second and
+/// prints, per node, its RSS after a warm-up, at the end, and its peak.
+pub(crate) fn memory(bench: &MemoryBench) -> Result<(), String> {
+    const KEYS: usize = 10_000;
+    const WARM_UP: Duration = Duration::from_secs(10);
+    let mut cluster = Cluster::start(
+        bench.exe.clone(),
+        bench.runtime,
+        ReadMode::Index,
+        &bench.dir,
+    )?;
+    let every = bench.snapshot_every.to_string();
+    cluster.set_serve_args(&["--snapshot-every", &every])?;
+    let (leader, _) = cluster
+        .wait_for_leader(0, Duration::from_secs(10))
+        .ok_or("no leader was elected within 10 s")?;
+    println!(
+        "memory of a 3-process cluster ({:?} adapter) under {} writers overwriting {KEYS} keys for {:?}, snapshots every {} entries",
+        bench.runtime, bench.clients, bench.duration, bench.snapshot_every
+    );
+    let stop = AtomicBool::new(false);
+    let writes = AtomicU64::new(0);
+    let ids = cluster.ids();
+    let pids: Vec<(u64, u32)> = ids
+        .iter()
+        .filter_map(|&id| Some((id, cluster.pid(id)?)))
+        .collect();
+    let mut warm: Vec<Option<u64>> = vec![None; pids.len()];
+    let mut last: Vec<u64> = vec![0; pids.len()];
+    let mut highest: Vec<u64> = vec![0; pids.len()];
+    let mut writes_at_warm = 0;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for c in 0..bench.clients {
+            let mut client = Client::new(&cluster);
+            let (stop, writes) = (&stop, &writes);
+            scope.spawn(move || {
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let command = KvCommand::Put {
+                        key: crate::demo::key(i % KEYS),
+                        value: format!("{i:016}").into_bytes(),
+                    };
+                    if client.execute(&command, Duration::from_secs(5)).is_some() {
+                        writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += bench.clients;
+                }
+            });
+        }
+        while started.elapsed() < bench.duration {
+            std::thread::sleep(Duration::from_secs(1));
+            for (k, &(_, pid)) in pids.iter().enumerate() {
+                if let Some((rss, _)) = rss_kib(pid) {
+                    last[k] = rss;
+                    highest[k] = highest[k].max(rss);
+                    if warm[k].is_none() && started.elapsed() >= WARM_UP {
+                        warm[k] = Some(rss);
+                        writes_at_warm = writes.load(Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let total = writes.load(Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{total} writes in {seconds:.0} s ({:.0}/s), {} after the warm-up",
+        total as f64 / seconds,
+        total - writes_at_warm
+    );
+    for (k, &(id, pid)) in pids.iter().enumerate() {
+        // The kernel's high-water mark, or the highest sample if that is higher (VmHWM is
+        // updated lazily).
+        let peak = rss_kib(pid).map_or(0, |(_, hwm)| hwm).max(highest[k]);
+        let warm = warm[k].unwrap_or(0);
+        let role = if id == leader { "leader" } else { "follower" };
+        println!(
+            "node {id} ({role}): RSS {:.1} MiB after {}s warm-up, {:.1} MiB at the end, peak {:.1} MiB; growth after warm-up to peak {:.1} MiB",
+            warm as f64 / 1024.0,
+            WARM_UP.as_secs(),
+            last[k] as f64 / 1024.0,
+            peak as f64 / 1024.0,
+            peak.saturating_sub(warm) as f64 / 1024.0
+        );
+    }
+    cluster.stop();
+    Ok(())
+}

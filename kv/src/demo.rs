@@ -70,6 +70,8 @@ pub(crate) struct Cluster {
     links: BTreeMap<(NodeId, NodeId), FaultyLink>,
     /// The nodes stopped with SIGSTOP.
     paused: BTreeSet<NodeId>,
+    /// More arguments for every `raft-kv serve` (see [`set_serve_args`](Self::set_serve_args)).
+    serve_args: Vec<String>,
 }
 
 impl Cluster {
@@ -113,6 +115,7 @@ impl Cluster {
             clients,
             children: BTreeMap::new(),
             paused: BTreeSet::new(),
+            serve_args: Vec::new(),
         };
         if let Some(seed) = proxies {
             for (&from, &to) in cluster
@@ -131,6 +134,17 @@ impl Cluster {
             cluster.spawn(id)?;
         }
         Ok(cluster)
+    }
+
+    /// Gives every node started from now on these extra `raft-kv serve` arguments, and
+    /// restarts the running ones with them (their data stays).
+    pub(crate) fn set_serve_args(&mut self, args: &[&str]) -> Result<(), String> {
+        self.serve_args = args.iter().map(|a| a.to_string()).collect();
+        for id in self.children.keys().copied().collect::<Vec<_>>() {
+            self.kill(id);
+            self.spawn(id)?;
+        }
+        Ok(())
     }
 
     /// The proxy node `from` dials to reach node `to` (a cluster started with proxies).
@@ -284,6 +298,7 @@ impl Cluster {
             )
             .arg("--data-dir")
             .arg(self.dir.join(format!("node-{id}")))
+            .args(&self.serve_args)
             .stdin(Stdio::piped())
             .stdout(log)
             .stderr(err)

@@ -234,6 +234,25 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
         runtime: runtime::Runtime,
     },
+    /// The memory benchmark: writers overwrite a fixed set of keys while each node's resident
+    /// memory is sampled; prints it after a warm-up, at the end, and at its peak.
+    BenchMemory {
+        /// Where the nodes keep their data (emptied first).
+        #[arg(long, default_value = "target/raft-kv-memory")]
+        dir: PathBuf,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Snapshot every this many entries.
+        #[arg(long, default_value_t = 10_000)]
+        snapshot_every: u64,
+        /// Which adapter runs the nodes.
+        #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
+        runtime: runtime::Runtime,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -591,6 +610,24 @@ fn main() -> ExitCode {
         } => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))
             .and_then(|exe| bench::failover(exe, &dir, rounds, runtime)),
+        Cmd::BenchMemory {
+            dir,
+            clients,
+            seconds,
+            snapshot_every,
+            runtime,
+        } => std::env::current_exe()
+            .map_err(|e| format!("cannot find this executable: {e}"))
+            .and_then(|exe| {
+                bench::memory(&bench::MemoryBench {
+                    exe,
+                    dir,
+                    clients,
+                    duration: std::time::Duration::from_secs(seconds),
+                    runtime,
+                    snapshot_every,
+                })
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
