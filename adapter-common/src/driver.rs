@@ -81,7 +81,10 @@ pub struct NodeOptions {
     /// a slow `apply`, `snapshot` or `restore` delays neither heartbeats nor votes (see the
     /// trait's documentation). The calls, their order and their answers are the same; reads,
     /// [`Status::applied_index`] and waits for an index follow what that thread has applied.
-    /// It costs a hand-over between threads per batch of committed entries. Off by default.
+    /// A proposal that committed is answered once the thread has applied it, however long
+    /// that takes ([`proposal_timeout`](Self::proposal_timeout) covers only the wait for the
+    /// commit), and so is a read whose index the thread has not reached. It costs a
+    /// hand-over between threads per batch of committed entries. Off by default.
     pub apply_on_thread: bool,
     /// How many proposals may wait at once: queued for the next step, appended and waiting
     /// to commit, or committed and waiting for the state machine's thread. A proposal beyond
@@ -905,8 +908,11 @@ impl<S: StateMachine> Driver<S> {
     /// [`flush`](Self::flush) (or at once when the batch is full). Answered
     /// [`ProposeError::Busy`] at once when [`NodeOptions::max_pending_proposals`] wait.
     pub fn propose(&mut self, command: Vec<u8>, reply: Reply, out: &mut Effects) {
+        // Only a leader holds proposals: anywhere else they are refused at once, and entries
+        // a follower restored or applied (not yet reported by its state machine's thread) are
+        // no reason to answer Busy instead of NotLeader.
         let pending = self.pending_proposals();
-        if pending >= self.max_pending {
+        if self.core.is_leader() && pending >= self.max_pending {
             reply(Err(ProposeError::Busy { pending }));
             return;
         }

@@ -508,7 +508,8 @@ impl FileStorage {
         sync_dir(dir)?;
         report.synced.push(dir.to_path_buf());
 
-        let (segment_seq, segment_path, segment, segment_len, next_group) = match current {
+        let (segment_seq, segment_path, segment, segment_len, next_group, base_len) = match current
+        {
             Some(Current {
                 seq,
                 path,
@@ -519,7 +520,8 @@ impl FileStorage {
                     .append(true)
                     .open(&path)
                     .map_err(io_error(&path))?;
-                (seq, path, file, len, next_group)
+                // Its base's length is not known: 0 lets it roll over at the limit.
+                (seq, path, file, len, next_group, 0)
             }
             None => {
                 let seq = next_seq(dir, max_seq)?;
@@ -527,7 +529,7 @@ impl FileStorage {
                 let mut buf = Vec::new();
                 encode_base(&state, seq, &mut buf).map_err(|e| record_error(&path, e))?;
                 let file = create_segment(dir, &path, &buf)?;
-                (seq, path, file, buf.len() as u64, 1)
+                (seq, path, file, buf.len() as u64, 1, buf.len() as u64)
             }
         };
         tracing::debug!(
@@ -545,7 +547,7 @@ impl FileStorage {
             segment_path,
             segment_seq,
             segment_len,
-            base_len: 0,
+            base_len,
             segment_limit: DEFAULT_SEGMENT_LIMIT,
             next_group,
             failed: false,

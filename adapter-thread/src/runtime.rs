@@ -75,9 +75,11 @@ impl NodeHandle {
     }
 
     /// Proposes `command` and blocks until it is committed and applied (returning the state
-    /// machine's answer) or refused. The node answers every proposal, at the latest after
-    /// [`NodeOptions::proposal_timeout`] with [`ProposeError::TimedOut`]; for a shorter bound
-    /// see [`propose_timeout`](Self::propose_timeout).
+    /// machine's answer) or refused. The node answers every proposal that does not commit
+    /// within [`NodeOptions::proposal_timeout`] with [`ProposeError::TimedOut`]; one that
+    /// committed is answered once the state machine applied it (on the node's loop that is
+    /// at once; with [`NodeOptions::apply_on_thread`] it waits for that thread). For a
+    /// shorter bound see [`propose_timeout`](Self::propose_timeout).
     pub fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
         self.propose_within(command, None)
     }

@@ -94,6 +94,7 @@ pub(crate) fn run(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, Str
             std::thread::sleep(Duration::from_millis(100 + random(400)));
             if deck.is_empty() {
                 deck = config.faults.clone();
+                deck.sort_unstable();
                 deck.dedup();
             }
             let fault = deck.swap_remove(random(deck.len() as u64) as usize);

@@ -447,8 +447,9 @@ fn reordering_does_not_multiply_snapshot_chunks() {
 }
 
 /// A follower never buffers more of an incoming snapshot than `max_snapshot_bytes`: the chunk
-/// that would go past it drops the transfer (counted, not answered), whoever sends it and
-/// however fast; within the limit the same chunks install.
+/// that would go past it drops the transfer, and every later chunk of that transfer is
+/// dropped too, unanswered, so that the leader does not restart it at full speed; within the
+/// limit the same chunks install.
 #[test]
 fn an_incoming_snapshot_is_bounded_by_max_snapshot_bytes() {
     let meta = SnapshotMeta {
@@ -474,20 +475,23 @@ fn an_incoming_snapshot_is_bounded_by_max_snapshot_bytes() {
     let actions = step_durably(&mut node, chunk(1, meta, 8, b"9abc", false));
     assert!(sent(&actions).is_empty(), "{actions:?}");
     assert_eq!(node.stats().snapshot_too_large, 1);
-    // The rest of the transfer is not held either: it starts over, and meets the limit again.
-    let actions = step_durably(&mut node, chunk(1, meta, 12, b"d", true));
-    assert!(!actions
-        .iter()
-        .any(|a| matches!(a, Action::RestoreSnapshot(_))));
+    // Every later chunk of that transfer, from the start or not, is dropped unanswered.
     for _ in 0..100 {
-        step_durably(&mut node, chunk(1, meta, 0, b"12345678", false));
-        step_durably(&mut node, chunk(1, meta, 8, b"9abc", false));
+        for (offset, data) in [(0, &b"12345678"[..]), (8, b"9abc"), (12, b"d")] {
+            let actions = step_durably(&mut node, chunk(1, meta, offset, data, offset == 12));
+            assert!(sent(&actions).is_empty(), "{actions:?}");
+        }
     }
-    assert_eq!(node.stats().snapshot_too_large, 101);
+    assert_eq!(node.stats().snapshot_too_large, 301);
     assert_eq!(node.applied_index(), 0);
-    // A first chunk alone larger than the limit is dropped as well.
-    step_durably(&mut node, chunk(1, meta, 0, b"0123456789a", false));
-    assert_eq!(node.stats().snapshot_too_large, 102);
+    // A later snapshot is a new transfer; a first chunk alone larger than the limit drops it.
+    let later = SnapshotMeta {
+        last_index: 12,
+        last_term: 1,
+    };
+    step_durably(&mut node, chunk(1, later, 0, b"0123456789a", false));
+    assert_eq!(node.stats().snapshot_too_large, 302);
+    assert_eq!(node.applied_index(), 0);
 
     let mut node = bounded(13);
     step_durably(&mut node, chunk(1, meta, 0, b"12345678", false));

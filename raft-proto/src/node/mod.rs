@@ -91,6 +91,9 @@ pub struct Node {
     snapshot: Option<Snapshot>,
     /// A snapshot being received from the leader, chunk by chunk.
     incoming: Option<IncomingSnapshot>,
+    /// The transfer (leader, term, snapshot) dropped for exceeding
+    /// [`Config::max_snapshot_bytes`]: its chunks are dropped unanswered from then on.
+    too_large: Option<(NodeId, Term, crate::types::SnapshotMeta)>,
     /// Messages waiting for the persist with the given sequence number to be durable.
     held: VecDeque<(u64, Message)>,
     /// Persist actions of the current step; they lead the step's output.
@@ -265,6 +268,7 @@ impl Node {
             held: VecDeque::new(),
             snapshot: durable.snapshot,
             incoming: None,
+            too_large: None,
             persists: Vec::new(),
             actions: Vec::new(),
             match_scratch: Vec::new(),

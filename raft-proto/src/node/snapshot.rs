@@ -52,6 +52,13 @@ impl Node {
         // else never continue it (two leaders' snapshots of the same index may differ byte for
         // byte). A chunk of another transfer restarts it, from its first chunk.
         let term = self.hard_state.term;
+        if self.too_large == Some((leader, term, meta)) {
+            // A transfer already found too large: its chunks are neither held nor answered,
+            // so the leader's transfer stays in probing (one chunk per heartbeat) instead of
+            // restarting at full speed.
+            self.stats.snapshot_too_large += 1;
+            return;
+        }
         let same = self
             .incoming
             .as_ref()
@@ -69,9 +76,10 @@ impl Node {
                 && offset.saturating_add(data.len() as u64) > self.config.max_snapshot_bytes
         });
         if too_large {
-            // Not buffered, and not answered: the leader's transfer falls back to probing
-            // (a chunk per heartbeat), which this node keeps dropping.
+            // Not buffered, and not answered; this transfer's later chunks are dropped too
+            // (above).
             self.incoming = None;
+            self.too_large = Some((leader, term, meta));
             self.stats.snapshot_too_large += 1;
             return;
         }
