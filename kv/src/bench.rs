@@ -286,8 +286,25 @@ pub(crate) fn memory(bench: &MemoryBench) -> Result<(), String> {
                 }
             });
         }
+        let mut next_minute = 1;
         while started.elapsed() < bench.duration {
             std::thread::sleep(Duration::from_secs(1));
+            if started.elapsed() >= Duration::from_secs(60 * next_minute) {
+                // One line a minute: whether memory levels off or keeps growing.
+                let now: Vec<String> = pids
+                    .iter()
+                    .map(|&(id, pid)| {
+                        let rss = rss_kib(pid).map_or(0, |(rss, _)| rss);
+                        format!("node {id} {:.1} MiB", rss as f64 / 1024.0)
+                    })
+                    .collect();
+                println!(
+                    "minute {next_minute}: {} writes; RSS {}",
+                    writes.load(Ordering::Relaxed),
+                    now.join(", ")
+                );
+                next_minute += 1;
+            }
             for (k, &(_, pid)) in pids.iter().enumerate() {
                 if let Some((rss, _)) = rss_kib(pid) {
                     last[k] = rss;
