@@ -43,7 +43,8 @@ pub trait Transport: Send + Sync + 'static {
     /// The node took messages of `bytes` in all ([`inbound_size`]) off its inbound queue:
     /// a transport that bounds the bytes waiting there ([`TcpConfig::max_inbound_bytes`])
     /// makes room for as many. The node's loop reports this once per wake-up. By default
-    /// nothing happens.
+    /// nothing happens; a transport that wraps another must forward it (as `Arc<T>` does),
+    /// or the inner one's budget fills and the node stops hearing its peers.
     fn consumed(&self, bytes: u64) {
         let _ = bytes;
     }
