@@ -241,14 +241,15 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 pub(crate) fn memory(bench: &MemoryBench) -> Result<(), String> {
     const KEYS: usize = 10_000;
     const WARM_UP: Duration = Duration::from_secs(10);
-    let mut cluster = Cluster::start(
+    let every = bench.snapshot_every.to_string();
+    let cluster = Cluster::start_with(
         bench.exe.clone(),
         bench.runtime,
         ReadMode::Index,
         &bench.dir,
+        None,
+        &["--snapshot-every", &every],
     )?;
-    let every = bench.snapshot_every.to_string();
-    cluster.set_serve_args(&["--snapshot-every", &every])?;
     let (leader, _) = cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;

@@ -70,7 +70,7 @@ pub(crate) struct Cluster {
     links: BTreeMap<(NodeId, NodeId), FaultyLink>,
     /// The nodes stopped with SIGSTOP.
     paused: BTreeSet<NodeId>,
-    /// More arguments for every `raft-kv serve` (see [`set_serve_args`](Self::set_serve_args)).
+    /// More arguments for every `raft-kv serve` (see [`start_with`](Self::start_with)).
     serve_args: Vec<String>,
 }
 
@@ -82,17 +82,19 @@ impl Cluster {
         read_mode: ReadMode,
         dir: &Path,
     ) -> Result<Self, String> {
-        Self::start_with(exe, runtime, read_mode, dir, None)
+        Self::start_with(exe, runtime, read_mode, dir, None, &[])
     }
 
     /// Like [`start`](Self::start); with `proxies` (a seed for their jitter), every peer
-    /// link goes through a [`FaultyLink`] (see [`link`](Self::link)).
+    /// link goes through a [`FaultyLink`] (see [`link`](Self::link)); every node gets
+    /// `serve_args` as extra `raft-kv serve` arguments.
     pub(crate) fn start_with(
         exe: PathBuf,
         runtime: Runtime,
         read_mode: ReadMode,
         dir: &Path,
         proxies: Option<u64>,
+        serve_args: &[&str],
     ) -> Result<Self, String> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)
@@ -115,7 +117,7 @@ impl Cluster {
             clients,
             children: BTreeMap::new(),
             paused: BTreeSet::new(),
-            serve_args: Vec::new(),
+            serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
         };
         if let Some(seed) = proxies {
             for (&from, &to) in cluster
@@ -134,17 +136,6 @@ impl Cluster {
             cluster.spawn(id)?;
         }
         Ok(cluster)
-    }
-
-    /// Gives every node started from now on these extra `raft-kv serve` arguments, and
-    /// restarts the running ones with them (their data stays).
-    pub(crate) fn set_serve_args(&mut self, args: &[&str]) -> Result<(), String> {
-        self.serve_args = args.iter().map(|a| a.to_string()).collect();
-        for id in self.children.keys().copied().collect::<Vec<_>>() {
-            self.kill(id);
-            self.spawn(id)?;
-        }
-        Ok(())
     }
 
     /// The proxy node `from` dials to reach node `to` (a cluster started with proxies).
@@ -784,30 +775,14 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;
     let mut random = random_below(config.seed);
-    let next = AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let acked: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    let writes = Writes::default();
     let recorder = Recorder::new();
     let addrs = std::sync::RwLock::new(cluster.client_addrs());
     std::thread::scope(|scope| -> Result<(), String> {
         let _stop_clients = StopOnDrop(&stop);
         spawn_recorded(scope, &recorder, &stop, &addrs);
-        for _ in 0..config.clients {
-            let mut client = Client::new(&cluster);
-            let (next, stop, acked) = (&next, &stop, &acked);
-            scope.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let command = KvCommand::Put {
-                        key: key(i),
-                        value: value(i),
-                    };
-                    if client.execute(&command, Duration::from_secs(5)).is_some() {
-                        acked.lock().unwrap_or_else(|p| p.into_inner()).push(i);
-                    }
-                }
-            });
-        }
+        writes.spawn_writers(scope, &cluster, config.clients, &stop);
         for round in 0..config.rounds {
             std::thread::sleep(Duration::from_millis(100 + random(400)));
             let victims: Vec<NodeId> = if round % 5 == 4 {
@@ -830,8 +805,54 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
     })?;
-    let acked = acked.into_inner().unwrap_or_else(|p| p.into_inner());
+    let acked: Vec<usize> = writes.in_order().into_iter().map(|(i, _)| i).collect();
     verify(cluster, &acked, config.rounds, &recorder)
+}
+
+/// The load of a chaos run: writers of fresh keys (`key(i)` = `value(i)`), each write
+/// acknowledged recorded with when it was.
+#[derive(Default)]
+pub(crate) struct Writes {
+    next: AtomicUsize,
+    acked: Mutex<Vec<(usize, Instant)>>,
+}
+
+impl Writes {
+    /// Starts `clients` writers on `cluster` that run until `stop`.
+    pub(crate) fn spawn_writers<'s>(
+        &'s self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        cluster: &Cluster,
+        clients: usize,
+        stop: &'s std::sync::atomic::AtomicBool,
+    ) {
+        for _ in 0..clients {
+            let mut client = Client::new(cluster);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = self.next.fetch_add(1, Ordering::Relaxed);
+                    let command = KvCommand::Put {
+                        key: key(i),
+                        value: value(i),
+                    };
+                    if client.execute(&command, Duration::from_secs(5)).is_some() {
+                        let at = Instant::now();
+                        self.acked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, at));
+                    }
+                }
+            });
+        }
+    }
+
+    /// The acknowledged writes, in the order they were acknowledged.
+    pub(crate) fn in_order(self) -> Vec<(usize, Instant)> {
+        let mut acked = self.acked.into_inner().unwrap_or_else(|p| p.into_inner());
+        acked.sort_by_key(|&(_, at)| at);
+        acked
+    }
 }
 
 /// Every acknowledged write on every running node, which all converged, the recorded

@@ -10,18 +10,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use adapter_common::faults::LinkFaults;
 use raft_proto::NodeId;
 
 use crate::demo::{
-    key, random_below, spawn_recorded, value, verify, ChaosConfig, ChaosReport, Client, Cluster,
-    StopOnDrop,
+    random_below, spawn_recorded, verify, ChaosConfig, ChaosReport, Cluster, StopOnDrop, Writes,
 };
-use crate::store::KvCommand;
 
 /// A kind of fault the chaos driver injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -51,15 +49,14 @@ pub(crate) fn run(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, Str
         config.read_mode,
         &config.dir,
         Some(config.seed),
+        &[],
     )?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;
     let mut random = random_below(config.seed);
-    let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    // Each acknowledged write, with when it was acknowledged.
-    let acked: Mutex<Vec<(usize, Instant)>> = Mutex::new(Vec::new());
+    let writes = Writes::default();
     let recorder = crate::history::Recorder::new();
     let addrs = RwLock::new(cluster.client_addrs());
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
@@ -67,26 +64,7 @@ pub(crate) fn run(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, Str
     std::thread::scope(|scope| -> Result<(), String> {
         let _stop_clients = StopOnDrop(&stop);
         spawn_recorded(scope, &recorder, &stop, &addrs);
-        for _ in 0..config.clients {
-            let mut client = Client::new(&cluster);
-            let (next, stop, acked) = (&next, &stop, &acked);
-            scope.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let command = KvCommand::Put {
-                        key: key(i),
-                        value: value(i),
-                    };
-                    if client.execute(&command, Duration::from_secs(5)).is_some() {
-                        let now = Instant::now();
-                        acked
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((i, now));
-                    }
-                }
-            });
-        }
+        writes.spawn_writers(scope, &cluster, config.clients, &stop);
         // Every fault once per deal, in a random order: any `faults.len()` rounds in a row
         // inject each kind.
         let mut deck: Vec<Fault> = Vec::new();
@@ -112,8 +90,7 @@ pub(crate) fn run(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, Str
         std::thread::sleep(Duration::from_millis(500));
         Ok(())
     })?;
-    let mut acked = acked.into_inner().unwrap_or_else(|p| p.into_inner());
-    acked.sort_by_key(|&(_, at)| at);
+    let acked = writes.in_order();
     let mut longest = Duration::ZERO;
     let mut previous = started;
     for &(_, at) in &acked {
