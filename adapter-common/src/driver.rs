@@ -383,16 +383,19 @@ pub enum WaitError {
 /// How many proposals one step takes at most.
 pub const MAX_BATCH: usize = 4096;
 
+/// Where the state machine runs.
+enum Applier<S> {
+    /// On the loop: what it applied is always the core's applied index.
+    Loop(S),
+    /// On its own thread ([`NodeOptions::apply_on_thread`]), which has applied `applied`.
+    Thread { thread: ApplyThread, applied: Index },
+}
+
 /// The core, the state machine and the waiting proposers, driven by an adapter's loop.
 pub struct Driver<S> {
     core: raft_proto::Node,
-    /// The state machine, when it runs on the loop.
-    state_machine: Option<S>,
-    /// The state machine's thread, when it runs on its own ([`NodeOptions::apply_on_thread`]).
-    apply_thread: Option<ApplyThread>,
-    /// What the state machine has applied, when it runs on its own thread (on the loop, it
-    /// is always the core's applied index).
-    thread_applied: Index,
+    /// Where the state machine runs.
+    applier: Applier<S>,
     epoch: Instant,
     snapshot_every: Option<u64>,
     last_snapshot: Index,
@@ -470,19 +473,21 @@ impl<S: StateMachine> Driver<S> {
             state_machine.restore(&snapshot.data);
         }
         let core = raft_proto::Node::restore(options.raft.clone(), durable, 0)?;
-        let (state_machine, apply_thread) = match report {
-            Some(report) => {
-                let name = format!("raft-{}-apply", core.id());
-                (None, Some(ApplyThread::spawn(state_machine, name, report)?))
-            }
-            None => (Some(state_machine), None),
+        let applier = match report {
+            Some(report) => Applier::Thread {
+                thread: ApplyThread::spawn(
+                    state_machine,
+                    format!("raft-{}-apply", core.id()),
+                    report,
+                )?,
+                applied: core.applied_index(),
+            },
+            None => Applier::Loop(state_machine),
         };
         Ok(Self {
             last_snapshot: core.snapshot_index(),
-            thread_applied: core.applied_index(),
             core,
-            state_machine,
-            apply_thread,
+            applier,
             epoch: Instant::now(),
             snapshot_every: options.snapshot_every,
             waiting: BTreeMap::new(),
@@ -545,7 +550,7 @@ impl<S: StateMachine> Driver<S> {
     /// it when their loop ends, off any async runtime's threads (with the storage worker's
     /// [`finish`](crate::writer::StorageWorker::finish)).
     pub fn finish(mut self) {
-        if let Some(thread) = self.apply_thread.as_mut() {
+        if let Applier::Thread { thread, .. } = &mut self.applier {
             thread.finish();
         }
     }
@@ -553,10 +558,9 @@ impl<S: StateMachine> Driver<S> {
     /// The index the state machine has applied: the core's applied index when it runs on
     /// the loop, what its thread reported otherwise.
     fn state_machine_applied(&self) -> Index {
-        if self.apply_thread.is_some() {
-            self.thread_applied
-        } else {
-            self.core.applied_index()
+        match &self.applier {
+            Applier::Thread { applied, .. } => *applied,
+            Applier::Loop(_) => self.core.applied_index(),
         }
     }
 
@@ -612,7 +616,9 @@ impl<S: StateMachine> Driver<S> {
                 return true;
             }
             Input::Applied(ApplierReport::AppliedThrough(index)) => {
-                self.thread_applied = self.thread_applied.max(index);
+                if let Applier::Thread { applied, .. } = &mut self.applier {
+                    *applied = (*applied).max(index);
+                }
             }
             Input::Applied(ApplierReport::SnapshotTaken { last_index, data }) => {
                 let data = Payload::from(data);
@@ -1082,16 +1088,18 @@ impl<S: StateMachine> Driver<S> {
                                 reply(Err(ProposeError::Lost));
                             }
                         }
-                        if let Some(state_machine) = self.state_machine.as_mut() {
-                            let answer = match entry.kind {
-                                EntryKind::Command => state_machine.apply(index, &entry.data),
-                                _ => Vec::new(),
-                            };
-                            if let Some(reply) = proposer {
-                                reply(Ok(answer));
+                        match (&mut self.applier, proposer) {
+                            (Applier::Loop(state_machine), proposer) => {
+                                let answer = match entry.kind {
+                                    EntryKind::Command => state_machine.apply(index, &entry.data),
+                                    _ => Vec::new(),
+                                };
+                                if let Some(reply) = proposer {
+                                    reply(Ok(answer));
+                                }
                             }
-                        } else if let Some(reply) = proposer {
-                            handed.push((index, reply));
+                            (Applier::Thread { .. }, Some(reply)) => handed.push((index, reply)),
+                            (Applier::Thread { .. }, None) => {}
                         }
                         if let Some(every) = self.snapshot_every {
                             if index >= self.last_snapshot + every {
@@ -1099,16 +1107,17 @@ impl<S: StateMachine> Driver<S> {
                             }
                         }
                     }
-                    if let Some(thread) = &self.apply_thread {
+                    if let Applier::Thread { thread, .. } = &self.applier {
                         // A thread that is gone reported why; the loop stops on it.
                         thread.apply(first_index, entries, handed);
                     }
                 }
                 Action::RestoreSnapshot(snapshot) => {
-                    if let Some(state_machine) = self.state_machine.as_mut() {
-                        state_machine.restore(&snapshot.data);
-                    } else if let Some(thread) = &self.apply_thread {
-                        thread.restore(snapshot.meta.last_index, snapshot.data.clone());
+                    match &mut self.applier {
+                        Applier::Loop(state_machine) => state_machine.restore(&snapshot.data),
+                        Applier::Thread { thread, .. } => {
+                            thread.restore(snapshot.meta.last_index, snapshot.data.clone());
+                        }
                     }
                     self.last_snapshot = snapshot.meta.last_index;
                     // A change covered by the snapshot may have completed (or not).
@@ -1233,14 +1242,14 @@ impl<S: StateMachine> Driver<S> {
         if snapshot_due {
             let last_index = self.core.applied_index();
             self.last_snapshot = last_index;
-            let Some(state_machine) = self.state_machine.as_ref() else {
-                // The thread takes it after applying what it was handed, and reports it.
-                if let Some(thread) = &self.apply_thread {
+            let data = match &self.applier {
+                Applier::Loop(state_machine) => Payload::from(state_machine.snapshot()),
+                Applier::Thread { thread, .. } => {
+                    // The thread takes it after applying what it was handed, and reports it.
                     thread.snapshot(last_index);
+                    return;
                 }
-                return;
             };
-            let data = Payload::from(state_machine.snapshot());
             let now = self.now();
             let mut more = Vec::new();
             self.core
