@@ -7,7 +7,7 @@
 //! shows to TCP: the connections are cut and new ones are refused while the link is down
 //! (the transports then drop what they queue for that peer). Delay and throttling hold
 //! bytes back in order; a throttled link pushes back on its sender once a bounded buffer
-//! (about 1 MiB per connection) is full, as a slow network does, so a proxy never grows
+//! (about 1 MiB per direction of a connection) is full, as a slow network does, so a proxy never grows
 //! memory without bound.
 //!
 //! Not for production traffic: every connection costs two threads.
