@@ -206,6 +206,26 @@ impl Cluster {
         found
     }
 
+    /// For each of `ids`: whether its process still runs (or how it ended) and the last
+    /// lines of its log, to tell why it did not answer.
+    pub(crate) fn describe(&mut self, ids: &[NodeId]) -> String {
+        let mut out = String::new();
+        for id in ids {
+            let state = match self.children.get_mut(id).map(Child::try_wait) {
+                None => "not started".to_string(),
+                Some(Ok(None)) => "still running".to_string(),
+                Some(Ok(Some(status))) => format!("exited: {status}"),
+                Some(Err(e)) => format!("unknown: {e}"),
+            };
+            let path = self.dir.join(format!("node-{id}.log"));
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
+            out.push_str(&format!("node {id} ({state}), its log ends:\n  {tail}\n"));
+        }
+        out
+    }
+
     /// Adds node `id` on fresh ports and starts it empty with `--join` (the current members'
     /// client addresses): it asks to be added as a learner.
     pub(crate) fn spawn_joining(&mut self, id: NodeId) -> Result<(), String> {
@@ -439,11 +459,38 @@ pub(crate) fn signal(pid: u32, which: &str) -> Result<(), String> {
     }
 }
 
-/// Ports the OS says are free now (bound and released: good enough on loopback).
+/// Ports free now (bound and released: good enough on loopback), outside the ephemeral range.
 fn free_ports(n: usize) -> Result<Vec<SocketAddr>, String> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
+    // Below the kernel's ephemeral range: a port taken from it (port 0) can be handed to an
+    // outgoing connection while its node is down after a kill (clients and proxies connect
+    // all the time), and the restarted node then cannot bind it again.
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (first, last) = if low > 12_000 {
+        (10_000u64, u64::from(low))
+    } else {
+        // An unusual range: fall back on the ports above it.
+        (u64::from(low).max(1024) + 30_000, 65_000)
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut random = random_below(nanos ^ u64::from(std::process::id()).rotate_left(32));
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..10_000 {
+        if listeners.len() == n {
+            break;
+        }
+        let port = (first + random(last - first)) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    if listeners.len() < n {
+        return Err(format!("found only {} free ports of {n}", listeners.len()));
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().map_err(|e| e.to_string()))
@@ -858,7 +905,7 @@ impl Writes {
 /// Every acknowledged write on every running node, which all converged, the recorded
 /// history linearizable, and no panic in any node's log; stops the cluster.
 pub(crate) fn verify(
-    cluster: Cluster,
+    mut cluster: Cluster,
     acked: &[usize],
     rounds: usize,
     recorder: &Recorder,
@@ -874,10 +921,16 @@ pub(crate) fn verify(
     }
     let dumps = cluster.converged_dumps(Duration::from_secs(30));
     if dumps.len() != cluster.children.len() {
+        let silent: Vec<NodeId> = cluster
+            .ids()
+            .into_iter()
+            .filter(|id| !dumps.contains_key(id))
+            .collect();
         return Err(format!(
-            "only {} of {} nodes answered at the end",
+            "only {} of {} nodes answered at the end:\n{}",
             dumps.len(),
-            cluster.children.len()
+            cluster.children.len(),
+            cluster.describe(&silent)
         ));
     }
     if dumps.values().any(|d| Some(d) != dumps.values().next()) {

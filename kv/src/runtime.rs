@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_common::{NodeOptions, ProposeError, ReadError, StartError, Status, TcpConfig};
+use adapter_common::{NodeOptions, ProposeError, ReadError, Status, TcpConfig};
 use raft_proto::{Membership, MembershipChange};
 
 use crate::store::{machine, KvStore};
@@ -44,8 +44,9 @@ fn async_std_spawner(future: adapter_smol::BoxFuture) {
     async_std::task::spawn(future);
 }
 
-fn io_error(e: std::io::Error) -> StartError {
-    StartError::Spawn(e)
+/// A transport that cannot listen on `addr`.
+fn listen_error(addr: std::net::SocketAddr) -> impl FnOnce(std::io::Error) -> String {
+    move |e| format!("cannot listen for peers on {addr}: {e}")
 }
 
 impl Node {
@@ -55,15 +56,18 @@ impl Node {
         options: NodeOptions,
         store: KvStore,
         tcp: TcpConfig,
-    ) -> Result<Self, StartError> {
+    ) -> Result<Self, String> {
+        let listen = tcp.listen;
         match runtime {
             Runtime::Thread => {
                 let (tx, rx) = crossbeam_channel::bounded(16 * 1024);
                 let transport = Arc::new(
-                    adapter_thread::transport::TcpTransport::start(tcp, tx).map_err(io_error)?,
+                    adapter_thread::transport::TcpTransport::start(tcp, tx)
+                        .map_err(listen_error(listen))?,
                 );
                 let node =
-                    adapter_thread::start(options, machine(store), Arc::clone(&transport), rx)?;
+                    adapter_thread::start(options, machine(store), Arc::clone(&transport), rx)
+                        .map_err(|e| e.to_string())?;
                 Ok(Self::Thread { node, transport })
             }
             Runtime::Tokio => {
@@ -71,17 +75,18 @@ impl Node {
                     .worker_threads(2)
                     .enable_all()
                     .build()
-                    .map_err(io_error)?;
+                    .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
                 let (node, transport) = runtime.block_on(async {
                     let (tx, rx) = tokio::sync::mpsc::channel(16 * 1024);
                     let transport = Arc::new(
                         adapter_tokio::transport::TcpTransport::start(tcp, tx)
                             .await
-                            .map_err(io_error)?,
+                            .map_err(listen_error(listen))?,
                     );
                     let node =
-                        adapter_tokio::start(options, machine(store), Arc::clone(&transport), rx)?;
-                    Ok::<_, StartError>((node, transport))
+                        adapter_tokio::start(options, machine(store), Arc::clone(&transport), rx)
+                            .map_err(|e| e.to_string())?;
+                    Ok::<_, String>((node, transport))
                 })?;
                 Ok(Self::Tokio {
                     runtime,
@@ -212,17 +217,19 @@ fn start_smol(
     options: NodeOptions,
     store: KvStore,
     tcp: TcpConfig,
-) -> Result<Node, StartError> {
+) -> Result<Node, String> {
+    let listen = tcp.listen;
     let (tx, rx) = async_channel::bounded(16 * 1024);
     let transport =
         adapter_smol::transport::TcpTransport::start_with(tcp, None, tx, spawner.clone());
-    let transport = Arc::new(smol::block_on(transport).map_err(io_error)?);
+    let transport = Arc::new(smol::block_on(transport).map_err(listen_error(listen))?);
     let node = adapter_smol::start_with(
         options,
         machine(store),
         Arc::clone(&transport),
         rx,
         &spawner,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     Ok(Node::Smol { node, transport })
 }
