@@ -226,6 +226,9 @@ pub enum StartError {
     /// A thread or task could not be started.
     #[error("cannot start a thread: {0}")]
     Spawn(#[from] std::io::Error),
+    /// The options ask for something the adapters do not do yet.
+    #[error("not supported by the adapters yet: {0}")]
+    Unsupported(&'static str),
 }
 
 /// A node's state, as a handle's `status` reports it.
@@ -469,6 +472,13 @@ impl<S: StateMachine> Driver<S> {
         durable: DurableState,
         report: Option<Report>,
     ) -> Result<Self, StartError> {
+        if options.raft.stream_snapshots {
+            // The core streams; storage and the state machine here still move snapshots as
+            // whole byte strings.
+            return Err(StartError::Unsupported(
+                "Config::stream_snapshots (snapshots pass through memory whole)",
+            ));
+        }
         if let Some(snapshot) = &durable.snapshot {
             state_machine.restore(&snapshot.data);
         }

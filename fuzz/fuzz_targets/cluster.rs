@@ -55,6 +55,7 @@ fuzz_target!(|schedule: Schedule| {
     options.initial_voters = schedule.initial_voters.map(|k| 1 + usize::from(k) % n);
     options.pre_vote = schedule.pre_vote;
     options.check_quorum = schedule.check_quorum;
+    options.stream_snapshots = schedule.seed % 2 == 1;
     let mut sim = Sim::new(options);
     let mut command = 0u64;
     for op in schedule.ops.into_iter().take(128) {

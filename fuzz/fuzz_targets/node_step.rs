@@ -38,6 +38,7 @@ enum Op {
     Read(u8),
     Transfer(u8),
     Message { from: u8, to: u8, term: u8, body: Body },
+    SnapshotUnavailable(u16),
 }
 
 fn body(body: Body) -> MessageBody {
@@ -95,13 +96,14 @@ fn body(body: Body) -> MessageBody {
     }
 }
 
-fuzz_target!(|input: (bool, bool, bool, Vec<Op>)| {
-    let (pre_vote, check_quorum, lease_reads, ops) = input;
+fuzz_target!(|input: (bool, bool, bool, bool, Vec<Op>)| {
+    let (pre_vote, check_quorum, lease_reads, streamed, ops) = input;
     let mut config = Config::new(1, vec![1, 2, 3]);
     config.max_snapshot_chunk = 4;
     config.pre_vote = pre_vote;
     config.check_quorum = check_quorum;
     config.lease_reads = lease_reads && check_quorum;
+    config.stream_snapshots = streamed;
     let mut node = Node::new(config, 0).expect("a valid config");
     let mut now = 0u64;
     let mut actions = Vec::new();
@@ -120,6 +122,9 @@ fuzz_target!(|input: (bool, bool, bool, Vec<Op>)| {
             },
             Op::Read(context) => Event::Read { context: u64::from(context) },
             Op::Transfer(to) => Event::TransferLeadership { to: u64::from(to % 5) },
+            Op::SnapshotUnavailable(index) => {
+                Event::SnapshotUnavailable { last_index: u64::from(index) }
+            }
             Op::Message { from, to, term, body: b } => Event::Message(Message {
                 from: u64::from(from % 5),
                 to: u64::from(to % 4),

@@ -48,8 +48,8 @@ struct Args {
     list: bool,
     /// Inject a deliberate bug into every node, to see the judge catch it:
     /// commit-earlier-term, vote-before-persist, forget-vote, append-before-persist,
-    /// commit-joint-new-only, serve-reads-locally, serve-reads-before-applied or
-    /// keep-truncated-membership.
+    /// commit-joint-new-only, serve-reads-locally, serve-reads-before-applied,
+    /// keep-truncated-membership or stage-after-persist.
     #[arg(long)]
     inject_bug: Option<String>,
     /// Print every failure in full (by default the first three are).
@@ -81,7 +81,7 @@ struct Args {
 }
 
 /// The bugs `--inject-bug` knows.
-const BUGS: [&str; 8] = [
+const BUGS: [&str; 9] = [
     "commit-earlier-term",
     "vote-before-persist",
     "forget-vote",
@@ -90,6 +90,7 @@ const BUGS: [&str; 8] = [
     "serve-reads-locally",
     "serve-reads-before-applied",
     "keep-truncated-membership",
+    "stage-after-persist",
 ];
 
 /// The options of one run as the command line asks: a bug injected, a digest kept, features
@@ -120,6 +121,9 @@ fn configure(mut options: SimOptions, args: &Args) -> SimOptions {
         Some("serve-reads-locally") => options.bugs.serve_reads_locally = true,
         Some("serve-reads-before-applied") => options.bugs.serve_reads_before_applied = true,
         Some("keep-truncated-membership") => options.bugs.keep_truncated_membership = true,
+        Some("stage-after-persist") => {
+            options.bugs.stage_snapshot_chunks_after_persists = true;
+        }
         _ => {}
     }
     options

@@ -43,6 +43,33 @@ pub struct Config {
     /// peer can make a node buffer more. 4 GiB by default; raise it if your state machine's
     /// snapshots are larger.
     pub max_snapshot_bytes: u64,
+    /// Whether snapshot bytes stay with the embedding (streamed snapshots, off by default).
+    ///
+    /// Off, snapshots travel through the core as bytes: [`Event::SnapshotTaken`] carries them,
+    /// a leader holds its latest snapshot in memory to send it, and a follower assembles one
+    /// it receives in memory before [`Persist`] and [`Action::RestoreSnapshot`] hand it on.
+    ///
+    /// On, the core never holds a snapshot's bytes, only what it covers, its membership and
+    /// where a transfer stands; a snapshot of any size costs a node one chunk of memory:
+    /// - the application stores the bytes of a snapshot it takes *before* stepping
+    ///   [`Event::SnapshotTaken`] (whose `data` is then ignored);
+    /// - a leader asks for each chunk it sends with [`Action::SendSnapshotChunk`]: the
+    ///   embedding reads it from the stored snapshot and sends it;
+    /// - a follower hands each chunk it receives over with [`Action::StageSnapshotChunk`]:
+    ///   the embedding writes it to a staging file for that snapshot;
+    /// - [`Persist::snapshot`] and [`Action::RestoreSnapshot`] then carry an empty `data`,
+    ///   which stands for the bytes stored (taken here) or staged (received) for the
+    ///   snapshot's `meta`; every snapshot of the same index holds the same committed state,
+    ///   so either serves. [`Node::restore`](crate::Node::restore) takes the snapshot without
+    ///   its bytes too.
+    ///
+    /// [`Event::SnapshotTaken`]: crate::Event::SnapshotTaken
+    /// [`Action::SendSnapshotChunk`]: crate::Action::SendSnapshotChunk
+    /// [`Action::StageSnapshotChunk`]: crate::Action::StageSnapshotChunk
+    /// [`Action::RestoreSnapshot`]: crate::Action::RestoreSnapshot
+    /// [`Persist`]: crate::Persist
+    /// [`Persist::snapshot`]: crate::Persist::snapshot
+    pub stream_snapshots: bool,
     /// When the application takes a snapshot, a leader keeps up to this many entries before it
     /// in memory for followers that are only slightly behind, so that they catch up with
     /// entries rather than a whole snapshot. Storage drops them regardless.
@@ -115,6 +142,10 @@ pub struct InjectedBugs {
     /// Keep a membership in force after the log entry that holds it is truncated away (a new
     /// leader overwrote it): the node goes on with a membership its log no longer holds.
     pub keep_truncated_membership: bool,
+    /// With streamed snapshots, hand a received chunk over for staging with the other actions,
+    /// after the persists of the same step, instead of ahead of them: the persist that installs
+    /// the snapshot then takes staged bytes that lack the last chunk.
+    pub stage_snapshot_chunks_after_persists: bool,
 }
 
 impl Config {
@@ -136,6 +167,7 @@ impl Config {
             max_snapshot_chunk: 1 << 20,
             max_snapshot_bytes: 4 << 30,
             snapshot_catchup_entries: 64,
+            stream_snapshots: false,
             leader_noop: false,
             pre_vote: true,
             check_quorum: true,

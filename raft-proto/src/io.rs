@@ -52,12 +52,20 @@
 //! Raft state stays small. A follower too far
 //! behind receives the leader's snapshot in chunks and installs it (a [`Persist`] with the
 //! snapshot, then an [`Action::RestoreSnapshot`] for the state machine).
+//!
+//! With [`Config::stream_snapshots`](crate::Config) the bytes never pass through the core:
+//! the application stores a snapshot before reporting it, a leader asks for each chunk it
+//! sends ([`Action::SendSnapshotChunk`]), a follower hands each chunk it receives to storage
+//! ([`Action::StageSnapshotChunk`]), and the persists and restores that carry a snapshot
+//! name it by its `meta`, with empty `data`.
 
 use alloc::vec::Vec;
 
 use crate::membership::{Membership, MembershipChange, MembershipError};
 use crate::message::Message;
-use crate::types::{DurableState, Entry, HardState, Index, NodeId, Payload, Snapshot, Term};
+use crate::types::{
+    DurableState, Entry, HardState, Index, NodeId, Payload, Snapshot, SnapshotMeta, Term,
+};
 
 /// An input to [`Node::step`](crate::Node::step).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,10 +105,19 @@ pub enum Event {
         /// The voter to lead next.
         to: NodeId,
     },
+    /// Streamed snapshots: the stored snapshot ending at `last_index` can no longer be read (a
+    /// newer one replaced it), so the chunks of it that [`Action::SendSnapshotChunk`] asks for
+    /// cannot be sent. Transfers of it (or of an older one) start over with the current
+    /// snapshot. Ignored otherwise.
+    SnapshotUnavailable {
+        /// The last index of the snapshot that is gone.
+        last_index: Index,
+    },
     /// The application took a snapshot of its state after applying every entry up to
-    /// `last_index`. Ignored when `last_index` is not above the current snapshot or beyond the
-    /// applied index, or when the node does not know the membership at `last_index` (a node
-    /// that joined and has not yet received it).
+    /// `last_index` (with [`Config::stream_snapshots`](crate::Config), it has stored the
+    /// bytes already and `data` is ignored). Ignored when `last_index` is not above the
+    /// current snapshot or beyond the applied index, or when the node does not know the
+    /// membership at `last_index` (a node that joined and has not yet received it).
     SnapshotTaken {
         /// The last applied entry the snapshot covers.
         last_index: Index,
@@ -127,8 +144,34 @@ pub enum Action {
     },
     /// The answer to an [`Event::Propose`].
     ProposalOutcome(ProposalOutcome),
+    /// Streamed snapshots only ([`Config::stream_snapshots`](crate::Config)): read the chunk
+    /// this asks for from the stored snapshot and send it
+    /// ([`SnapshotChunkRequest::into_message`]). If `offset` is at or past the snapshot's end,
+    /// send nothing: the core does not know the length, and asks for up to a window of chunks
+    /// past the end. If the snapshot can no longer be read (a newer one replaced it), send
+    /// nothing and step [`Event::SnapshotUnavailable`]. An embedding should keep the snapshot
+    /// it reads for a follower open until asked for another one for that follower (an open file
+    /// stays readable once replaced), so that a transfer under way completes even while newer
+    /// snapshots are taken. May be lost, like a message.
+    SendSnapshotChunk(SnapshotChunkRequest),
+    /// Streamed snapshots only: write these bytes, received from the leader, at `offset` into
+    /// the staging file of the snapshot `meta` (offset 0 starts that file anew). Chunks of
+    /// one snapshot come in order, without gaps. Staging MUST happen in the order emitted and
+    /// before any later [`Action::Persist`] is executed: the persist that installs the
+    /// snapshot (its `snapshot` has this `meta`) takes the staged bytes, and MUST make them
+    /// durable with it. A staging file may be lost in a crash (the core starts the transfer
+    /// over) and is garbage once a snapshot at or above its index is installed.
+    StageSnapshotChunk {
+        /// The snapshot the chunk belongs to.
+        meta: SnapshotMeta,
+        /// Where the chunk starts in the snapshot's bytes.
+        offset: u64,
+        /// The chunk's bytes.
+        data: Payload,
+    },
     /// Replace the state machine's state with this snapshot (received from the leader); the
-    /// next [`Action::Apply`] continues at `snapshot.meta.last_index + 1`.
+    /// next [`Action::Apply`] continues at `snapshot.meta.last_index + 1`. With streamed
+    /// snapshots its `data` is empty: restore from the bytes staged (or stored) for its `meta`.
     RestoreSnapshot(Snapshot),
     /// The answer to an [`Event::ChangeMembership`].
     MembershipOutcome(MembershipOutcome),
@@ -149,6 +192,45 @@ pub enum Action {
     },
     /// What became of a leadership transfer.
     TransferOutcome(TransferOutcome),
+}
+
+/// A chunk of a stored snapshot the core asks the embedding to send
+/// ([`Action::SendSnapshotChunk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunkRequest {
+    /// The sender (this node).
+    pub from: NodeId,
+    /// The follower to send it to.
+    pub to: NodeId,
+    /// The leader's term.
+    pub term: Term,
+    /// The stored snapshot to read from.
+    pub meta: SnapshotMeta,
+    /// The membership in force at `meta.last_index`.
+    pub membership: Membership,
+    /// Where the chunk starts in the snapshot's bytes.
+    pub offset: u64,
+    /// Read at most this many bytes ([`Config::max_snapshot_chunk`](crate::Config)).
+    pub max_len: usize,
+}
+
+impl SnapshotChunkRequest {
+    /// The message to send: `data`, the at most `max_len` bytes read at `offset`, and whether
+    /// they reach the end of the snapshot (`last`).
+    pub fn into_message(self, data: Payload, last: bool) -> Message {
+        Message {
+            from: self.from,
+            to: self.to,
+            term: self.term,
+            body: crate::message::MessageBody::SnapshotChunk {
+                meta: self.meta,
+                membership: self.membership,
+                offset: self.offset,
+                data,
+                done: last,
+            },
+        }
+    }
 }
 
 /// Why a read was refused.
@@ -228,7 +310,9 @@ pub struct Persist {
     pub seq: u64,
     /// Remove every log entry at this index and after, first.
     pub truncate_from: Option<Index>,
-    /// Replace the stored snapshot with this one, and drop the log entries it covers.
+    /// Replace the stored snapshot with this one, and drop the log entries it covers. With
+    /// streamed snapshots its `data` is empty: the bytes are those the application stored, or
+    /// those staged from the leader, for its `meta`.
     pub snapshot: Option<Snapshot>,
     /// The index of `entries[0]`: always the last index held + 1 after the truncation and the
     /// snapshot.

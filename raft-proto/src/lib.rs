@@ -98,7 +98,7 @@ pub use config::InjectedBugs;
 pub use config::{Config, ConfigError};
 pub use io::{
     Action, Event, MembershipOutcome, Persist, ProposalOutcome, ProposalRefusal, ReadRefusal,
-    TransferOutcome, TransferRefusal,
+    SnapshotChunkRequest, TransferOutcome, TransferRefusal,
 };
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{AppendOutcome, Message, MessageBody};

@@ -26,6 +26,8 @@ pub(crate) struct SnapshotTransfer {
     pub(crate) acked: u64,
     /// Bytes sent so far (from `acked` on, they may be in flight or lost).
     pub(crate) sent: u64,
+    /// Whether the snapshot is streamed: its bytes, and so its length, are the embedding's.
+    pub(crate) streamed: bool,
     /// Whether the final chunk has been sent since the last rewind.
     pub(crate) done_sent: bool,
     /// The follower went silent: one chunk per heartbeat round probes it, instead of the
@@ -133,7 +135,7 @@ impl Progress {
     }
 
     /// Starts sending `snapshot`.
-    pub(crate) fn send_snapshot(&mut self, snapshot: Snapshot) {
+    pub(crate) fn send_snapshot(&mut self, snapshot: Snapshot, streamed: bool) {
         self.mode = Mode::Snapshot;
         self.inflight.clear();
         self.probe_sent = false;
@@ -141,6 +143,7 @@ impl Progress {
             snapshot,
             acked: 0,
             sent: 0,
+            streamed,
             done_sent: false,
             probing: false,
             gap_resent: false,
@@ -152,7 +155,13 @@ impl Progress {
         let Some(t) = self.transfer.as_mut() else {
             return false;
         };
-        if t.snapshot.meta.last_index != last_index || received > t.snapshot.data.len() as u64 {
+        // (A streamed snapshot's length is unknown here.)
+        let len = if t.streamed {
+            u64::MAX
+        } else {
+            t.snapshot.data.len() as u64
+        };
+        if t.snapshot.meta.last_index != last_index || received > len {
             return false;
         }
         if received > t.acked {

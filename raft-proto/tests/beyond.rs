@@ -62,6 +62,9 @@ beyond_tests!(
     transfer_lagging,
     transfer_target_crash,
     retried_writes,
+    streamed_snapshot_install_unreliable,
+    streamed_snapshot_install_crash,
+    streamed_snapshot_all_crash,
 );
 
 /// Runs `name` over 20 seeds with `switch` applied; every seed must fail with a message

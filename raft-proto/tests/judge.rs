@@ -115,3 +115,15 @@ fn keeping_a_truncated_membership_in_force_is_caught() {
     // failed without it).
     random_search_catches(bugs, 3000);
 }
+
+#[test]
+fn installing_a_streamed_snapshot_before_its_last_chunk_is_staged_is_caught() {
+    let bugs = InjectedBugs {
+        stage_snapshot_chunks_after_persists: true,
+        ..InjectedBugs::default()
+    };
+    // The simulated storage checks that staged chunks continue each other and that an
+    // installed snapshot's bytes restore the applied state.
+    scenario_catches("streamed_snapshot_install_unreliable", bugs, 20);
+    random_search_catches(bugs, 3000);
+}

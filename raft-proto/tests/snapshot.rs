@@ -502,3 +502,177 @@ fn an_incoming_snapshot_is_bounded_by_max_snapshot_bytes() {
         .any(|a| matches!(a, Action::RestoreSnapshot(s) if &s.data[..] == b"123456789abcd")));
     assert_eq!(node.stats().snapshot_too_large, 0);
 }
+
+/// Streamed snapshots, follower side: each chunk goes to staging, ahead of the persist that
+/// installs the snapshot, which (like the restore) names it without bytes.
+#[test]
+fn a_streamed_snapshot_is_staged_chunk_by_chunk_and_installed_by_name() {
+    let mut config = Config::new(2, vec![1, 2, 3]);
+    config.stream_snapshots = true;
+    let mut node = Node::new(config, 0).unwrap();
+    let meta = SnapshotMeta {
+        last_index: 9,
+        last_term: 1,
+    };
+    let staged = |actions: &[Action]| -> Vec<(u64, Vec<u8>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::StageSnapshotChunk {
+                    meta: m,
+                    offset,
+                    data,
+                } if *m == meta => Some((*offset, data.to_vec())),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = step_durably(&mut node, chunk(1, meta, 0, b"1234", false));
+    assert_eq!(staged(&first), vec![(0, b"1234".to_vec())]);
+    // A gap is not staged.
+    let gap = step_durably(&mut node, chunk(1, meta, 8, b"9", true));
+    assert!(staged(&gap).is_empty());
+    let second = step_durably(&mut node, chunk(1, meta, 4, b"5678", false));
+    assert_eq!(staged(&second), vec![(4, b"5678".to_vec())]);
+    let last = node.step(1, chunk(1, meta, 8, b"9", true));
+    let stage_at = last
+        .iter()
+        .position(|a| matches!(a, Action::StageSnapshotChunk { offset: 8, .. }))
+        .expect("the last chunk is staged");
+    let install_at = last
+        .iter()
+        .position(|a| matches!(a, Action::Persist(p) if p.snapshot.is_some()))
+        .expect("the snapshot is installed");
+    assert!(stage_at < install_at, "staged after the install: {last:?}");
+    assert!(last.iter().any(|a| matches!(
+        a,
+        Action::Persist(p) if p.snapshot.as_ref().is_some_and(|s| s.meta == meta && s.data.is_empty())
+    )));
+    assert!(last
+        .iter()
+        .any(|a| matches!(a, Action::RestoreSnapshot(s) if s.meta == meta && s.data.is_empty())));
+    assert_eq!(node.applied_index(), 9);
+}
+
+/// Streamed snapshots, leader side: the core keeps no bytes of a snapshot it is told of, and
+/// asks for a lagging follower's chunks by offset, a window at a time.
+#[test]
+fn a_streamed_snapshot_is_sent_as_chunk_requests() {
+    let mut config = Config::new(1, vec![1, 2, 3]);
+    config.stream_snapshots = true;
+    config.max_snapshot_chunk = 100;
+    config.max_inflight_appends = 3;
+    config.snapshot_catchup_entries = 0;
+    config.pre_vote = false;
+    let mut node = Node::new(config, 0).unwrap();
+    let now = node.next_deadline();
+    let _ = step_durably_at(&mut node, now, Event::Tick);
+    let term = node.term();
+    let from_2 = |body| {
+        Event::Message(Message {
+            from: 2,
+            to: 1,
+            term,
+            body,
+        })
+    };
+    let _ = step_durably_at(
+        &mut node,
+        now,
+        from_2(MessageBody::VoteResponse { granted: true }),
+    );
+    assert!(node.is_leader());
+    // Node 2 keeps up; node 3 is silent.
+    let _ = step_durably_at(
+        &mut node,
+        now,
+        Event::Propose(vec![Payload::from(&b"a"[..])]),
+    );
+    let accepted = MessageBody::AppendResponse {
+        outcome: AppendOutcome::Accepted { match_index: 1 },
+    };
+    let _ = step_durably_at(&mut node, now, from_2(accepted));
+    assert_eq!(node.applied_index(), 1);
+    let taken = step_durably_at(
+        &mut node,
+        now,
+        Event::SnapshotTaken {
+            last_index: 1,
+            data: Payload::from(&b"ignored: the bytes are stored"[..]),
+        },
+    );
+    assert!(taken.iter().any(|a| matches!(
+        a,
+        Action::Persist(p) if p.snapshot.as_ref().is_some_and(|s| s.data.is_empty())
+    )));
+    // Node 3 never answered: the entry it lacks is in the snapshot now, so the same step
+    // starts sending it the snapshot.
+    let out = taken;
+    let offsets: Vec<u64> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendSnapshotChunk(r) if r.to == 3 && r.meta.last_index == 1 => {
+                assert_eq!(r.max_len, 100);
+                Some(r.offset)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![0, 100, 200],
+        "a window of three chunk requests"
+    );
+    assert!(!out.iter().any(|a| matches!(
+        a,
+        Action::Send(m) if matches!(m.body, MessageBody::SnapshotChunk { .. })
+    )));
+    // A newer snapshot does not disturb the transfer under way (the embedding keeps the file
+    // it reads open)...
+    let _ = step_durably_at(
+        &mut node,
+        now,
+        Event::Propose(vec![Payload::from(&b"b"[..])]),
+    );
+    let accepted = MessageBody::AppendResponse {
+        outcome: AppendOutcome::Accepted { match_index: 2 },
+    };
+    let _ = step_durably_at(&mut node, now, from_2(accepted));
+    let newer = step_durably_at(
+        &mut node,
+        now,
+        Event::SnapshotTaken {
+            last_index: 2,
+            data: Payload::from(&[][..]),
+        },
+    );
+    assert_eq!(node.snapshot_index(), 2);
+    assert!(!newer
+        .iter()
+        .any(|a| matches!(a, Action::SendSnapshotChunk(_))));
+    // ... but once the old one cannot be read, the transfer starts over with the new one.
+    let restarted = step_durably_at(&mut node, now, Event::SnapshotUnavailable { last_index: 1 });
+    let requests: Vec<(u64, u64)> = restarted
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendSnapshotChunk(r) if r.to == 3 => Some((r.meta.last_index, r.offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests, vec![(2, 0), (2, 100), (2, 200)]);
+}
+
+fn step_durably_at(node: &mut Node, now: u64, event: Event) -> Vec<Action> {
+    let mut all = node.step(now, event);
+    let seqs: Vec<u64> = all
+        .iter()
+        .filter_map(|a| match a {
+            Action::Persist(p) => Some(p.seq),
+            _ => None,
+        })
+        .collect();
+    for seq in seqs {
+        all.extend(node.step(now, Event::Persisted { seq }));
+    }
+    all
+}

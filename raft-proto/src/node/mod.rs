@@ -200,6 +200,7 @@ impl Node {
         now: Instant,
     ) -> Result<Self, StartError> {
         config.validate()?;
+        let streamed = config.stream_snapshots;
         let base = durable
             .snapshot
             .as_ref()
@@ -266,7 +267,13 @@ impl Node {
             hard_state_seq: 0,
             unacked_writes: VecDeque::new(),
             held: VecDeque::new(),
-            snapshot: durable.snapshot,
+            snapshot: durable.snapshot.map(|mut snapshot| {
+                if streamed {
+                    // The bytes stay in storage.
+                    snapshot.data = crate::types::Payload::from(&[][..]);
+                }
+                snapshot
+            }),
             incoming: None,
             too_large: None,
             persists: Vec::new(),
@@ -311,6 +318,7 @@ impl Node {
             Event::TransferLeadership { to } => self.on_transfer_leadership(to),
             Event::Persisted { seq } => self.on_persisted(seq),
             Event::SnapshotTaken { last_index, data } => self.on_snapshot_taken(last_index, data),
+            Event::SnapshotUnavailable { last_index } => self.on_snapshot_unavailable(last_index),
         }
         self.on_time();
         if self.role == Role::Leader {
@@ -599,6 +607,7 @@ impl Node {
             serve_reads_locally: false,
             serve_reads_before_applied: false,
             keep_truncated_membership: false,
+            stage_snapshot_chunks_after_persists: false,
         }
     }
 }
@@ -681,4 +690,5 @@ struct NoBugs {
     serve_reads_locally: bool,
     serve_reads_before_applied: bool,
     keep_truncated_membership: bool,
+    stage_snapshot_chunks_after_persists: bool,
 }

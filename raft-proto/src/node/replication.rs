@@ -264,7 +264,10 @@ impl Node {
         {
             // The entries it needs are compacted away.
             match self.snapshot.clone() {
-                Some(snapshot) => self.progress[pos].send_snapshot(snapshot),
+                Some(snapshot) => {
+                    let streamed = self.config.stream_snapshots;
+                    self.progress[pos].send_snapshot(snapshot, streamed);
+                }
                 None => return,
             }
         }

@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 
 use super::Node;
-use crate::io::Action;
+use crate::io::{Action, SnapshotChunkRequest};
 use crate::membership::Membership;
 use crate::message::{AppendOutcome, MessageBody};
 use crate::types::{Index, NodeId, Payload, Role, Snapshot, SnapshotMeta, Term};
@@ -15,6 +15,9 @@ pub(super) struct IncomingSnapshot {
     leader: NodeId,
     term: Term,
     meta: SnapshotMeta,
+    /// The bytes received so far, in order.
+    received: u64,
+    /// Those bytes, unless snapshots are streamed (then they are staged by the embedding).
     data: Vec<u8>,
 }
 
@@ -68,11 +71,12 @@ impl Node {
                 leader,
                 term,
                 meta,
+                received: 0,
                 data: Vec::new(),
             });
         }
         let too_large = self.incoming.as_ref().is_some_and(|i| {
-            i.data.len() as u64 == offset
+            i.received == offset
                 && offset.saturating_add(data.len() as u64) > self.config.max_snapshot_bytes
         });
         if too_large {
@@ -83,9 +87,22 @@ impl Node {
             self.stats.snapshot_too_large += 1;
             return;
         }
+        let streamed = self.config.stream_snapshots;
+        let stage_late = self.bugs().stage_snapshot_chunks_after_persists;
         let received = match self.incoming.as_mut() {
-            Some(incoming) if incoming.data.len() as u64 == offset => {
-                incoming.data.extend_from_slice(&data);
+            Some(incoming) if incoming.received == offset => {
+                incoming.received += data.len() as u64;
+                if streamed {
+                    // With the persists, ahead of the one that installs the snapshot.
+                    let stage = Action::StageSnapshotChunk { meta, offset, data };
+                    if stage_late {
+                        self.actions.push(stage);
+                    } else {
+                        self.persists.push(stage);
+                    }
+                } else {
+                    incoming.data.extend_from_slice(&data);
+                }
                 if done {
                     let data = Payload::from(core::mem::take(&mut incoming.data));
                     self.incoming = None;
@@ -101,10 +118,10 @@ impl Node {
                     };
                     return self.send_when_durable(leader, body);
                 }
-                incoming.data.len() as u64
+                incoming.received
             }
             // A gap or a duplicate: say where we are.
-            Some(incoming) => incoming.data.len() as u64,
+            Some(incoming) => incoming.received,
             // A later chunk of a transfer we do not hold: start over.
             None => 0,
         };
@@ -167,6 +184,12 @@ impl Node {
             // A joining node that has not learned the membership yet: a snapshot must carry it.
             return;
         }
+        // Streamed, the bytes are the embedding's: the core keeps none.
+        let data = if self.config.stream_snapshots {
+            Payload::from(&[][..])
+        } else {
+            data
+        };
         if !self.write.is_empty() {
             self.flush_write();
         }
@@ -192,6 +215,30 @@ impl Node {
         self.snapshot = Some(snapshot);
     }
 
+    /// A streamed snapshot up to `last_index` can no longer be read: its transfers start over
+    /// with the current snapshot, if that is newer.
+    pub(super) fn on_snapshot_unavailable(&mut self, last_index: Index) {
+        let Some(current) = self.snapshot.clone() else {
+            return;
+        };
+        if self.role != Role::Leader
+            || !self.config.stream_snapshots
+            || current.meta.last_index <= last_index
+        {
+            return;
+        }
+        for pos in 0..self.progress.len() {
+            let gone = self.progress[pos]
+                .transfer
+                .as_ref()
+                .is_some_and(|t| t.snapshot.meta.last_index <= last_index);
+            if gone {
+                self.progress[pos].send_snapshot(current.clone(), true);
+                self.send_snapshot_chunks(pos);
+            }
+        }
+    }
+
     /// Sends the next chunks of the snapshot transfer to follower `pos`, keeping at most
     /// `max_inflight_appends` chunks unacknowledged (one while the follower is silent).
     pub(super) fn send_snapshot_chunks(&mut self, pos: usize) {
@@ -202,10 +249,26 @@ impl Node {
             let Some(t) = self.progress[pos].transfer.as_mut() else {
                 return;
             };
-            let len = t.snapshot.data.len() as u64;
             if t.done_sent || t.sent - t.acked >= t.window(chunk, chunks) {
                 return;
             }
+            if self.config.stream_snapshots {
+                // The length is the embedding's to know: it marks the last chunk, and drops
+                // requests past the end.
+                let request = SnapshotChunkRequest {
+                    from: self.config.id,
+                    to,
+                    term: self.hard_state.term,
+                    meta: t.snapshot.meta,
+                    membership: t.snapshot.membership.clone(),
+                    offset: t.sent,
+                    max_len: self.config.max_snapshot_chunk,
+                };
+                t.sent += chunk;
+                self.actions.push(Action::SendSnapshotChunk(request));
+                continue;
+            }
+            let len = t.snapshot.data.len() as u64;
             let end = (t.sent + chunk).min(len);
             let done = end == len;
             let body = MessageBody::SnapshotChunk {

@@ -53,13 +53,16 @@ use std::vec::Vec;
 
 use crate::config::Config;
 use crate::io::{
-    Action, Event, MembershipOutcome, Persist, ProposalOutcome, ReadRefusal, TransferOutcome,
+    Action, Event, MembershipOutcome, Persist, ProposalOutcome, ReadRefusal, SnapshotChunkRequest,
+    TransferOutcome,
 };
 use crate::membership::{Membership, MembershipChange};
 use crate::message::{Message, MessageBody};
 use crate::node::Node;
 use crate::rng::Rng;
-use crate::types::{DurableState, Entry, EntryKind, Index, NodeId, Payload, Role, Snapshot, Term};
+use crate::types::{
+    DurableState, Entry, EntryKind, Index, NodeId, Payload, Role, Snapshot, SnapshotMeta, Term,
+};
 use checker::{Checker, LogView};
 
 /// One millisecond of virtual time.
@@ -97,6 +100,12 @@ pub struct SimOptions {
     pub snapshot_interval: Option<u64>,
     /// [`Config::max_snapshot_chunk`] for every node.
     pub snapshot_chunk: usize,
+    /// [`Config::stream_snapshots`] for every node: the simulated storage then keeps each
+    /// server's snapshot bytes (stored when its application takes one, staged chunk by chunk
+    /// when it receives one), the core asks it for the chunks it sends, and every staged
+    /// chunk is checked to continue the staged bytes and every installed snapshot to name
+    /// bytes the server stored or staged.
+    pub stream_snapshots: bool,
     /// [`Config::snapshot_catchup_entries`] for every node (5 by default: few enough that a
     /// follower out for a lab round needs a snapshot, as the 2D scenarios intend).
     pub snapshot_catchup_entries: u64,
@@ -156,6 +165,7 @@ impl SimOptions {
             client_sessions: true,
             snapshot_interval: None,
             snapshot_chunk: 1024,
+            stream_snapshots: false,
             snapshot_catchup_entries: 5,
             max_entries_per_append: 256,
             max_events: 50_000_000,
@@ -254,6 +264,9 @@ pub struct Counters {
     pub snapshot_chunks: u64,
     /// Snapshots installed from a leader (state machines restored by the core's order).
     pub snapshots_installed: u64,
+    /// Streamed snapshots: chunks the core asked for that storage could not read (the
+    /// snapshot was replaced, or the offset is past its end), so none was sent.
+    pub snapshot_chunks_unread: u64,
 }
 
 #[derive(Debug)]
@@ -315,6 +328,17 @@ struct Storage {
     view: LogView,
     unsynced: VecDeque<Persist>,
     last_sync_at: u64,
+    /// Streamed snapshots: the snapshot files, by last index (one the application stored, or
+    /// one staged from a leader and installed). Files below the durable snapshot are deleted.
+    snapshot_files: BTreeMap<Index, Payload>,
+    /// Streamed snapshots: the staging file of a snapshot being received, lost in a crash.
+    staged: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Streamed snapshots: the snapshot file open for the transfer to each follower (an open
+    /// file stays readable after it is deleted), by follower; closed by a crash.
+    reading: BTreeMap<NodeId, (Index, Payload)>,
+    /// Streamed snapshots: a snapshot the node asked to read that was deleted, to report
+    /// after the step.
+    gone: Option<Index>,
 }
 
 impl Storage {
@@ -919,6 +943,8 @@ impl Sim {
             pending
         };
         let writes: Vec<Persist> = server.storage.unsynced.drain(..).collect();
+        server.storage.staged = None;
+        server.storage.reading.clear();
         let id = server.id;
         for write in writes.iter().take(survivors) {
             self.make_durable(s, write);
@@ -1267,6 +1293,7 @@ impl Sim {
         config.lease_reads = self.options.lease_reads;
         config.clock_drift_bound = self.options.clock_drift_bound;
         config.max_snapshot_chunk = self.options.snapshot_chunk;
+        config.stream_snapshots = self.options.stream_snapshots;
         config.snapshot_catchup_entries = self.options.snapshot_catchup_entries;
         config.max_entries_per_append = self.options.max_entries_per_append.max(1);
         config.seed = self.options.seed ^ (server.incarnation << 32) ^ 0x00C0_FFEE;
@@ -1454,7 +1481,25 @@ impl Sim {
                     self.on_read_end(context, ReadOutcome::Refused(reason));
                 }
                 Action::TransferOutcome(outcome) => self.transfers.push((s, outcome)),
-                Action::RestoreSnapshot(snapshot) => {
+                Action::SendSnapshotChunk(request) => {
+                    if let Some(message) = self.read_snapshot_chunk(s, request) {
+                        sent = true;
+                        self.send(s, message);
+                    }
+                }
+                Action::StageSnapshotChunk { meta, offset, data } => {
+                    self.stage_snapshot_chunk(s, meta, offset, &data);
+                }
+                Action::RestoreSnapshot(mut snapshot) => {
+                    if self.options.stream_snapshots {
+                        match self.snapshot_bytes(s, snapshot.meta) {
+                            Ok(data) => snapshot.data = data,
+                            Err(message) => {
+                                self.set_failure(FailureKind::Safety, message);
+                                break;
+                            }
+                        }
+                    }
                     if snapshot.meta.last_index <= self.servers[s].last_applied {
                         let message = format!(
                             "node {} moved its applied index back from {} to {}",
@@ -1485,7 +1530,22 @@ impl Sim {
         }
         if let Some((last_index, data)) = self.servers[s].app.due_snapshot.take() {
             if self.failure.is_none() {
+                let data = if self.options.stream_snapshots {
+                    // Stored first (written, synced and renamed), then reported. A file of the
+                    // same index already holds the same state: it is kept, so that a transfer
+                    // reading it never sees its bytes change.
+                    let storage = &mut self.servers[s].storage;
+                    storage.snapshot_files.entry(last_index).or_insert(data);
+                    Payload::from(&[][..])
+                } else {
+                    data
+                };
                 self.step(s, Event::SnapshotTaken { last_index, data });
+            }
+        }
+        if let Some(last_index) = self.servers[s].storage.gone.take() {
+            if self.failure.is_none() {
+                self.step(s, Event::SnapshotUnavailable { last_index });
             }
         }
         self.schedule_timer(s);
@@ -1503,7 +1563,37 @@ impl Sim {
         }
     }
 
-    fn on_persist(&mut self, s: usize, write: Persist, was_leader: bool, term_before: Term) {
+    fn on_persist(&mut self, s: usize, mut write: Persist, was_leader: bool, term_before: Term) {
+        if let Some(snapshot) = write
+            .snapshot
+            .as_mut()
+            .filter(|_| self.options.stream_snapshots)
+        {
+            // The persist names the snapshot; storage keeps a file it stored for that index
+            // (the same state), or else installs the bytes staged for it (moving the staging
+            // file into place). A staging file at or below the index is garbage from then on.
+            let meta = snapshot.meta;
+            let storage = &mut self.servers[s].storage;
+            let staged = storage
+                .staged
+                .take_if(|(m, _)| m.last_index <= meta.last_index);
+            if let Some((m, bytes)) = staged {
+                if m == meta && !storage.snapshot_files.contains_key(&meta.last_index) {
+                    let bytes = Payload::from(bytes);
+                    storage.snapshot_files.insert(meta.last_index, bytes);
+                }
+            }
+            match self.servers[s].storage.snapshot_files.get(&meta.last_index) {
+                Some(bytes) => snapshot.data = bytes.clone(),
+                None => {
+                    let message = format!(
+                        "node {} installed snapshot {} whose bytes it neither stored nor staged",
+                        self.servers[s].id, meta.last_index
+                    );
+                    return self.set_failure(FailureKind::Safety, message);
+                }
+            }
+        }
         let server = &mut self.servers[s];
         let id = server.id;
         let still_leader_of_same_term = server
@@ -1835,6 +1925,14 @@ impl Sim {
     fn make_durable(&mut self, s: usize, write: &Persist) {
         let server = &mut self.servers[s];
         write.apply_to(&mut server.storage.durable);
+        if let Some(snapshot) = &write.snapshot {
+            // Older snapshot files are garbage once a newer snapshot is durable.
+            let keep = server
+                .storage
+                .snapshot_files
+                .split_off(&snapshot.meta.last_index);
+            server.storage.snapshot_files = keep;
+        }
         if let Err(message) = mirror(
             &mut server.storage.view,
             write,
@@ -1846,6 +1944,74 @@ impl Sim {
         if self.options.snapshot_interval.is_some() {
             let size = server.storage.encoded_size();
             self.peak_persisted_size = self.peak_persisted_size.max(size);
+        }
+    }
+
+    /// Streamed snapshots: the bytes of snapshot `meta` for server `s` to restore from,
+    /// stored or else staged (being installed), as storage installs them.
+    fn snapshot_bytes(&self, s: usize, meta: SnapshotMeta) -> Result<Payload, String> {
+        let storage = &self.servers[s].storage;
+        if let Some(bytes) = storage.snapshot_files.get(&meta.last_index) {
+            return Ok(bytes.clone());
+        }
+        match &storage.staged {
+            Some((m, bytes)) if *m == meta => Ok(Payload::from(&bytes[..])),
+            _ => Err(format!(
+                "node {} restores snapshot {} whose bytes it neither stored nor staged",
+                self.servers[s].id, meta.last_index
+            )),
+        }
+    }
+
+    /// Streamed snapshots: the chunk `request` asks server `s` to send, read from its stored
+    /// snapshot (the file it has open for that follower, or else opened now), or `None` when
+    /// storage cannot read it.
+    fn read_snapshot_chunk(&mut self, s: usize, request: SnapshotChunkRequest) -> Option<Message> {
+        let storage = &mut self.servers[s].storage;
+        let index = request.meta.last_index;
+        let open = storage
+            .reading
+            .get(&request.to)
+            .filter(|(i, _)| *i == index)
+            .map(|(_, bytes)| bytes.clone());
+        let bytes = open.or_else(|| {
+            let Some(bytes) = storage.snapshot_files.get(&index).cloned() else {
+                storage.gone = Some(index);
+                return None;
+            };
+            storage.reading.insert(request.to, (index, bytes.clone()));
+            Some(bytes)
+        });
+        let Some(bytes) = bytes.filter(|b| (request.offset as usize) < b.len()) else {
+            self.counters.snapshot_chunks_unread += 1;
+            return None;
+        };
+        let start = request.offset as usize;
+        let end = start.saturating_add(request.max_len).min(bytes.len());
+        let data = Payload::from(&bytes[start..end]);
+        Some(request.into_message(data, end == bytes.len()))
+    }
+
+    /// Streamed snapshots: writes a received chunk to server `s`'s staging file, checking that
+    /// it continues the staged bytes of the same snapshot.
+    fn stage_snapshot_chunk(&mut self, s: usize, meta: SnapshotMeta, offset: u64, data: &[u8]) {
+        let storage = &mut self.servers[s].storage;
+        if offset == 0 {
+            storage.staged = Some((meta, data.to_vec()));
+            return;
+        }
+        match storage.staged.as_mut() {
+            Some((m, bytes)) if *m == meta && bytes.len() as u64 == offset => {
+                bytes.extend_from_slice(data);
+            }
+            other => {
+                let held = other.map_or(0, |(_, b)| b.len());
+                let message = format!(
+                    "node {} staged a chunk of snapshot {} at offset {offset} after {held} bytes",
+                    self.servers[s].id, meta.last_index
+                );
+                self.set_failure(FailureKind::Safety, message);
+            }
         }
     }
 

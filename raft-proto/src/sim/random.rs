@@ -39,7 +39,8 @@ pub struct RandomReport {
 /// crash points (reboots right after a node sent messages while its writes were pending), an
 /// unreliable start, the leader's no-op entry on or off, and snapshots (every 2 to 29 applied
 /// entries, sent in chunks of 7, 64 or 1024 bytes, with 0, 5 or 64 catch-up entries kept and
-/// 1, 4 or 256 entries per append) or none, and pre-vote and check-quorum each on or off.
+/// 1, 4 or 256 entries per append; streamed in half the seeds) or none, and pre-vote and
+/// check-quorum each on or off.
 /// Half the seeds also change the membership (the cluster starts with 1 to `n` voters; the
 /// other servers join when added; learners are added, promoted and removed, voters removed
 /// and replaced), with pre-vote or check-quorum on.
@@ -66,6 +67,9 @@ pub fn run(mut options: SimOptions, min_events: u64) -> Result<RandomReport, Fai
         options.snapshot_chunk = [7, 64, 1024][rng.range(0, 3) as usize];
         options.snapshot_catchup_entries = [0, 5, 64][rng.range(0, 3) as usize];
         options.max_entries_per_append = [1, 4, 256][rng.range(0, 3) as usize];
+        // Half of those stream their snapshots (from a generator of its own, so that the
+        // seeds' other choices stay as they were).
+        options.stream_snapshots = Rng::new(options.seed ^ 0x5743_5743).chance(1, 2);
     }
     if rng.chance(1, 2) {
         options.crash_point_odds = 4;

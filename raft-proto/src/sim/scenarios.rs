@@ -190,6 +190,31 @@ scenarios! {
     beyond transfer_lagging: 3, false, false;
     beyond transfer_target_crash: 3, false, false;
     beyond retried_writes: 3, true, false, read_setup;
+    beyond streamed_snapshot_install_unreliable: 3, true, true, streamed_setup;
+    beyond streamed_snapshot_install_crash: 3, false, true, streamed_setup;
+    beyond streamed_snapshot_all_crash: 3, false, true, streamed_setup;
+}
+
+/// Streamed snapshots ([`SimOptions::stream_snapshots`]) in chunks of 64 bytes: most
+/// transfers take several.
+fn streamed_setup(options: &mut SimOptions) {
+    options.stream_snapshots = true;
+    options.snapshot_chunk = 64;
+}
+
+/// The lab's `snapshot_install_unreliable` with streamed snapshots.
+fn streamed_snapshot_install_unreliable(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    snapshot_install_unreliable(sim, rng)
+}
+
+/// The lab's `snapshot_install_crash` with streamed snapshots.
+fn streamed_snapshot_install_crash(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    snapshot_install_crash(sim, rng)
+}
+
+/// The lab's `snapshot_all_crash` with streamed snapshots.
+fn streamed_snapshot_all_crash(sim: &mut Sim, rng: &mut Rng) -> Result<(), Failure> {
+    snapshot_all_crash(sim, rng)
 }
 
 /// The lab's snapshot interval: the service snapshots after every 10th applied entry.
