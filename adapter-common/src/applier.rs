@@ -49,8 +49,17 @@ enum Job {
     },
     /// Replace the state with a snapshot covering `last_index`.
     Restore { last_index: Index, data: Payload },
-    /// Take a snapshot (every entry up to `last_index` was handed over before).
-    Snapshot { last_index: Index },
+    /// Replace the state with a streamed snapshot covering `last_index`.
+    RestoreFrom {
+        last_index: Index,
+        reader: crate::snapfile::SnapshotReader,
+    },
+    /// Take a snapshot (every entry up to `last_index` was handed over before); streamed,
+    /// into a file of that directory.
+    Snapshot {
+        last_index: Index,
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// The state machine on a thread of its own.
@@ -72,8 +81,17 @@ impl ApplyThread {
                 while let Ok(job) = queue.recv() {
                     // Reported after every job: however fast jobs keep coming, the loop's
                     // view of what is applied (reads, waits, the busy limit) stays current.
-                    if let Some(index) = run(&mut state_machine, job, &report) {
-                        report(Input::Applied(ApplierReport::AppliedThrough(index)));
+                    match run(&mut state_machine, job, &report) {
+                        Ok(Some(index)) => {
+                            report(Input::Applied(ApplierReport::AppliedThrough(index)));
+                        }
+                        Ok(None) => {}
+                        Err(why) => {
+                            // Nothing more is applied on top of a state that failed.
+                            tracing::error!(%why, "the state machine failed; the node stops");
+                            report(Input::Applied(ApplierReport::Failed(why)));
+                            return;
+                        }
                     }
                 }
             }));
@@ -112,9 +130,19 @@ impl ApplyThread {
         self.send(Job::Restore { last_index, data })
     }
 
-    /// Asks for a snapshot once every entry up to `last_index` is applied.
-    pub(crate) fn snapshot(&self, last_index: Index) -> bool {
-        self.send(Job::Snapshot { last_index })
+    /// Hands a streamed snapshot to restore over.
+    pub(crate) fn restore_from(
+        &self,
+        last_index: Index,
+        reader: crate::snapfile::SnapshotReader,
+    ) -> bool {
+        self.send(Job::RestoreFrom { last_index, reader })
+    }
+
+    /// Asks for a snapshot once every entry up to `last_index` is applied; with `dir`, it is
+    /// streamed into a snapshot file there and reported without its bytes.
+    pub(crate) fn snapshot(&self, last_index: Index, dir: Option<std::path::PathBuf>) -> bool {
+        self.send(Job::Snapshot { last_index, dir })
     }
 
     fn send(&self, job: Job) -> bool {
@@ -136,8 +164,13 @@ impl Drop for ApplyThread {
     }
 }
 
-/// Runs one job; returns the index applied through, if it moved.
-fn run<S: StateMachine>(state_machine: &mut S, job: Job, report: &Report) -> Option<Index> {
+/// Runs one job; returns the index applied through, if it moved, or why the state machine
+/// cannot go on.
+fn run<S: StateMachine>(
+    state_machine: &mut S,
+    job: Job,
+    report: &Report,
+) -> Result<Option<Index>, String> {
     match job {
         Job::Apply {
             first_index,
@@ -155,19 +188,47 @@ fn run<S: StateMachine>(state_machine: &mut S, job: Job, report: &Report) -> Opt
                     reply(Ok(answer));
                 }
             }
-            Some(first_index + entries.len() as Index - 1).filter(|_| !entries.is_empty())
+            Ok(Some(first_index + entries.len() as Index - 1).filter(|_| !entries.is_empty()))
         }
         Job::Restore { last_index, data } => {
             state_machine.restore(&data);
-            Some(last_index)
+            Ok(Some(last_index))
         }
-        Job::Snapshot { last_index } => {
+        Job::RestoreFrom {
+            last_index,
+            mut reader,
+        } => {
+            state_machine
+                .restore_from(&mut reader)
+                .map_err(|error| format!("cannot restore snapshot {last_index}: {error}"))?;
+            Ok(Some(last_index))
+        }
+        Job::Snapshot {
+            last_index,
+            dir: None,
+        } => {
             let data = state_machine.snapshot();
             report(Input::Applied(ApplierReport::SnapshotTaken {
                 last_index,
                 data,
             }));
-            None
+            Ok(None)
+        }
+        Job::Snapshot {
+            last_index,
+            dir: Some(dir),
+        } => {
+            let stored = crate::snapfile::store_taken(&dir, last_index, |out| {
+                state_machine.snapshot_to(out)
+            });
+            match stored {
+                Ok(_) => report(Input::Applied(ApplierReport::SnapshotTaken {
+                    last_index,
+                    data: Vec::new(),
+                })),
+                Err(error) => tracing::warn!(%error, "cannot store a snapshot"),
+            }
+            Ok(None)
         }
     }
 }

@@ -66,6 +66,20 @@ impl<H: Harness> Harness for ApplyOnThread<H> {
     }
 }
 
+/// Runs another harness's nodes with streamed snapshots
+/// ([`Config::stream_snapshots`](raft_proto::Config)): snapshot bytes go from the state
+/// machine to a file, from that file to the follower chunk by chunk, and from the follower's
+/// staging file back into its state machine, never through memory as a whole.
+#[derive(Debug)]
+pub struct StreamSnapshots<H>(pub H);
+
+impl<H: Harness> Harness for StreamSnapshots<H> {
+    fn start(&self, mut options: NodeOptions, tcp: TcpConfig) -> Box<dyn TestNode> {
+        options.raft.stream_snapshots = true;
+        self.0.start(options, tcp)
+    }
+}
+
 /// The suite's state machine: a [`LogMachine`] behind client sessions, so that a check can
 /// retry a command in doubt and see it applied once. The suite's helpers encode ordinary
 /// commands with [`sessions::plain`].

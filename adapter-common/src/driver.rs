@@ -15,7 +15,8 @@ use crate::applier::{ApplierReport, ApplyThread, Report};
 use raft_proto::{
     Action, Config, DurableState, EntryKind, Event, Index, Membership, MembershipChange,
     MembershipError, MembershipOutcome, Message, NodeId, Payload, Persist, ProposalOutcome,
-    ProposalRefusal, ReadRefusal, Role, Term, TransferOutcome, TransferRefusal,
+    ProposalRefusal, ReadRefusal, Role, SnapshotChunkRequest, SnapshotMeta, Term, TransferOutcome,
+    TransferRefusal,
 };
 
 /// The application's replicated state machine.
@@ -58,6 +59,22 @@ pub trait StateMachine: Send + 'static {
     fn snapshot(&self) -> Vec<u8>;
     /// Replaces the whole state with a snapshot produced by [`snapshot`](Self::snapshot).
     fn restore(&mut self, snapshot: &[u8]);
+    /// Writes the whole state to `out`, for streamed snapshots
+    /// ([`Config::stream_snapshots`](raft_proto::Config)): the file it goes to is sent to
+    /// followers chunk by chunk, so a state larger than memory may be written piece by piece.
+    /// By default, the bytes of [`snapshot`](Self::snapshot).
+    fn snapshot_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.snapshot())
+    }
+    /// Replaces the whole state with a streamed snapshot read from `input` (written by
+    /// [`snapshot_to`](Self::snapshot_to) on this node or another). An error stops the node.
+    /// By default, reads all of it and calls [`restore`](Self::restore).
+    fn restore_from(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        input.read_to_end(&mut bytes)?;
+        self.restore(&bytes);
+        Ok(())
+    }
 }
 
 /// How to run a node.
@@ -441,6 +458,12 @@ pub struct Driver<S> {
     stop_now: bool,
     election_timeout: u64,
     actions: Vec<Action>,
+    /// Streamed snapshots: the staging and reading of snapshot files.
+    snapshot_files: Option<crate::snapfile::SnapshotFiles>,
+    /// A streamed snapshot that could not be read for a follower, to report to the core.
+    unavailable: Option<Index>,
+    /// Why the node must stop (a snapshot could not be staged or restored).
+    failure: Option<String>,
 }
 
 impl<S> std::fmt::Debug for Driver<S> {
@@ -472,15 +495,21 @@ impl<S: StateMachine> Driver<S> {
         durable: DurableState,
         report: Option<Report>,
     ) -> Result<Self, StartError> {
-        if options.raft.stream_snapshots {
-            // The core streams; storage and the state machine here still move snapshots as
-            // whole byte strings.
-            return Err(StartError::Unsupported(
-                "Config::stream_snapshots (snapshots pass through memory whole)",
-            ));
-        }
-        if let Some(snapshot) = &durable.snapshot {
-            state_machine.restore(&snapshot.data);
+        let streamed = options.raft.stream_snapshots;
+        match &durable.snapshot {
+            Some(snapshot) if streamed => {
+                let dir = &options.data_dir;
+                let index = snapshot.meta.last_index;
+                let mut reader = crate::snapfile::open(dir, index)?;
+                state_machine.restore_from(&mut reader).map_err(|source| {
+                    crate::storage::StorageError::Io {
+                        path: crate::snapfile::data_path(dir, index),
+                        source,
+                    }
+                })?;
+            }
+            Some(snapshot) => state_machine.restore(&snapshot.data),
+            None => {}
         }
         let core = raft_proto::Node::restore(options.raft.clone(), durable, 0)?;
         let applier = match report {
@@ -522,6 +551,10 @@ impl<S: StateMachine> Driver<S> {
             stop_now: false,
             election_timeout: options.raft.election_timeout_max,
             actions: Vec::new(),
+            snapshot_files: streamed
+                .then(|| crate::snapfile::SnapshotFiles::new(&options.data_dir)),
+            unavailable: None,
+            failure: None,
         })
     }
 
@@ -536,8 +569,11 @@ impl<S: StateMachine> Driver<S> {
         state_machine: S,
         report: impl Fn(Input) + Send + Sync + 'static,
     ) -> Result<(Self, crate::writer::StorageWorker), StartError> {
-        let (mut storage, durable, recovery) =
-            crate::storage::FileStorage::open(&options.data_dir)?;
+        let (mut storage, durable, recovery) = if options.raft.stream_snapshots {
+            crate::storage::FileStorage::open_streamed(&options.data_dir)?
+        } else {
+            crate::storage::FileStorage::open(&options.data_dir)?
+        };
         storage.set_segment_limit(options.segment_limit);
         if recovery.repaired_bytes > 0 {
             tracing::warn!(
@@ -650,6 +686,10 @@ impl<S: StateMachine> Driver<S> {
             }
             Input::Command(Command::WaitApplied(index, reply)) => self.wait_applied(index, reply),
             Input::Command(Command::Shutdown) => return self.begin_shutdown(out),
+        }
+        if let Some(why) = self.failure.take() {
+            tracing::error!(id = self.id(), %why, "stopping");
+            return true;
         }
         false
     }
@@ -1044,6 +1084,58 @@ impl<S: StateMachine> Driver<S> {
         self.settle_transfer();
     }
 
+    /// Streamed snapshots: stages a chunk received from the leader.
+    fn stage_snapshot_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: &[u8]) {
+        let Some(files) = self.snapshot_files.as_mut() else {
+            return;
+        };
+        if let Err(error) = files.stage(meta, offset, data) {
+            self.failure = Some(format!("cannot stage a snapshot chunk: {error}"));
+        }
+    }
+
+    /// Streamed snapshots: reads the chunk the core asks for and hands its message over.
+    fn send_snapshot_chunk(&mut self, request: SnapshotChunkRequest, out: &mut Effects) {
+        let Some(files) = self.snapshot_files.as_mut() else {
+            return;
+        };
+        let index = request.meta.last_index;
+        match files.read(request) {
+            Ok(crate::snapfile::Chunk::Read(message)) => out.messages.push(message),
+            Ok(crate::snapfile::Chunk::PastEnd) => {}
+            Ok(crate::snapfile::Chunk::Gone) => self.unavailable = Some(index),
+            Err(error) => {
+                // Like a lost message; the transfer retries (and a file that stays
+                // unreadable is reported when the storage reopens).
+                tracing::warn!(%error, "cannot read a snapshot chunk");
+            }
+        }
+    }
+
+    /// Streamed snapshots: restores the state machine from the snapshot file of `index`.
+    fn restore_streamed(&mut self, index: Index) {
+        let Some(files) = self.snapshot_files.as_ref() else {
+            return;
+        };
+        let mut reader = match crate::snapfile::open(files.dir(), index) {
+            Ok(reader) => reader,
+            Err(error) => {
+                self.failure = Some(format!("cannot open snapshot {index}: {error}"));
+                return;
+            }
+        };
+        match &mut self.applier {
+            Applier::Loop(state_machine) => {
+                if let Err(error) = state_machine.restore_from(&mut reader) {
+                    self.failure = Some(format!("cannot restore snapshot {index}: {error}"));
+                }
+            }
+            Applier::Thread { thread, .. } => {
+                thread.restore_from(index, reader);
+            }
+        }
+    }
+
     /// A transfer under way completes once this node stepped down and knows a new leader.
     fn settle_transfer(&mut self) {
         if !self.core.is_leader() {
@@ -1067,7 +1159,21 @@ impl<S: StateMachine> Driver<S> {
         let mut snapshot_due = false;
         for action in actions.drain(..) {
             match action {
-                Action::Persist(write) => out.writes.push(write),
+                Action::Persist(write) => {
+                    if let (Some(files), Some(snapshot)) =
+                        (self.snapshot_files.as_mut(), &write.snapshot)
+                    {
+                        // A snapshot received: its staging file is complete.
+                        if let Err(error) = files.seal(snapshot.meta) {
+                            self.failure = Some(format!("cannot seal a snapshot: {error}"));
+                        }
+                    }
+                    out.writes.push(write)
+                }
+                Action::StageSnapshotChunk { meta, offset, data } => {
+                    self.stage_snapshot_chunk(meta, offset, &data);
+                }
+                Action::SendSnapshotChunk(request) => self.send_snapshot_chunk(request, out),
                 Action::Send(message) => out.messages.push(message),
                 Action::Apply {
                     first_index,
@@ -1124,6 +1230,9 @@ impl<S: StateMachine> Driver<S> {
                 }
                 Action::RestoreSnapshot(snapshot) => {
                     match &mut self.applier {
+                        _ if self.snapshot_files.is_some() => {
+                            self.restore_streamed(snapshot.meta.last_index);
+                        }
                         Applier::Loop(state_machine) => state_machine.restore(&snapshot.data),
                         Applier::Thread { thread, .. } => {
                             thread.restore(snapshot.meta.last_index, snapshot.data.clone());
@@ -1249,14 +1358,34 @@ impl<S: StateMachine> Driver<S> {
                 _ => {}
             }
         }
+        if let Some(last_index) = self.unavailable.take() {
+            let now = self.now();
+            let mut more = Vec::new();
+            self.core
+                .step_into(now, Event::SnapshotUnavailable { last_index }, &mut more);
+            self.execute(&mut more, None, out);
+        }
         if snapshot_due {
             let last_index = self.core.applied_index();
             self.last_snapshot = last_index;
-            let data = match &self.applier {
-                Applier::Loop(state_machine) => Payload::from(state_machine.snapshot()),
-                Applier::Thread { thread, .. } => {
+            let dir = self.snapshot_files.as_ref().map(|f| f.dir().to_path_buf());
+            let data = match (&self.applier, dir) {
+                (Applier::Loop(state_machine), Some(dir)) => {
+                    // Streamed: stored first, then reported without its bytes.
+                    let stored = crate::snapfile::store_taken(&dir, last_index, |out| {
+                        state_machine.snapshot_to(out)
+                    });
+                    if let Err(error) = stored {
+                        // The log is not compacted this time; the next interval tries again.
+                        tracing::warn!(%error, "cannot store a snapshot");
+                        return;
+                    }
+                    Payload::from(&[][..])
+                }
+                (Applier::Loop(state_machine), None) => Payload::from(state_machine.snapshot()),
+                (Applier::Thread { thread, .. }, dir) => {
                     // The thread takes it after applying what it was handed, and reports it.
-                    thread.snapshot(last_index);
+                    thread.snapshot(last_index, dir);
                     return;
                 }
             };

@@ -61,6 +61,7 @@ pub mod driver;
 pub mod faults;
 pub mod net;
 pub mod sessions;
+pub mod snapfile;
 pub mod storage;
 pub mod writer;
 

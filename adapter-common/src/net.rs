@@ -173,6 +173,12 @@ impl PeerBook {
     /// The membership changed; returns the nodes whose route changed or that left (the
     /// transport drops its writers to them).
     pub fn set_members(&self, members: &[(NodeId, Option<SocketAddr>)]) -> Vec<NodeId> {
+        if members.is_empty() {
+            // A node that joins knows no membership until the leader's reaches it: nobody
+            // left, and the routes it was configured with or learned from the leader's hello
+            // (which comes once per connection) are how it answers.
+            return Vec::new();
+        }
         let mut routes = self.write();
         let now: BTreeSet<NodeId> = members
             .iter()
@@ -772,5 +778,30 @@ impl Transport for MemoryTransport {
         if let Some(inbox) = inner.inbound.get(&message.to) {
             let _ = inbox(message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node that joins is configured with (or learns from a hello) where the leader is;
+    /// its empty membership at start must not wipe that route, or it can never answer.
+    #[test]
+    fn a_joining_node_keeps_its_routes_until_it_knows_a_membership() {
+        let leader: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let config = TcpConfig::new(
+            1,
+            2,
+            "127.0.0.1:7002".parse().unwrap(),
+            [(1, leader)].into(),
+        );
+        let book = PeerBook::new(&config);
+        book.learn(1, leader);
+        assert!(book.set_members(&[]).is_empty());
+        assert_eq!(book.address(1), Some(leader));
+        // Once a membership without node 1 is known, node 1 has left: its routes go.
+        assert_eq!(book.set_members(&[(2, None), (3, None)]), vec![1]);
+        assert_eq!(book.address(1), None);
     }
 }

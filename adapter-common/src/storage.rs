@@ -163,6 +163,9 @@ pub struct FileStorage {
     next_group: u64,
     /// Set when a write failed: what is on disk is then unknown until the next open.
     failed: bool,
+    /// Snapshots are streamed ([`open_streamed`](Self::open_streamed)): their bytes are in
+    /// files of their own ([`snapfile`](crate::snapfile)), `snapshot.bin` names them.
+    streamed: bool,
     /// Reused for encoding.
     buf: Vec<u8>,
 }
@@ -446,6 +449,24 @@ impl FileStorage {
     /// has been changed. Fails with [`io::ErrorKind::WouldBlock`] if another `FileStorage` has the
     /// directory open.
     pub fn open(dir: &Path) -> Result<(Self, DurableState, RecoveryReport), StorageError> {
+        Self::open_mode(dir, false)
+    }
+
+    /// Opens `dir` like [`open`](Self::open), for a node that streams its snapshots
+    /// ([`Config::stream_snapshots`](raft_proto::Config)): the recovered snapshot comes
+    /// without its bytes, which stay in their file ([`snapfile`](crate::snapfile)); that file
+    /// is checked against its checksum (reading it in bounded pieces) and every other snapshot
+    /// file (older, abandoned, half received) is deleted. A persist with a snapshot then
+    /// installs the file stored or staged for it. A directory written in one mode is refused
+    /// in the other.
+    pub fn open_streamed(dir: &Path) -> Result<(Self, DurableState, RecoveryReport), StorageError> {
+        Self::open_mode(dir, true)
+    }
+
+    fn open_mode(
+        dir: &Path,
+        streamed: bool,
+    ) -> Result<(Self, DurableState, RecoveryReport), StorageError> {
         create_dir_durably(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -505,6 +526,7 @@ impl FileStorage {
         for path in &remove {
             fs::remove_file(path).map_err(io_error(path))?;
         }
+        check_snapshot_mode(dir, &state, streamed)?;
         sync_dir(dir)?;
         report.synced.push(dir.to_path_buf());
 
@@ -551,6 +573,7 @@ impl FileStorage {
             segment_limit: DEFAULT_SEGMENT_LIMIT,
             next_group,
             failed: false,
+            streamed,
             buf: Vec::new(),
         };
         Ok((storage, state, report))
@@ -844,7 +867,16 @@ impl FileStorage {
         self.buf.clear();
         encode_base(&next, seq, &mut self.buf).map_err(|e| record_error(&path, e))?;
 
+        let streamed_index = next
+            .snapshot
+            .as_ref()
+            .filter(|_| self.streamed)
+            .map(|s| s.meta);
         let result = (|| {
+            if let Some(meta) = streamed_index {
+                // Its bytes are durable under their name before anything refers to them.
+                crate::snapfile::install(&self.dir, meta)?;
+            }
             write_file(&tmp, &snapshot_bytes)?;
             // Its name must be durable before the new segment refers to it.
             sync_dir(&self.dir)?;
@@ -869,6 +901,11 @@ impl FileStorage {
         {
             tracing::warn!(%error, "could not delete a covered log segment");
         }
+        if let Some(meta) = streamed_index {
+            if let Err(error) = crate::snapfile::remove_others(&self.dir, meta.last_index, false) {
+                tracing::warn!(%error, "could not delete replaced snapshot files");
+            }
+        }
         self.segment = segment;
         self.segment_seq = seq;
         self.segment_len = self.buf.len() as u64;
@@ -876,6 +913,44 @@ impl FileStorage {
         self.next_group = 1;
         self.state = next;
         Ok(())
+    }
+}
+
+/// Checks that the recovered snapshot was written in the mode the storage opens in, and in
+/// streamed mode that its file is whole, deleting every other snapshot file.
+fn check_snapshot_mode(
+    dir: &Path,
+    state: &DurableState,
+    streamed: bool,
+) -> Result<(), StorageError> {
+    let bin = dir.join(SNAPSHOT_FILE);
+    let refuse = |reason: &str| StorageError::Corrupt {
+        path: bin.clone(),
+        offset: 0,
+        reason: reason.into(),
+    };
+    match (&state.snapshot, streamed) {
+        (Some(snapshot), true) => {
+            if !snapshot.data.is_empty() {
+                return Err(refuse(
+                    "the snapshot was written without stream_snapshots; open it without",
+                ));
+            }
+            let index = snapshot.meta.last_index;
+            crate::snapfile::verify(&crate::snapfile::data_path(dir, index))?;
+            crate::snapfile::remove_others(dir, index, true)
+        }
+        (None, true) => crate::snapfile::remove_others(dir, 0, true),
+        (Some(snapshot), false) => {
+            let index = snapshot.meta.last_index;
+            if snapshot.data.is_empty() && crate::snapfile::data_path(dir, index).exists() {
+                return Err(refuse(
+                    "the snapshot was written with stream_snapshots; open it with",
+                ));
+            }
+            Ok(())
+        }
+        (None, false) => Ok(()),
     }
 }
 

@@ -102,3 +102,11 @@ impl Harness for Smol {
 }
 
 adapter_common::conformance_tests!(Smol);
+
+/// The whole suite again, with streamed snapshots (the state machine on the node's loop).
+mod streamed {
+    use super::Smol;
+    use adapter_common::conformance::StreamSnapshots;
+
+    adapter_common::conformance_tests!(StreamSnapshots(Smol));
+}

@@ -83,25 +83,10 @@ fn a_stalled_state_machine_on_the_loop_costs_the_leadership() {
     assert!(!adapter_common::conformance::leader_survives_a_stalled_state_machine(&Threads, false));
 }
 
-/// Streamed snapshots are the core's alone so far: an adapter asked for them refuses to start
-/// instead of writing empty snapshots.
-#[test]
-fn streamed_snapshots_are_refused_at_start() {
-    let dir = std::env::temp_dir().join(format!("raft-stream-refused-{}", std::process::id()));
-    let mut options = NodeOptions::new(1, vec![1], &dir);
-    options.raft.stream_snapshots = true;
-    let (tx, rx) = crossbeam_channel::bounded(16);
-    let tcp = TcpConfig::new(7, 1, "127.0.0.1:0".parse().unwrap(), Default::default());
-    let transport = Arc::new(TcpTransport::start(tcp, tx).expect("listens"));
-    let started = adapter_thread::start(
-        options,
-        adapter_common::conformance::machine(),
-        Arc::clone(&transport),
-        rx,
-    );
-    assert!(matches!(
-        started,
-        Err(adapter_common::StartError::Unsupported(_))
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+/// The whole suite again, with streamed snapshots and the state machine on its own thread.
+mod streamed_on_thread {
+    use super::Threads;
+    use adapter_common::conformance::{ApplyOnThread, StreamSnapshots};
+
+    adapter_common::conformance_tests!(ApplyOnThread(StreamSnapshots(Threads)));
 }
