@@ -332,6 +332,16 @@ impl SnapshotFiles {
         data: &[u8],
     ) -> Result<(), StorageError> {
         if offset == 0 {
+            if let Some(earlier) = self.staging.take() {
+                if earlier.meta.last_index != meta.last_index {
+                    // An abandoned transfer (another leader, a newer snapshot): its bytes are
+                    // garbage, and many restarts must not fill the disk.
+                    let path = staging_path(&self.dir, earlier.meta.last_index);
+                    if let Err(error) = fs::remove_file(&path) {
+                        tracing::warn!(%error, path = %path.display(), "cannot delete a staging file");
+                    }
+                }
+            }
             let path = staging_path(&self.dir, meta.last_index);
             let file = File::create(&path).map_err(io_error(&path))?;
             self.staging = Some(Staging {
@@ -516,6 +526,12 @@ mod tests {
         files.stage(meta(9), 0, b"abc").unwrap();
         assert!(files.stage(meta(9), 5, b"xyz").is_err());
         assert!(files.stage(meta(8), 3, b"xyz").is_err());
+        files.stage(meta(9), 3, b"def").unwrap();
+        // Another transfer starts: the abandoned one's file goes.
+        files.stage(meta(10), 0, b"x").unwrap();
+        assert!(!staging_path(&dir.0, 9).exists());
+        files.stage(meta(9), 0, b"abc").unwrap();
+        assert!(!staging_path(&dir.0, 10).exists());
         files.stage(meta(9), 3, b"def").unwrap();
         files.seal(meta(9)).unwrap();
         install(&dir.0, meta(9)).unwrap();
