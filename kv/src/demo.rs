@@ -771,6 +771,19 @@ pub(crate) struct ChaosConfig {
     /// round crashes the whole cluster), anything else runs through proxies
     /// ([`crate::nemesis`]).
     pub(crate) faults: Vec<crate::nemesis::Fault>,
+    /// The nodes stream their snapshots through files.
+    pub(crate) stream_snapshots: bool,
+}
+
+impl ChaosConfig {
+    /// The extra `raft-kv serve` arguments of the run's nodes.
+    pub(crate) fn serve_args(&self) -> &'static [&'static str] {
+        if self.stream_snapshots {
+            &["--stream-snapshots"]
+        } else {
+            &[]
+        }
+    }
 }
 
 /// What a chaos run did.
@@ -817,7 +830,14 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
     if !crash_only {
         return crate::nemesis::run(exe, config);
     }
-    let mut cluster = Cluster::start(exe, config.runtime, config.read_mode, &config.dir)?;
+    let mut cluster = Cluster::start_with(
+        exe,
+        config.runtime,
+        config.read_mode,
+        &config.dir,
+        None,
+        config.serve_args(),
+    )?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;
@@ -964,7 +984,14 @@ pub(crate) fn verify(
 /// joins as a learner and replaces a random voter (the leader one time in two) in one joint
 /// change; the replaced node is then killed and forgotten.
 fn chaos_membership(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, String> {
-    let mut cluster = Cluster::start(exe, config.runtime, config.read_mode, &config.dir)?;
+    let mut cluster = Cluster::start_with(
+        exe,
+        config.runtime,
+        config.read_mode,
+        &config.dir,
+        None,
+        config.serve_args(),
+    )?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;

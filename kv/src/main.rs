@@ -74,6 +74,9 @@ enum Cmd {
         /// Exit when standard input closes (the parent process died).
         #[arg(long)]
         exit_with_parent: bool,
+        /// Stream snapshots through files (`Config::stream_snapshots`) instead of memory.
+        #[arg(long)]
+        stream_snapshots: bool,
         /// Which adapter runs the node.
         #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
         runtime: runtime::Runtime,
@@ -195,6 +198,9 @@ enum Cmd {
         /// (`delay`) or throttles (`slow`) it, and `pause` stops a process with SIGSTOP.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "kill")]
         faults: Vec<nemesis::Fault>,
+        /// The nodes stream their snapshots through files (`serve --stream-snapshots`).
+        #[arg(long)]
+        stream_snapshots: bool,
     },
     /// The read benchmark: for each read mode, a fresh 3-process cluster, keys written, then
     /// clients reading at the leader for a while; prints reads per second and latencies.
@@ -422,6 +428,7 @@ fn main() -> ExitCode {
             cluster_id,
             snapshot_every,
             exit_with_parent,
+            stream_snapshots,
             runtime,
             read_mode,
         } => {
@@ -460,6 +467,7 @@ fn main() -> ExitCode {
                     client_addr,
                     data_dir,
                     snapshot_every,
+                    stream_snapshots,
                     runtime,
                     read_mode,
                 }),
@@ -559,6 +567,7 @@ fn main() -> ExitCode {
             membership,
             read_mode,
             faults,
+            stream_snapshots,
         } => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))
             .and_then(|exe| {
@@ -573,6 +582,7 @@ fn main() -> ExitCode {
                         membership,
                         read_mode,
                         faults,
+                        stream_snapshots,
                     },
                 )
             })

@@ -49,7 +49,7 @@ pub(crate) fn run(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, Str
         config.read_mode,
         &config.dir,
         Some(config.seed),
-        &[],
+        config.serve_args(),
     )?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))

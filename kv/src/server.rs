@@ -50,6 +50,8 @@ pub(crate) struct ServeConfig {
     pub(crate) client_addr: SocketAddr,
     pub(crate) data_dir: PathBuf,
     pub(crate) snapshot_every: u64,
+    /// See `Config::stream_snapshots`.
+    pub(crate) stream_snapshots: bool,
     /// Which adapter runs the node.
     pub(crate) runtime: Runtime,
     /// How reads are served.
@@ -77,6 +79,7 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     let voters = config.peers.keys().copied().collect();
     let mut options = NodeOptions::new(config.id, voters, &config.data_dir);
     options.snapshot_every = Some(config.snapshot_every);
+    options.raft.stream_snapshots = config.stream_snapshots;
     options.raft.lease_reads = config.read_mode == ReadMode::Lease;
     let store = KvStore::default();
     let node = Arc::new(

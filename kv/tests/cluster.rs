@@ -55,15 +55,18 @@ fn chaos(runtime: &str, seed: u64, args: &[&str]) -> String {
 
 #[test]
 fn random_sigkills_under_load_lose_no_acknowledged_write() {
-    // Crash and restart from disk, for real, on every runtime.
-    for (runtime, seed) in [
-        ("thread", 1),
-        ("thread", 2),
-        ("tokio", 3),
-        ("smol", 4),
-        ("async-std", 5),
+    // Crash and restart from disk, for real, on every runtime; once with snapshots streamed
+    // through files.
+    for (runtime, seed, extra) in [
+        ("thread", 1, None),
+        ("thread", 2, Some("--stream-snapshots")),
+        ("tokio", 3, None),
+        ("smol", 4, None),
+        ("async-std", 5, None),
     ] {
-        chaos(runtime, seed, &["--rounds", "5"]);
+        let mut args = vec!["--rounds", "5"];
+        args.extend(extra);
+        chaos(runtime, seed, &args);
     }
 }
 
