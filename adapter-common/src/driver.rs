@@ -243,9 +243,6 @@ pub enum StartError {
     /// A thread or task could not be started.
     #[error("cannot start a thread: {0}")]
     Spawn(#[from] std::io::Error),
-    /// The options ask for something the adapters do not do yet.
-    #[error("not supported by the adapters yet: {0}")]
-    Unsupported(&'static str),
 }
 
 /// A node's state, as a handle's `status` reports it.
