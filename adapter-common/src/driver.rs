@@ -830,6 +830,17 @@ impl<S: StateMachine> Driver<S> {
         for message in out.messages.drain(..) {
             transport.send(message);
         }
+        if let Some(why) = self.failure.take() {
+            tracing::error!(id = self.id(), %why, "stopping");
+            stop = true;
+            self.shut_down();
+        }
+        let (now, idle) = (self.now(), self.election_timeout.saturating_mul(10));
+        if let Some(files) = self.snapshot_files.as_mut() {
+            // Transfers ask for a chunk at least every heartbeat; ten election timeouts
+            // without one mean the transfer is over.
+            files.close_idle(now, idle);
+        }
         !stop
     }
 
@@ -848,6 +859,10 @@ impl<S: StateMachine> Driver<S> {
             .map(|id| (id, membership.data(id).and_then(|d| member_address(d))))
             .collect();
         transport.set_members(&members);
+        if let Some(files) = self.snapshot_files.as_mut() {
+            let ids: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();
+            files.retain_readers(&ids);
+        }
         self.routed = Some(membership.clone());
     }
 
@@ -1093,18 +1108,21 @@ impl<S: StateMachine> Driver<S> {
 
     /// Streamed snapshots: reads the chunk the core asks for and hands its message over.
     fn send_snapshot_chunk(&mut self, request: SnapshotChunkRequest, out: &mut Effects) {
+        let now = self.now();
         let Some(files) = self.snapshot_files.as_mut() else {
             return;
         };
         let index = request.meta.last_index;
-        match files.read(request) {
+        match files.read(request, now) {
             Ok(crate::snapfile::Chunk::Read(message)) => out.messages.push(message),
             Ok(crate::snapfile::Chunk::PastEnd) => {}
-            Ok(crate::snapfile::Chunk::Gone) => self.unavailable = Some(index),
+            Ok(crate::snapfile::Chunk::Gone) => {
+                self.unavailable = self.unavailable.max(Some(index));
+            }
             Err(error) => {
-                // Like a lost message; the transfer retries (and a file that stays
-                // unreadable is reported when the storage reopens).
-                tracing::warn!(%error, "cannot read a snapshot chunk");
+                // A snapshot file that cannot be read (damaged, or the disk failing) would
+                // stall every transfer while this node leads: report it and stop.
+                self.failure = Some(format!("cannot read snapshot {index}: {error}"));
             }
         }
     }
@@ -1161,6 +1179,7 @@ impl<S: StateMachine> Driver<S> {
                         (self.snapshot_files.as_mut(), &write.snapshot)
                     {
                         // A snapshot received: its staging file is complete.
+                        // (If it cannot be, the file is gone and the persist fails to install it.)
                         if let Err(error) = files.seal(snapshot.meta) {
                             self.failure = Some(format!("cannot seal a snapshot: {error}"));
                         }

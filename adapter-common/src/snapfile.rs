@@ -220,14 +220,22 @@ pub(crate) fn store_taken(
     file.write_all(&trailer(len, crc))
         .and_then(|()| file.sync_all())
         .map_err(io_error(&path))?;
-    let data = data_path(dir, index);
-    if data.exists() {
-        fs::remove_file(&path).map_err(io_error(&path))?;
-    } else {
-        fs::rename(&path, &data).map_err(io_error(&path))?;
-    }
-    sync_dir(dir)?;
+    put_in_place(dir, &path, &data_path(dir, index))?;
     Ok(len)
+}
+
+/// Gives the complete file `from` its final name `to` unless `to` exists (a file of the same
+/// index holds the same state, and a transfer may be reading it: it is never replaced),
+/// atomically (a hard link fails on an existing name), then drops `from` and syncs the
+/// directory.
+fn put_in_place(dir: &Path, from: &Path, to: &Path) -> Result<(), StorageError> {
+    match fs::hard_link(from, to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_error(to)(e)),
+    }
+    fs::remove_file(from).map_err(io_error(from))?;
+    sync_dir(dir)
 }
 
 /// Makes the snapshot of `meta.last_index` durable under its final name before a log segment
@@ -256,13 +264,13 @@ pub(crate) fn install(dir: &Path, meta: SnapshotMeta) -> Result<(), StorageError
         })?;
     read_trailer(&mut file, &staged)?;
     file.sync_all().map_err(io_error(&staged))?;
-    fs::rename(&staged, &data).map_err(io_error(&staged))?;
-    sync_dir(dir)
+    put_in_place(dir, &staged, &data)
 }
 
-/// Deletes every snapshot file but the complete one of `keep` (when the storage opens, or
-/// once a newer snapshot is durable): older or abandoned ones, and staging files at or below
-/// it. Staging files above it may belong to a transfer under way and stay unless `all`.
+/// Deletes snapshot files other than the complete one of `keep`. With `all` (when the storage
+/// opens: nothing is under way), every other one. Without (once `keep` is durable), only those
+/// below it, and a staging file of `keep` itself: a newer snapshot may be stored or received
+/// meanwhile by the node's loop or its state machine's thread, and its persist is on its way.
 pub(crate) fn remove_others(dir: &Path, keep: Index, all: bool) -> Result<(), StorageError> {
     let keep_path = data_path(dir, keep);
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
@@ -272,8 +280,9 @@ pub(crate) fn remove_others(dir: &Path, keep: Index, all: bool) -> Result<(), St
             continue;
         };
         let path = entry.path();
-        let staging_above = !all && index > keep && path.extension().is_some_and(|e| e == "part");
-        if path != keep_path && !staging_above {
+        let garbage =
+            all || index < keep || (index == keep && path.extension().is_some_and(|e| e == "part"));
+        if path != keep_path && garbage {
             fs::remove_file(&path).map_err(io_error(&path))?;
         }
     }
@@ -287,9 +296,18 @@ pub(crate) struct SnapshotFiles {
     dir: PathBuf,
     /// The snapshot being received: its meta, the staging file, bytes written and their sum.
     staging: Option<Staging>,
-    /// The file open for the transfer to each follower: an open file stays readable after a
-    /// newer snapshot replaced it, so a transfer under way completes.
-    reading: HashMap<NodeId, (Index, File, u64)>,
+    /// The file open for the transfer to each follower, its length, and when it was last
+    /// read (ms): an open file stays readable after a newer snapshot replaced it, so a
+    /// transfer under way completes.
+    reading: HashMap<NodeId, Reading>,
+}
+
+#[derive(Debug)]
+struct Reading {
+    index: Index,
+    file: File,
+    len: u64,
+    used: u64,
 }
 
 #[derive(Debug)]
@@ -352,19 +370,27 @@ impl SnapshotFiles {
             });
         }
         let path = staging_path(&self.dir, meta.last_index);
-        match self.staging.as_mut() {
+        let written = match self.staging.as_mut() {
             Some(s) if s.meta == meta && s.len == offset => {
-                s.file.write_all(data).map_err(io_error(&path))?;
                 s.hasher.update(data);
                 s.len += data.len() as u64;
-                Ok(())
+                s.file.write_all(data).map_err(io_error(&path))
             }
             _ => Err(corrupt(
                 &path,
                 offset,
                 "a chunk that does not continue the staged bytes",
             )),
+        };
+        if written.is_err() {
+            // Never sealed: the persist that would install it finds nothing and fails,
+            // instead of installing bytes that lack a chunk under a valid checksum.
+            if let Some(staging) = self.staging.take() {
+                let path = staging_path(&self.dir, staging.meta.last_index);
+                let _ = fs::remove_file(path);
+            }
         }
+        written
     }
 
     /// Ends the staging of `meta` (the persist that installs it follows): its trailer is
@@ -380,17 +406,39 @@ impl SnapshotFiles {
             hasher,
             ..
         } = staging;
-        file.write_all(&trailer(len, hasher.finalize()))
-            .map_err(io_error(&path))
+        let sealed = file
+            .write_all(&trailer(len, hasher.finalize()))
+            .map_err(io_error(&path));
+        if sealed.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        sealed
     }
 
-    /// Reads the chunk `request` asks for from the stored snapshot.
-    pub(crate) fn read(&mut self, request: SnapshotChunkRequest) -> Result<Chunk, StorageError> {
+    /// Closes the files open for followers that are no longer members.
+    pub(crate) fn retain_readers(&mut self, members: &[NodeId]) {
+        self.reading.retain(|to, _| members.contains(to));
+    }
+
+    /// Closes the files no transfer read from since `now - idle` (ms): a transfer under way
+    /// asks for a chunk at least every heartbeat, so these transfers are over, and a replaced
+    /// snapshot's disk space is freed.
+    pub(crate) fn close_idle(&mut self, now: u64, idle: u64) {
+        self.reading
+            .retain(|_, r| now.saturating_sub(r.used) < idle);
+    }
+
+    /// Reads the chunk `request` asks for from the stored snapshot, at time `now` (ms).
+    pub(crate) fn read(
+        &mut self,
+        request: SnapshotChunkRequest,
+        now: u64,
+    ) -> Result<Chunk, StorageError> {
         let index = request.meta.last_index;
         let open = self
             .reading
             .get(&request.to)
-            .is_some_and(|(i, _, _)| *i == index);
+            .is_some_and(|r| r.index == index);
         if !open {
             let path = data_path(&self.dir, index);
             let mut file = match File::open(&path) {
@@ -402,12 +450,23 @@ impl SnapshotFiles {
                 Err(e) => return Err(io_error(&path)(e)),
             };
             let (len, _) = read_trailer(&mut file, &path)?;
-            self.reading.insert(request.to, (index, file, len));
+            let reading = Reading {
+                index,
+                file,
+                len,
+                used: now,
+            };
+            self.reading.insert(request.to, reading);
         }
-        let Some((_, file, len)) = self.reading.get_mut(&request.to) else {
+        let Some(Reading {
+            file, len, used, ..
+        }) = self.reading.get_mut(&request.to)
+        else {
             return Ok(Chunk::Gone);
         };
-        if request.offset >= *len {
+        *used = now;
+        // Past the end, except that an empty snapshot is one empty last chunk.
+        if request.offset > *len || (request.offset == *len && *len > 0) {
             return Ok(Chunk::PastEnd);
         }
         let n = (*len - request.offset).min(request.max_len as u64) as usize;
@@ -497,26 +556,82 @@ mod tests {
         let dir = Dir::new("read");
         store_taken(&dir.0, 5, |out| out.write_all(b"0123456789")).unwrap();
         let mut files = SnapshotFiles::new(&dir.0);
-        let chunk = |files: &mut SnapshotFiles, offset| match files.read(request(2, 5, offset, 4)) {
-            Ok(Chunk::Read(m)) => match m.body {
-                raft_proto::MessageBody::SnapshotChunk { data, done, .. } => {
-                    Some((data.to_vec(), done))
-                }
+        let chunk =
+            |files: &mut SnapshotFiles, offset| match files.read(request(2, 5, offset, 4), 0) {
+                Ok(Chunk::Read(m)) => match m.body {
+                    raft_proto::MessageBody::SnapshotChunk { data, done, .. } => {
+                        Some((data.to_vec(), done))
+                    }
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        };
+            };
         assert_eq!(chunk(&mut files, 0), Some((b"0123".to_vec(), false)));
-        assert_eq!(chunk(&mut files, 8), Some((b"89".to_vec(), true)));
         assert!(matches!(
-            files.read(request(2, 5, 10, 4)),
+            files.read(request(2, 5, 10, 4), 0),
             Ok(Chunk::PastEnd)
         ));
         // Deleted once a newer snapshot is durable: the transfer under way still reads it...
         remove_others(&dir.0, 9, false).unwrap();
+        assert!(!data_path(&dir.0, 5).exists());
         assert_eq!(chunk(&mut files, 4), Some((b"4567".to_vec(), false)));
-        // ... but a new transfer of it finds it gone.
-        assert!(matches!(files.read(request(3, 5, 0, 4)), Ok(Chunk::Gone)));
+        assert_eq!(chunk(&mut files, 8), Some((b"89".to_vec(), true)));
+        // A new transfer of it finds it gone.
+        assert!(matches!(
+            files.read(request(3, 5, 0, 4), 0),
+            Ok(Chunk::Gone)
+        ));
+        // Once no transfer reads it for a while, it is closed (its disk space freed).
+        files.close_idle(5_000, 10_000);
+        assert_eq!(files.reading.len(), 1);
+        files.close_idle(10_000, 10_000);
+        assert!(files.reading.is_empty());
+    }
+
+    /// Persisting a snapshot deletes older files only: a newer one, stored meanwhile and
+    /// not yet persisted, stays.
+    #[test]
+    fn a_persisted_snapshot_never_deletes_a_newer_one() {
+        let dir = Dir::new("newer");
+        store_taken(&dir.0, 40, |out| out.write_all(b"forty")).unwrap();
+        store_taken(&dir.0, 50, |out| out.write_all(b"fifty")).unwrap();
+        let mut files = SnapshotFiles::new(&dir.0);
+        files.stage(meta(60), 0, b"six").unwrap();
+        remove_others(&dir.0, 40, false).unwrap();
+        assert!(data_path(&dir.0, 40).exists());
+        assert!(data_path(&dir.0, 50).exists());
+        assert!(staging_path(&dir.0, 60).exists());
+        remove_others(&dir.0, 50, false).unwrap();
+        assert!(!data_path(&dir.0, 40).exists());
+        assert_eq!(read_all(&dir.0, 50), b"fifty");
+    }
+
+    /// An empty snapshot is one empty last chunk, not nothing.
+    #[test]
+    fn an_empty_snapshot_is_sent_as_one_empty_last_chunk() {
+        let dir = Dir::new("empty");
+        store_taken(&dir.0, 3, |_| Ok(())).unwrap();
+        let mut files = SnapshotFiles::new(&dir.0);
+        match files.read(request(2, 3, 0, 4), 0) {
+            Ok(Chunk::Read(m)) => assert!(matches!(
+                m.body,
+                raft_proto::MessageBody::SnapshotChunk { ref data, done: true, .. } if data.is_empty()
+            )),
+            _ => panic!("no chunk for an empty snapshot"),
+        }
+    }
+
+    /// A chunk that cannot be staged leaves nothing to install: the persist fails rather than
+    /// install bytes lacking it under a valid checksum.
+    #[test]
+    fn a_failed_stage_leaves_nothing_to_install() {
+        let dir = Dir::new("failed");
+        let mut files = SnapshotFiles::new(&dir.0);
+        files.stage(meta(9), 0, b"abc").unwrap();
+        assert!(files.stage(meta(9), 7, b"def").is_err());
+        files.seal(meta(9)).unwrap();
+        assert!(!staging_path(&dir.0, 9).exists());
+        assert!(install(&dir.0, meta(9)).is_err());
     }
 
     #[test]
@@ -525,7 +640,10 @@ mod tests {
         let mut files = SnapshotFiles::new(&dir.0);
         files.stage(meta(9), 0, b"abc").unwrap();
         assert!(files.stage(meta(9), 5, b"xyz").is_err());
+        // (The failure abandoned that staging.)
+        files.stage(meta(9), 0, b"abc").unwrap();
         assert!(files.stage(meta(8), 3, b"xyz").is_err());
+        files.stage(meta(9), 0, b"abc").unwrap();
         files.stage(meta(9), 3, b"def").unwrap();
         // Another transfer starts: the abandoned one's file goes.
         files.stage(meta(10), 0, b"x").unwrap();

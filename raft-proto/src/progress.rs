@@ -151,13 +151,20 @@ impl Progress {
     }
 
     /// The follower holds the first `received` bytes of the snapshot ending at `last_index`.
-    pub(crate) fn on_snapshot_ack(&mut self, last_index: Index, received: u64) -> bool {
+    /// A streamed snapshot's length is unknown here: `received` is then bounded by
+    /// `streamed_limit` ([`Config::max_snapshot_bytes`](crate::Config)), which no follower
+    /// accepts more than.
+    pub(crate) fn on_snapshot_ack(
+        &mut self,
+        last_index: Index,
+        received: u64,
+        streamed_limit: u64,
+    ) -> bool {
         let Some(t) = self.transfer.as_mut() else {
             return false;
         };
-        // (A streamed snapshot's length is unknown here.)
         let len = if t.streamed {
-            u64::MAX
+            streamed_limit
         } else {
             t.snapshot.data.len() as u64
         };

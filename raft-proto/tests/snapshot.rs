@@ -660,6 +660,23 @@ fn a_streamed_snapshot_is_sent_as_chunk_requests() {
         })
         .collect();
     assert_eq!(requests, vec![(2, 0), (2, 100), (2, 200)]);
+    // A follower that claims to hold more than any snapshot may be is not believed (and
+    // nothing overflows).
+    for received in [u64::MAX - 5, u64::MAX] {
+        let lying = Event::Message(Message {
+            from: 3,
+            to: 1,
+            term,
+            body: MessageBody::SnapshotAck {
+                last_index: 2,
+                received,
+            },
+        });
+        let out = step_durably_at(&mut node, now, lying);
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::SendSnapshotChunk(r) if r.offset > 1 << 40)));
+    }
 }
 
 fn step_durably_at(node: &mut Node, now: u64, event: Event) -> Vec<Action> {

@@ -165,7 +165,8 @@ impl Node {
         let Some(pos) = self.progress.iter().position(|p| p.id == follower) else {
             return;
         };
-        if self.progress[pos].on_snapshot_ack(last_index, received) {
+        let limit = self.config.max_snapshot_bytes;
+        if self.progress[pos].on_snapshot_ack(last_index, received, limit) {
             self.replicate_to(pos);
         } else {
             self.stats.stale_response += 1;
@@ -264,7 +265,7 @@ impl Node {
                     offset: t.sent,
                     max_len: self.config.max_snapshot_chunk,
                 };
-                t.sent += chunk;
+                t.sent = t.sent.saturating_add(chunk);
                 self.actions.push(Action::SendSnapshotChunk(request));
                 continue;
             }

@@ -1982,7 +1982,12 @@ impl Sim {
             storage.reading.insert(request.to, (index, bytes.clone()));
             Some(bytes)
         });
-        let Some(bytes) = bytes.filter(|b| (request.offset as usize) < b.len()) else {
+        // Past the end, except that an empty snapshot is one empty last chunk.
+        let past_end = |b: &Payload| {
+            let offset = request.offset as usize;
+            offset > b.len() || (offset == b.len() && !b.is_empty())
+        };
+        let Some(bytes) = bytes.filter(|b| !past_end(b)) else {
             self.counters.snapshot_chunks_unread += 1;
             return None;
         };
