@@ -63,8 +63,8 @@
 //!
 //! - `std` (default): nothing in the core needs it; without it the crate is `no_std` + `alloc`.
 //! - `serde`: serde derives on messages, entries and durable state.
-//! - `codec`: the byte formats every adapter shares, as pure functions: [`wire`] frames for
-//!   the network and [`record`]s for the disk log (module docs name the exact layouts).
+//! - `codec`: the byte formats every adapter shares, as pure functions: `wire` frames for
+//!   the network and `record`s for the disk log (module docs name the exact layouts).
 //! - `sim`: the deterministic cluster simulator and the lab scenarios 2A–2D (module `sim`).
 //! - `bug-injection`: test-only switches for deliberate bugs, to prove the simulator catches them.
 
