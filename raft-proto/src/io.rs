@@ -150,9 +150,9 @@ pub enum Action {
     /// send nothing: the core does not know the length, and asks for up to a window of chunks
     /// past the end. If the snapshot can no longer be read (a newer one replaced it), send
     /// nothing and step [`Event::SnapshotUnavailable`]. An embedding should keep the snapshot
-    /// it reads for a follower open until asked for another one for that follower (an open file
-    /// stays readable once replaced), so that a transfer under way completes even while newer
-    /// snapshots are taken. May be lost, like a message.
+    /// it reads for a follower open while that follower's transfer goes on (an open file stays
+    /// readable once replaced; a transfer asks for a chunk at least every heartbeat), so that
+    /// it completes even while newer snapshots are taken. May be lost, like a message.
     SendSnapshotChunk(SnapshotChunkRequest),
     /// Streamed snapshots only: write these bytes, received from the leader, at `offset` into
     /// the staging file of the snapshot `meta` (offset 0 starts that file anew). Chunks of
