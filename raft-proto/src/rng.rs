@@ -36,14 +36,14 @@ impl Rng {
         self.range(0, denominator) < numerator
     }
 
-    /// A value in `0..n` (0 when `n` is 0), for tests.
-    #[cfg(test)]
+    /// A value in `0..n` (0 when `n` is 0), for the codec's tests.
+    #[cfg(all(test, feature = "codec"))]
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.range(0, n)
     }
 
-    /// `n` random bytes, for tests.
-    #[cfg(test)]
+    /// `n` random bytes, for the codec's tests.
+    #[cfg(all(test, feature = "codec"))]
     pub(crate) fn bytes(&mut self, n: usize) -> alloc::vec::Vec<u8> {
         (0..n).map(|_| self.next_u64() as u8).collect()
     }
