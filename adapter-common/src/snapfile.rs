@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use raft_proto::{Index, Message, NodeId, Payload, SnapshotChunkRequest, SnapshotMeta};
 
-use crate::storage::StorageError;
+use crate::storage::{corrupt, io_error, sync_dir, StorageError};
 
 /// The trailer's magic.
 const MAGIC: [u8; 4] = *b"RSNP";
@@ -55,27 +55,6 @@ pub(crate) fn parse_name(name: &str) -> Option<Index> {
                 .and_then(|n| n.strip_suffix(".part"))
         })?;
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
-}
-
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
-    StorageError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
 }
 
 /// The trailer for `len` bytes with CRC-32 `crc`.

@@ -170,14 +170,14 @@ pub struct FileStorage {
     buf: Vec<u8>,
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
     move |source| StorageError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+pub(crate) fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
     StorageError::Corrupt {
         path: path.to_path_buf(),
         offset,
@@ -210,7 +210,7 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// Makes the directory's entries (created, renamed, removed files) durable.
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     #[cfg(unix)]
     {
         File::open(dir)
@@ -923,12 +923,7 @@ fn check_snapshot_mode(
     state: &DurableState,
     streamed: bool,
 ) -> Result<(), StorageError> {
-    let bin = dir.join(SNAPSHOT_FILE);
-    let refuse = |reason: &str| StorageError::Corrupt {
-        path: bin.clone(),
-        offset: 0,
-        reason: reason.into(),
-    };
+    let refuse = |reason: &str| corrupt(&dir.join(SNAPSHOT_FILE), 0, reason);
     match (&state.snapshot, streamed) {
         (Some(snapshot), true) => {
             if !snapshot.data.is_empty() {

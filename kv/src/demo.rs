@@ -85,6 +85,24 @@ impl Cluster {
         Self::start_with(exe, runtime, read_mode, dir, None, &[])
     }
 
+    /// The cluster of a chaos run, as `config` says; with `proxies`, see
+    /// [`start_with`](Self::start_with).
+    pub(crate) fn start_chaos(
+        exe: PathBuf,
+        config: &ChaosConfig,
+        proxies: Option<u64>,
+    ) -> Result<Self, String> {
+        let serve_args = config.serve_args();
+        Self::start_with(
+            exe,
+            config.runtime,
+            config.read_mode,
+            &config.dir,
+            proxies,
+            serve_args,
+        )
+    }
+
     /// Like [`start`](Self::start); with `proxies` (a seed for their jitter), every peer
     /// link goes through a [`FaultyLink`] (see [`link`](Self::link)); every node gets
     /// `serve_args` as extra `raft-kv serve` arguments.
@@ -830,14 +848,7 @@ pub(crate) fn chaos(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, S
     if !crash_only {
         return crate::nemesis::run(exe, config);
     }
-    let mut cluster = Cluster::start_with(
-        exe,
-        config.runtime,
-        config.read_mode,
-        &config.dir,
-        None,
-        config.serve_args(),
-    )?;
+    let mut cluster = Cluster::start_chaos(exe, config, None)?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;
@@ -984,14 +995,7 @@ pub(crate) fn verify(
 /// joins as a learner and replaces a random voter (the leader one time in two) in one joint
 /// change; the replaced node is then killed and forgotten.
 fn chaos_membership(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, String> {
-    let mut cluster = Cluster::start_with(
-        exe,
-        config.runtime,
-        config.read_mode,
-        &config.dir,
-        None,
-        config.serve_args(),
-    )?;
+    let mut cluster = Cluster::start_chaos(exe, config, None)?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;

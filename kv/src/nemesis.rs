@@ -43,14 +43,7 @@ const LONGEST_FAULT_MS: u64 = 1500;
 
 /// Runs the fault chaos (see the module's documentation).
 pub(crate) fn run(exe: PathBuf, config: &ChaosConfig) -> Result<ChaosReport, String> {
-    let mut cluster = Cluster::start_with(
-        exe,
-        config.runtime,
-        config.read_mode,
-        &config.dir,
-        Some(config.seed),
-        config.serve_args(),
-    )?;
+    let mut cluster = Cluster::start_chaos(exe, config, Some(config.seed))?;
     cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .ok_or("no leader was elected within 10 s")?;

@@ -51,18 +51,7 @@ fn chunk_from(
 
 /// Steps, acknowledging every persist, and returns all actions.
 fn step_durably(node: &mut Node, event: Event) -> Vec<Action> {
-    let mut all = node.step(1, event);
-    let seqs: Vec<u64> = all
-        .iter()
-        .filter_map(|a| match a {
-            Action::Persist(p) => Some(p.seq),
-            _ => None,
-        })
-        .collect();
-    for seq in seqs {
-        all.extend(node.step(1, Event::Persisted { seq }));
-    }
-    all
+    step_durably_at(node, 1, event)
 }
 
 fn sent(actions: &[Action]) -> Vec<MessageBody> {
@@ -679,6 +668,7 @@ fn a_streamed_snapshot_is_sent_as_chunk_requests() {
     }
 }
 
+/// Steps at `now`, acknowledging every persist, and returns all actions.
 fn step_durably_at(node: &mut Node, now: u64, event: Event) -> Vec<Action> {
     let mut all = node.step(now, event);
     let seqs: Vec<u64> = all
