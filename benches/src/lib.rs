@@ -105,6 +105,115 @@ impl CoreCluster {
     }
 }
 
+/// The core in the loop of the `versus` benchmark: `n` nodes in one thread, messages delivered
+/// in FIFO rounds (a round delivers every message in flight at its start), every write durable
+/// within the step that asked for it, and the leader proposing a batch per round without
+/// waiting for earlier ones.
+#[derive(Debug)]
+pub struct RoundCluster {
+    nodes: Vec<Node>,
+    in_flight: Vec<Message>,
+    delivering: Vec<Message>,
+    actions: Vec<Action>,
+    /// Entries the leader applied, in total.
+    applied: u64,
+    /// Entries applied at the leader since the last compaction.
+    since_compaction: u64,
+}
+
+impl RoundCluster {
+    /// Every node compacts its log (an empty snapshot) every this many entries the leader
+    /// applies, so memory stays flat however long the benchmark runs.
+    pub const COMPACT_EVERY: u64 = 4096;
+
+    /// `n` nodes with the default configuration; node 1 is elected leader.
+    pub fn new(n: usize) -> Self {
+        let voters: Vec<NodeId> = (1..=n as NodeId).collect();
+        let nodes = voters
+            .iter()
+            .map(|&id| {
+                let mut config = Config::new(id, voters.clone());
+                if id == 1 {
+                    config.election_timeout_min = 2;
+                    config.election_timeout_max = 3;
+                    config.heartbeat_interval = 1;
+                }
+                Node::new(config, 0).expect("a valid config")
+            })
+            .collect();
+        let mut cluster = Self {
+            nodes,
+            in_flight: Vec::new(),
+            delivering: Vec::new(),
+            actions: Vec::new(),
+            applied: 0,
+            since_compaction: 0,
+        };
+        cluster.step(0, Event::Tick);
+        while !cluster.in_flight.is_empty() {
+            cluster.round(None);
+        }
+        assert_eq!(cluster.nodes[0].role(), Role::Leader, "node 1 leads");
+        cluster.applied = 0;
+        cluster
+    }
+
+    /// Entries the leader applied since the cluster was built.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The leader's last log index.
+    pub fn last_index(&self) -> u64 {
+        self.nodes[0].last_log_index()
+    }
+
+    /// One round: the leader proposes `batch` (if any), then every message in flight at that
+    /// point is delivered; what the deliveries send travels in the next round.
+    pub fn round(&mut self, batch: Option<Vec<Payload>>) {
+        if let Some(batch) = batch {
+            self.step(0, Event::Propose(batch));
+        }
+        let mut messages =
+            std::mem::replace(&mut self.in_flight, std::mem::take(&mut self.delivering));
+        for message in messages.drain(..) {
+            let to = (message.to - 1) as usize;
+            self.step(to, Event::Message(message));
+        }
+        self.delivering = messages;
+        if self.since_compaction >= Self::COMPACT_EVERY {
+            self.since_compaction = 0;
+            for s in 0..self.nodes.len() {
+                let last_index = self.nodes[s].applied_index();
+                let data = Payload::from(&[][..]);
+                self.step(s, Event::SnapshotTaken { last_index, data });
+            }
+        }
+    }
+
+    fn step(&mut self, s: usize, event: Event) {
+        const NOW: u64 = 3;
+        let mut actions = std::mem::take(&mut self.actions);
+        self.nodes[s].step_into(NOW, event, &mut actions);
+        let mut durable = None;
+        for action in actions.drain(..) {
+            match action {
+                Action::Persist(write) => durable = Some(write.seq),
+                Action::Send(message) => self.in_flight.push(message),
+                Action::Apply { entries, .. } if s == 0 => {
+                    self.applied += entries.len() as u64;
+                    self.since_compaction += entries.len() as u64;
+                }
+                _ => {}
+            }
+        }
+        self.actions = actions;
+        if let Some(seq) = durable {
+            self.step(s, Event::Persisted { seq });
+        }
+    }
+}
+
 /// Answers the number of commands applied so far (8 bytes); snapshots are that count.
 #[derive(Debug, Default)]
 pub struct Counter(u64);
