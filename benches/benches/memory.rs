@@ -1,23 +1,28 @@
 //! Bytes of memory per retained log entry in the core: a counting allocator measures what a
 //! leader holds after appending many 16-byte entries (with nothing compacted), net of the
-//! payload bytes themselves and of the empty node. Prints its figures; not a criterion
-//! benchmark (criterion measures time).
+//! payload bytes themselves and of the empty node. Then the allocations per committed batch:
+//! the same allocator counts the allocations a cluster of the `versus` loop makes (3 nodes,
+//! batches of 1, 16 and 256 entries of 16 bytes, payloads included) per batch the leader
+//! applies. Prints its figures; not a criterion benchmark (criterion measures time).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 
+use benches::RoundCluster;
 use raft_proto::{Action, Config, Event, Node, Payload};
 
 /// Counts the bytes in use; otherwise the system allocator.
 struct Counting;
 
 static IN_USE: AtomicIsize = AtomicIsize::new(0);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 // The one unsafe item of the workspace: a global allocator must be an unsafe impl.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         IN_USE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: forwarding the caller's valid layout to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -33,6 +38,44 @@ static ALLOCATOR: Counting = Counting;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--test");
+    retained_entries(quick);
+    allocations_per_batch(quick);
+}
+
+fn allocations_per_batch(quick: bool) {
+    for batch in [1usize, 16, 256] {
+        let mut cluster = RoundCluster::new(3);
+        let template = [7u8; 16];
+        let batches: u64 = if quick { 200 } else { 20_000 };
+        // Warm up past a compaction, so that buffers reach their steady size.
+        let mut run = |cluster: &mut RoundCluster, count: u64| {
+            let target = cluster.applied() + count * batch as u64;
+            for _ in 0..count {
+                let commands: Vec<Payload> =
+                    (0..batch).map(|_| Payload::from(&template[..])).collect();
+                cluster.round(Some(commands));
+            }
+            while cluster.applied() < target {
+                cluster.round(None);
+            }
+        };
+        run(
+            &mut cluster,
+            RoundCluster::COMPACT_EVERY / batch as u64 + 10,
+        );
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        run(&mut cluster, batches);
+        let allocations = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64;
+        println!(
+            "allocations: 3 nodes, batches of {batch}: {:.1} per committed batch ({:.2} per entry, \
+             the payload's own included)",
+            allocations / batches as f64,
+            allocations / (batches * batch as u64) as f64
+        );
+    }
+}
+
+fn retained_entries(quick: bool) {
     let entries: u64 = if quick { 10_000 } else { 1_000_000 };
     let mut config = Config::new(1, vec![1]);
     config.election_timeout_min = 2;

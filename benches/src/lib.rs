@@ -107,7 +107,7 @@ impl CoreCluster {
 
 /// The core in the loop of the `versus` benchmark: `n` nodes in one thread, messages delivered
 /// in FIFO rounds (a round delivers every message in flight at its start), every write durable
-/// within the step that asked for it, and the leader proposing a batch per round without
+/// at the end of the round that asked for it (one acknowledgement per node and round), and the leader proposing a batch per round without
 /// waiting for earlier ones.
 #[derive(Debug)]
 pub struct RoundCluster {
@@ -115,6 +115,8 @@ pub struct RoundCluster {
     in_flight: Vec<Message>,
     delivering: Vec<Message>,
     actions: Vec<Action>,
+    /// Per node, the last write asked for in this round, acknowledged at its end.
+    durable: Vec<Option<u64>>,
     /// Entries the leader applied, in total.
     applied: u64,
     /// Entries applied at the leader since the last compaction.
@@ -146,14 +148,16 @@ impl RoundCluster {
             in_flight: Vec::new(),
             delivering: Vec::new(),
             actions: Vec::new(),
+            durable: vec![None; n],
             applied: 0,
             since_compaction: 0,
         };
         cluster.step(0, Event::Tick);
-        while !cluster.in_flight.is_empty() {
+        for _ in 0..10 {
             cluster.round(None);
         }
         assert_eq!(cluster.nodes[0].role(), Role::Leader, "node 1 leads");
+        assert!(cluster.in_flight.is_empty(), "the election is over");
         cluster.applied = 0;
         cluster
     }
@@ -181,6 +185,12 @@ impl RoundCluster {
             self.step(to, Event::Message(message));
         }
         self.delivering = messages;
+        // Every write of the round is durable at its end, as raft-rs's loop persists a ready.
+        for s in 0..self.nodes.len() {
+            if let Some(seq) = self.durable[s].take() {
+                self.step(s, Event::Persisted { seq });
+            }
+        }
         if self.since_compaction >= Self::COMPACT_EVERY {
             self.since_compaction = 0;
             for s in 0..self.nodes.len() {
@@ -195,10 +205,9 @@ impl RoundCluster {
         const NOW: u64 = 3;
         let mut actions = std::mem::take(&mut self.actions);
         self.nodes[s].step_into(NOW, event, &mut actions);
-        let mut durable = None;
         for action in actions.drain(..) {
             match action {
-                Action::Persist(write) => durable = Some(write.seq),
+                Action::Persist(write) => self.durable[s] = Some(write.seq),
                 Action::Send(message) => self.in_flight.push(message),
                 Action::Apply { entries, .. } if s == 0 => {
                     self.applied += entries.len() as u64;
@@ -208,9 +217,6 @@ impl RoundCluster {
             }
         }
         self.actions = actions;
-        if let Some(seq) = durable {
-            self.step(s, Event::Persisted { seq });
-        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! A node always uses the newest membership in its log, committed or not.
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -23,12 +24,30 @@ use crate::types::{Index, NodeId, Payload};
 ///
 /// With the `serde` feature it serializes as its [`encode`](Self::encode)d bytes, the one
 /// canonical form (ids in increasing order), and deserializes only from such bytes.
+///
+/// A membership is shared, not copied: cloning one (as every snapshot message and persist
+/// that carries it does) costs a reference count, and a change copies it once.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Membership(Arc<Members>);
+
+/// The sets behind a [`Membership`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Membership {
+struct Members {
     voters: BTreeSet<NodeId>,
     outgoing: BTreeSet<NodeId>,
     learners: BTreeSet<NodeId>,
     data: BTreeMap<NodeId, Payload>,
+}
+
+impl fmt::Debug for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Membership")
+            .field("voters", &self.0.voters)
+            .field("outgoing", &self.0.outgoing)
+            .field("learners", &self.0.learners)
+            .field("data", &self.0.data)
+            .finish()
+    }
 }
 
 /// A change of membership an application asks the leader for. Each one names the membership
@@ -114,51 +133,57 @@ impl fmt::Display for MembershipError {
 impl core::error::Error for MembershipError {}
 
 impl Membership {
+    /// The sets to change: this membership's own copy of them.
+    fn members_mut(&mut self) -> &mut Members {
+        Arc::make_mut(&mut self.0)
+    }
+
     /// A membership of `voters` only, without data.
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        Self {
+        Self(Arc::new(Members {
             voters: voters.into_iter().collect(),
-            ..Self::default()
-        }
+            ..Members::default()
+        }))
     }
 
     /// The voters (while joint, those of the new configuration).
     pub fn voters(&self) -> &BTreeSet<NodeId> {
-        &self.voters
+        &self.0.voters
     }
 
     /// While joint, the voters of the old configuration; empty otherwise.
     pub fn outgoing_voters(&self) -> &BTreeSet<NodeId> {
-        &self.outgoing
+        &self.0.outgoing
     }
 
     /// The learners.
     pub fn learners(&self) -> &BTreeSet<NodeId> {
-        &self.learners
+        &self.0.learners
     }
 
     /// Whether the voters are changing (both the old and the new voters vote).
     pub fn is_joint(&self) -> bool {
-        !self.outgoing.is_empty()
+        !self.0.outgoing.is_empty()
     }
 
     /// Whether `id` votes (in the new or, while joint, the old configuration).
     pub fn is_voter(&self, id: NodeId) -> bool {
-        self.voters.contains(&id) || self.outgoing.contains(&id)
+        self.0.voters.contains(&id) || self.0.outgoing.contains(&id)
     }
 
     /// Whether `id` is a member (a voter, old or new, or a learner).
     pub fn contains(&self, id: NodeId) -> bool {
-        self.is_voter(id) || self.learners.contains(&id)
+        self.is_voter(id) || self.0.learners.contains(&id)
     }
 
     /// Every member, each once, in increasing order.
     pub fn members(&self) -> Vec<NodeId> {
         let mut all: Vec<NodeId> = self
+            .0
             .voters
             .iter()
-            .chain(&self.outgoing)
-            .chain(&self.learners)
+            .chain(&self.0.outgoing)
+            .chain(&self.0.learners)
             .copied()
             .collect();
         all.sort_unstable();
@@ -168,19 +193,20 @@ impl Membership {
 
     /// The application's bytes for member `id`.
     pub fn data(&self, id: NodeId) -> Option<&Payload> {
-        self.data.get(&id)
+        self.0.data.get(&id)
     }
 
     /// Whether nothing is known: no voter at all (a node that joins an existing cluster
     /// starts so, and learns the membership from the leader).
     pub fn is_empty(&self) -> bool {
-        self.voters.is_empty() && self.outgoing.is_empty() && self.learners.is_empty()
+        self.0.voters.is_empty() && self.0.outgoing.is_empty() && self.0.learners.is_empty()
     }
 
     /// Whether this is a membership a leader makes: no learner among the voters, and data only
     /// for members.
     pub(crate) fn is_consistent(&self) -> bool {
-        self.voters.is_disjoint(&self.learners) && self.data.keys().all(|&id| self.contains(id))
+        self.0.voters.is_disjoint(&self.0.learners)
+            && self.0.data.keys().all(|&id| self.contains(id))
     }
 
     /// Whether the members for which `yes` holds are a majority of the voters, and while
@@ -188,9 +214,9 @@ impl Membership {
     pub(crate) fn has_quorum(&self, yes: impl Fn(NodeId) -> bool) -> bool {
         let majority =
             |set: &BTreeSet<NodeId>| set.iter().filter(|&&id| yes(id)).count() > set.len() / 2;
-        !self.voters.is_empty()
-            && majority(&self.voters)
-            && (self.outgoing.is_empty() || majority(&self.outgoing))
+        !self.0.voters.is_empty()
+            && majority(&self.0.voters)
+            && (self.0.outgoing.is_empty() || majority(&self.0.outgoing))
     }
 
     /// The highest index that a majority of the voters (and while joint, of the outgoing
@@ -206,54 +232,55 @@ impl Membership {
             scratch.sort_unstable_by(|a, b| b.cmp(a));
             scratch.get(set.len() / 2).copied().unwrap_or(0)
         };
-        let new = of(&self.voters);
-        if self.outgoing.is_empty() {
+        let new = of(&self.0.voters);
+        if self.0.outgoing.is_empty() {
             new
         } else {
-            new.min(of(&self.outgoing))
+            new.min(of(&self.0.outgoing))
         }
     }
 
     /// The (non-joint) membership `change` leads to from this one.
     pub(crate) fn target(&self, change: &MembershipChange) -> Result<Self, MembershipError> {
         let mut next = self.clone();
-        next.outgoing.clear();
+        next.members_mut().outgoing.clear();
         match change {
             MembershipChange::AddLearner { id, data } | MembershipChange::AddVoter { id, data } => {
                 if self.contains(*id) {
                     return Err(MembershipError::AlreadyMember(*id));
                 }
                 if matches!(change, MembershipChange::AddLearner { .. }) {
-                    next.learners.insert(*id);
+                    next.members_mut().learners.insert(*id);
                 } else {
-                    next.voters.insert(*id);
+                    next.members_mut().voters.insert(*id);
                 }
-                next.data.insert(*id, data.clone());
+                next.members_mut().data.insert(*id, data.clone());
             }
             MembershipChange::PromoteLearner { id } => {
-                if !next.learners.remove(id) {
+                if !next.members_mut().learners.remove(id) {
                     return Err(MembershipError::NotLearner(*id));
                 }
-                next.voters.insert(*id);
+                next.members_mut().voters.insert(*id);
             }
             MembershipChange::Remove { id } => {
-                if !next.voters.remove(id) && !next.learners.remove(id) {
+                if !next.members_mut().voters.remove(id) && !next.members_mut().learners.remove(id)
+                {
                     return Err(MembershipError::NotMember(*id));
                 }
-                next.data.remove(id);
+                next.members_mut().data.remove(id);
             }
             MembershipChange::Replace { voters, learners } => {
                 next = Self::default();
                 for (id, data) in voters.iter().chain(learners) {
-                    if next.data.insert(*id, data.clone()).is_some() {
+                    if next.members_mut().data.insert(*id, data.clone()).is_some() {
                         return Err(MembershipError::AlreadyMember(*id));
                     }
                 }
-                next.voters = voters.iter().map(|(id, _)| *id).collect();
-                next.learners = learners.iter().map(|(id, _)| *id).collect();
+                next.members_mut().voters = voters.iter().map(|(id, _)| *id).collect();
+                next.members_mut().learners = learners.iter().map(|(id, _)| *id).collect();
             }
         }
-        if next.voters.is_empty() {
+        if next.0.voters.is_empty() {
             return Err(MembershipError::NoVoters);
         }
         Ok(next)
@@ -262,12 +289,13 @@ impl Membership {
     /// The membership to append to move from this one to `target`: joint when the voters
     /// change, `target` itself otherwise.
     pub(crate) fn transition_to(&self, mut target: Self) -> Self {
-        if target.voters != self.voters {
-            target.outgoing = self.voters.clone();
+        if target.0.voters != self.0.voters {
+            let members = target.members_mut();
+            members.outgoing = self.0.voters.clone();
             // The outgoing voters keep their bytes until the joint membership is left.
-            for id in &target.outgoing {
-                if let (false, Some(data)) = (target.data.contains_key(id), self.data.get(id)) {
-                    target.data.insert(*id, data.clone());
+            for id in &members.outgoing {
+                if let (false, Some(data)) = (members.data.contains_key(id), self.0.data.get(id)) {
+                    members.data.insert(*id, data.clone());
                 }
             }
         }
@@ -277,9 +305,10 @@ impl Membership {
     /// The membership that leaves this joint one: the new voters only.
     pub(crate) fn leave_joint(&self) -> Self {
         let mut next = self.clone();
-        next.outgoing.clear();
-        next.data
-            .retain(|id, _| self.voters.contains(id) || self.learners.contains(id));
+        next.members_mut().outgoing.clear();
+        next.members_mut()
+            .data
+            .retain(|id, _| self.0.voters.contains(id) || self.0.learners.contains(id));
         next
     }
 
@@ -287,16 +316,16 @@ impl Membership {
     /// and the learners (a count and the ids each), then the data (a count, then id, length
     /// and bytes for each), every number a LEB128 varint.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + 10 * self.data.len());
+        let mut out = Vec::with_capacity(16 + 10 * self.0.data.len());
         out.push(ENCODING_VERSION);
-        for set in [&self.voters, &self.outgoing, &self.learners] {
+        for set in [&self.0.voters, &self.0.outgoing, &self.0.learners] {
             put_varint(&mut out, set.len() as u64);
             for &id in set {
                 put_varint(&mut out, id);
             }
         }
-        put_varint(&mut out, self.data.len() as u64);
-        for (&id, data) in &self.data {
+        put_varint(&mut out, self.0.data.len() as u64);
+        for (&id, data) in &self.0.data {
             put_varint(&mut out, id);
             put_varint(&mut out, data.len() as u64);
             out.extend_from_slice(data);
@@ -333,12 +362,12 @@ impl Membership {
             let bytes = reader.take(len)?;
             data.insert(id, Payload::from(bytes));
         }
-        let membership = Self {
+        let membership = Self(Arc::new(Members {
             voters,
             outgoing,
             learners,
             data,
-        };
+        }));
         (reader.0.is_empty() && membership.is_consistent()).then_some(membership)
     }
 }
@@ -501,8 +530,8 @@ mod tests {
             })
             .unwrap(),
         );
-        m.learners.insert(9);
-        m.data.insert(9, Payload::from(&b""[..]));
+        m.members_mut().learners.insert(9);
+        m.members_mut().data.insert(9, Payload::from(&b""[..]));
         let bytes = m.encode();
         assert_eq!(Membership::decode(&bytes), Some(m.clone()));
         for cut in 0..bytes.len() {
@@ -513,7 +542,7 @@ mod tests {
         assert_eq!(Membership::decode(&longer), None);
         // A learner that is also a voter.
         let mut bad = Membership::new([1]);
-        bad.learners.insert(1);
+        bad.members_mut().learners.insert(1);
         assert_eq!(Membership::decode(&bad.encode()), None);
         // Huge counts do not allocate or panic.
         assert_eq!(Membership::decode(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]), None);
