@@ -10,7 +10,8 @@
 //! both compacts its log every 4,096 entries so that memory stays flat. After criterion's
 //! report, a table prints the median throughput of each side and the ratio per cell.
 //!
-//! `cargo bench -p benches --bench versus` (add `-- --quick` for a shorter run).
+//! `cargo bench --manifest-path versus/Cargo.toml` (a workspace of its own: raft-rs depends on
+//! a second crate named `raft-proto`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
