@@ -113,6 +113,14 @@ pub struct NodeOptions {
     /// [`FileStorage::set_segment_limit`](crate::storage::FileStorage::set_segment_limit)):
     /// [`DEFAULT_SEGMENT_LIMIT`](crate::storage::DEFAULT_SEGMENT_LIMIT), 64 MiB, by default.
     pub segment_limit: u64,
+    /// Keep the log and snapshots in memory only, and acknowledge every write as durable at
+    /// once: nothing goes to `data_dir`, and **everything is lost when the node stops**. A
+    /// node restarted this way starts empty, having forgotten its votes and the entries it
+    /// acknowledged, which Raft's safety does not survive if it rejoins its old cluster (two
+    /// leaders in a term, committed entries lost). For benchmarks and tests that measure the
+    /// protocol without a disk; not for data anyone wants back. Cannot be combined with
+    /// streamed snapshots (which live in files). Off by default.
+    pub volatile: bool,
 }
 
 impl NodeOptions {
@@ -135,6 +143,7 @@ impl NodeOptions {
             apply_on_thread: false,
             max_pending_proposals: 65_536,
             segment_limit: crate::storage::DEFAULT_SEGMENT_LIMIT,
+            volatile: false,
         }
     }
 }
@@ -243,6 +252,9 @@ pub enum StartError {
     /// A thread or task could not be started.
     #[error("cannot start a thread: {0}")]
     Spawn(#[from] std::io::Error),
+    /// The [`NodeOptions`] contradict each other.
+    #[error("bad node options: {0}")]
+    Options(String),
 }
 
 /// A node's state, as a handle's `status` reports it.
@@ -566,6 +578,20 @@ impl<S: StateMachine> Driver<S> {
         state_machine: S,
         report: impl Fn(Input) + Send + Sync + 'static,
     ) -> Result<(Self, crate::writer::StorageWorker), StartError> {
+        if options.volatile {
+            if options.raft.stream_snapshots {
+                return Err(StartError::Options(
+                    "volatile storage cannot hold streamed snapshots (they live in files)".into(),
+                ));
+            }
+            let report: Report = std::sync::Arc::new(report);
+            let for_thread = options.apply_on_thread.then(|| report.clone());
+            let driver = Self::build(options, state_machine, DurableState::default(), for_thread)?;
+            let worker = crate::writer::StorageWorker::volatile(move |result| {
+                report(Input::Durable(result))
+            });
+            return Ok((driver, worker));
+        }
         let (mut storage, durable, recovery) = if options.raft.stream_snapshots {
             crate::storage::FileStorage::open_streamed(&options.data_dir)?
         } else {

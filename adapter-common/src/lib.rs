@@ -59,6 +59,7 @@ pub mod conformance;
 pub mod driver;
 #[cfg(feature = "fault-proxy")]
 pub mod faults;
+pub mod floor;
 pub mod net;
 pub mod sessions;
 pub mod snapfile;

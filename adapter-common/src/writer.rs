@@ -11,10 +11,24 @@ use crate::storage::FileStorage;
 /// Feeds the storage thread. Batches are written in the order they are handed over; every
 /// batch waiting when the thread wakes goes into one write and one fsync (group commit), and
 /// only then is its last sequence number acknowledged.
-#[derive(Debug)]
+///
+/// With volatile storage ([`NodeOptions::volatile`](crate::NodeOptions::volatile)) there is
+/// no thread: a batch handed over is acknowledged at once, and nothing is written.
 pub struct StorageWorker {
     writes: Option<mpsc::Sender<Vec<Persist>>>,
     thread: Option<JoinHandle<()>>,
+    volatile: Option<OnDurable>,
+}
+
+type OnDurable = Box<dyn Fn(Result<u64, String>) + Send + 'static>;
+
+impl std::fmt::Debug for StorageWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageWorker")
+            .field("running", &self.writes.is_some())
+            .field("volatile", &self.volatile.is_some())
+            .finish()
+    }
 }
 
 impl StorageWorker {
@@ -48,12 +62,29 @@ impl StorageWorker {
         Ok(Self {
             writes: Some(writes),
             thread: Some(thread),
+            volatile: None,
         })
+    }
+
+    /// A worker for volatile storage: every batch handed over is acknowledged at once through
+    /// `on_durable`, and nothing is kept (the core holds the log in memory already).
+    pub fn volatile(on_durable: impl Fn(Result<u64, String>) + Send + 'static) -> Self {
+        Self {
+            writes: None,
+            thread: None,
+            volatile: Some(Box::new(on_durable)),
+        }
     }
 
     /// Hands over a batch of persists (in order). Returns false if the thread is gone.
     pub fn write(&self, batch: Vec<Persist>) -> bool {
         if batch.is_empty() {
+            return true;
+        }
+        if let Some(on_durable) = &self.volatile {
+            if let Some(last) = batch.last() {
+                on_durable(Ok(last.seq));
+            }
             return true;
         }
         self.writes.as_ref().is_some_and(|w| w.send(batch).is_ok())

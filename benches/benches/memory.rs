@@ -48,7 +48,7 @@ fn allocations_per_batch(quick: bool) {
         let template = [7u8; 16];
         let batches: u64 = if quick { 200 } else { 20_000 };
         // Warm up past a compaction, so that buffers reach their steady size.
-        let mut run = |cluster: &mut RoundCluster, count: u64| {
+        let run = |cluster: &mut RoundCluster, count: u64| {
             let target = cluster.applied() + count * batch as u64;
             for _ in 0..count {
                 let commands: Vec<Payload> =

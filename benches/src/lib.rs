@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use adapter_common::floor::Floor;
 use adapter_common::{NodeOptions, ProposeError, StateMachine, TcpConfig};
 use raft_proto::{Action, Config, Event, Message, Node, NodeId, Payload, Role};
 
@@ -251,20 +252,30 @@ pub enum Adapter {
 enum Handle {
     Thread(
         adapter_thread::NodeHandle,
-        Arc<adapter_thread::transport::TcpTransport>,
+        Option<Arc<adapter_thread::transport::TcpTransport>>,
     ),
     Tokio(
         adapter_tokio::NodeHandle,
-        Arc<adapter_tokio::transport::TcpTransport>,
+        Option<Arc<adapter_tokio::transport::TcpTransport>>,
     ),
     Smol(
         adapter_smol::NodeHandle,
-        Arc<adapter_smol::transport::TcpTransport>,
+        Option<Arc<adapter_smol::transport::TcpTransport>>,
     ),
 }
 
-/// Three nodes of one adapter on 127.0.0.1, with data (and real fsync) under a temporary
-/// directory on disk.
+/// Where an [`AdapterCluster`] keeps its log and how its nodes talk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// TCP on 127.0.0.1, and files with real fsync in a temporary directory.
+    Tcp,
+    /// The setup of openraft's benchmark: the in-process network and volatile storage
+    /// ([`NodeOptions::volatile`]), so that neither a socket nor a disk is measured.
+    InMemory,
+}
+
+/// Three nodes of one adapter in this process: over TCP on 127.0.0.1 with data (and real
+/// fsync) under a temporary directory on disk, or in memory ([`Setup`]).
 pub struct AdapterCluster {
     adapter: Adapter,
     runtime: tokio::runtime::Runtime,
@@ -282,8 +293,13 @@ impl std::fmt::Debug for AdapterCluster {
 }
 
 impl AdapterCluster {
-    /// Starts the cluster and waits for a leader.
+    /// Starts a cluster over TCP with data on disk, and waits for a leader.
     pub fn start(adapter: Adapter) -> Self {
+        Self::start_with(adapter, Setup::Tcp)
+    }
+
+    /// Starts a cluster in `setup`, and waits for a leader.
+    pub fn start_with(adapter: Adapter, setup: Setup) -> Self {
         let dir =
             std::env::temp_dir().join(format!("raft-bench-{adapter:?}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -300,58 +316,87 @@ impl AdapterCluster {
             .enable_all()
             .build()
             .expect("a runtime");
+        let network = adapter_common::MemoryNetwork::new();
+        let in_memory = setup == Setup::InMemory;
         let mut nodes = Vec::new();
         for id in 1..=3 {
             let mut options = NodeOptions::new(id, vec![1, 2, 3], dir.join(format!("node-{id}")));
             options.snapshot_every = Some(10_000);
+            options.volatile = in_memory;
             let mut others = peers.clone();
             others.remove(&id);
             let tcp = TcpConfig::new(9, id, peers[&id], others);
             nodes.push(match adapter {
                 Adapter::Thread => {
-                    let (tx, rx) = crossbeam_channel::bounded(64 * 1024);
-                    let transport = Arc::new(
-                        adapter_thread::transport::TcpTransport::start(tcp, tx).expect("listens"),
-                    );
-                    let node = adapter_thread::start(
-                        options,
-                        Counter::default(),
-                        Arc::clone(&transport),
-                        rx,
-                    )
-                    .expect("starts");
-                    Handle::Thread(node, transport)
+                    let (tx, rx) = adapter_thread::inbound_channel();
+                    if in_memory {
+                        let transport =
+                            network.endpoint(id, move |message| tx.try_send(message).is_ok());
+                        let node =
+                            adapter_thread::start(options, Counter::default(), transport, rx)
+                                .expect("starts");
+                        Handle::Thread(node, None)
+                    } else {
+                        let transport = Arc::new(
+                            adapter_thread::transport::TcpTransport::start(tcp, tx)
+                                .expect("listens"),
+                        );
+                        let node = adapter_thread::start(
+                            options,
+                            Counter::default(),
+                            Arc::clone(&transport),
+                            rx,
+                        )
+                        .expect("starts");
+                        Handle::Thread(node, Some(transport))
+                    }
                 }
                 Adapter::Tokio => runtime.block_on(async {
-                    let (tx, rx) = tokio::sync::mpsc::channel(64 * 1024);
-                    let transport = Arc::new(
-                        adapter_tokio::transport::TcpTransport::start(tcp, tx)
-                            .await
-                            .expect("listens"),
-                    );
-                    let node = adapter_tokio::start(
-                        options,
-                        Counter::default(),
-                        Arc::clone(&transport),
-                        rx,
-                    )
-                    .expect("starts");
-                    Handle::Tokio(node, transport)
+                    let (tx, rx) = adapter_tokio::inbound_channel();
+                    if in_memory {
+                        let transport =
+                            network.endpoint(id, move |message| tx.try_send(message).is_ok());
+                        let node = adapter_tokio::start(options, Counter::default(), transport, rx)
+                            .expect("starts");
+                        Handle::Tokio(node, None)
+                    } else {
+                        let transport = Arc::new(
+                            adapter_tokio::transport::TcpTransport::start(tcp, tx)
+                                .await
+                                .expect("listens"),
+                        );
+                        let node = adapter_tokio::start(
+                            options,
+                            Counter::default(),
+                            Arc::clone(&transport),
+                            rx,
+                        )
+                        .expect("starts");
+                        Handle::Tokio(node, Some(transport))
+                    }
                 }),
                 Adapter::Smol => {
-                    let (tx, rx) = async_channel::bounded(64 * 1024);
-                    let transport = Arc::new(
-                        smol::block_on(adapter_smol::transport::TcpTransport::start(tcp, tx))
-                            .expect("listens"),
-                    );
-                    let node = adapter_smol::start(
-                        options,
-                        Counter::default(),
-                        Arc::clone(&transport),
-                        rx,
-                    )
-                    .expect("starts");
-                    Handle::Smol(node, transport)
+                    let (tx, rx) = adapter_smol::inbound_channel();
+                    if in_memory {
+                        let transport =
+                            network.endpoint(id, move |message| tx.try_send(message).is_ok());
+                        let node = adapter_smol::start(options, Counter::default(), transport, rx)
+                            .expect("starts");
+                        Handle::Smol(node, None)
+                    } else {
+                        let transport = Arc::new(
+                            smol::block_on(adapter_smol::transport::TcpTransport::start(tcp, tx))
+                                .expect("listens"),
+                        );
+                        let node = adapter_smol::start(
+                            options,
+                            Counter::default(),
+                            Arc::clone(&transport),
+                            rx,
+                        )
+                        .expect("starts");
+                        Handle::Smol(node, Some(transport))
+                    }
                 }
             });
         }
@@ -450,19 +495,21 @@ impl AdapterCluster {
             match node {
                 Handle::Thread(node, transport) => {
                     node.shutdown();
-                    if let Ok(t) = Arc::try_unwrap(transport) {
+                    if let Some(Ok(t)) = transport.map(Arc::try_unwrap) {
                         t.shutdown();
                     }
                 }
                 Handle::Tokio(node, transport) => self.runtime.block_on(async {
                     node.shutdown().await;
-                    if let Ok(t) = Arc::try_unwrap(transport) {
+                    if let Some(Ok(t)) = transport.map(Arc::try_unwrap) {
                         t.shutdown().await;
                     }
                 }),
                 Handle::Smol(node, transport) => {
                     smol::block_on(node.shutdown());
-                    transport.shutdown();
+                    if let Some(t) = transport {
+                        t.shutdown();
+                    }
                 }
             }
         }
@@ -481,4 +528,23 @@ pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The CPU time this process used so far (user + system, all threads), from
+/// `/proc/self/stat`; `None` where that file does not exist. Its resolution is the kernel's
+/// clock tick (10 ms), so measure spans of seconds.
+pub fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks of 1/100 s.
+    let after = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}
+
+/// A duration in milliseconds.
+pub fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }

@@ -44,12 +44,55 @@ pub(crate) struct DemoConfig {
 pub(crate) struct DemoReport {
     pub(crate) acknowledged: usize,
     pub(crate) seconds: f64,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
+    /// The floor measured at the start: fsync + round trip.
+    pub(crate) floor: adapter_common::floor::Floor,
+    /// The steady state before the kill (or of the whole run without one).
+    pub(crate) steady: Phase,
+    /// The writes acknowledged after the kill, pause included.
+    pub(crate) after_kill: Option<Phase>,
     pub(crate) failover_ms: Option<f64>,
+    /// The longest time without an acknowledged write, from the kill on.
+    pub(crate) longest_gap_ms: Option<f64>,
     pub(crate) verified_nodes: usize,
     /// The recorded clients' verdict line.
     pub(crate) history: String,
+}
+
+/// Writes acknowledged in one part of the run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phase {
+    pub(crate) writes: usize,
+    pub(crate) seconds: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+}
+
+impl Phase {
+    /// `done` holds (latency, acknowledged at) of every write; the phase keeps those
+    /// acknowledged in `from..to` (times since the start).
+    fn of(done: &[(Duration, Duration)], from: Duration, to: Duration) -> Self {
+        let mut latencies: Vec<Duration> = done
+            .iter()
+            .filter(|(_, at)| (from..to).contains(at))
+            .map(|(latency, _)| *latency)
+            .collect();
+        latencies.sort();
+        let percentile = |p: f64| -> f64 {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Self {
+            writes: latencies.len(),
+            seconds: to.saturating_sub(from).as_secs_f64(),
+            p50_ms: percentile(0.50),
+            p99_ms: percentile(0.99),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.writes as f64 / self.seconds.max(1e-9)
+    }
 }
 
 const NODES: NodeId = 3;
@@ -565,6 +608,10 @@ impl Client {
 
 /// Runs the demo.
 pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, String> {
+    // The floor, measured where the nodes will keep their data, before they start.
+    std::fs::create_dir_all(&config.dir).map_err(|e| e.to_string())?;
+    let floor = adapter_common::floor::Floor::measure(&config.dir, 300)
+        .map_err(|e| format!("cannot measure the floor: {e}"))?;
     let mut cluster = Cluster::start(exe, config.runtime, config.read_mode, &config.dir)?;
     let say = |line: String| {
         if !config.quiet {
@@ -594,9 +641,11 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
     let next = AtomicUsize::new(0);
     let acked = AtomicUsize::new(0);
     let failures = AtomicU64::new(0);
-    let results: Mutex<Vec<(usize, Duration)>> = Mutex::new(Vec::new());
+    // Per acknowledged write: its number, its latency and when it was acknowledged.
+    let results: Mutex<Vec<(usize, Duration, Duration)>> = Mutex::new(Vec::new());
     let started = Instant::now();
     let mut failover = None;
+    let mut killed_at = None;
     let recorder = Recorder::new();
     let stop_recorded = std::sync::atomic::AtomicBool::new(false);
     let addrs = cluster.client_addrs();
@@ -621,10 +670,12 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
                 let t0 = Instant::now();
                 match client.execute(&command, Duration::from_secs(30)) {
                     Some(_) => {
-                        results
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((i, t0.elapsed()));
+                        let latency = t0.elapsed();
+                        results.lock().unwrap_or_else(|p| p.into_inner()).push((
+                            i,
+                            latency,
+                            started.elapsed(),
+                        ));
                         acked.fetch_add(1, Ordering::Relaxed);
                         bar.inc(1);
                     }
@@ -645,10 +696,11 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
             }
             if let Some((victim, term)) = cluster.leader() {
                 bar.set_message(format!("killed leader {victim} (SIGKILL)"));
-                let killed_at = Instant::now();
+                let kill_instant = Instant::now();
+                killed_at = Some(started.elapsed());
                 cluster.kill(victim);
                 let new_leader = cluster.wait_for_leader(term, Duration::from_secs(10));
-                let elapsed = killed_at.elapsed();
+                let elapsed = kill_instant.elapsed();
                 match new_leader {
                     Some((id, _)) => {
                         failover = Some(elapsed);
@@ -680,13 +732,25 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
     let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut latencies: Vec<Duration> = results.iter().map(|(_, d)| *d).collect();
-    latencies.sort();
-    let percentile = |p: f64| -> f64 {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let done: Vec<(Duration, Duration)> = results.iter().map(|&(_, l, at)| (l, at)).collect();
+    let end = Duration::from_secs_f64(seconds);
+    let steady = Phase::of(&done, Duration::ZERO, killed_at.unwrap_or(end));
+    let after_kill = killed_at.map(|kill| Phase::of(&done, kill, end));
+    let longest_gap_ms = killed_at.map(|kill| {
+        let mut times: Vec<Duration> = done
+            .iter()
+            .map(|&(_, at)| at)
+            .filter(|&at| at >= kill)
+            .collect();
+        times.sort();
+        let mut previous = kill;
+        let mut longest = Duration::ZERO;
+        for at in times {
+            longest = longest.max(at - previous);
+            previous = at;
+        }
+        longest.as_secs_f64() * 1000.0
+    });
 
     // Every acknowledged write must be on every node, with its value.
     let dumps = cluster.converged_dumps(Duration::from_secs(30));
@@ -694,7 +758,7 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
     for (id, dump) in &dumps {
         let missing = results
             .iter()
-            .filter(|(i, _)| dump.get(&key(*i)) != Some(&value(*i)))
+            .filter(|(i, _, _)| dump.get(&key(*i)) != Some(&value(*i)))
             .count();
         if missing == 0 {
             verified_nodes += 1;
@@ -705,26 +769,53 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
     let report = DemoReport {
         acknowledged: results.len(),
         seconds,
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
+        floor,
+        steady,
+        after_kill,
         failover_ms: failover.map(|d| d.as_secs_f64() * 1000.0),
+        longest_gap_ms,
         verified_nodes,
         history: recorder.check()?,
     };
+    let floor_ms = report.floor.total().as_secs_f64() * 1000.0;
+    say(format!("{}", report.floor));
     say(format!(
-        "{} writes acknowledged in {:.2} s: {:.0} writes/s with {} clients; commit latency p50 {:.2} ms, p99 {:.2} ms",
-        report.acknowledged,
-        report.seconds,
-        report.acknowledged as f64 / report.seconds,
+        "steady state{}: {} writes in {:.2} s, {:.0} writes/s with {} clients; commit latency \
+         p50 {:.2} ms ({:.2}× the floor), p99 {:.2} ms",
+        if killed_at.is_some() {
+            " before the kill"
+        } else {
+            ""
+        },
+        report.steady.writes,
+        report.steady.seconds,
+        report.steady.rate(),
         config.clients,
-        report.p50_ms,
-        report.p99_ms
+        report.steady.p50_ms,
+        report.steady.p50_ms / floor_ms,
+        report.steady.p99_ms
     ));
-    if let Some(ms) = report.failover_ms {
+    if let (Some(ms), Some(gap), Some(after)) =
+        (report.failover_ms, report.longest_gap_ms, report.after_kill)
+    {
         say(format!(
-            "failover: a new leader {ms:.0} ms after the SIGKILL"
+            "failover: a new leader {ms:.0} ms after the SIGKILL; no write acknowledged for \
+             {gap:.0} ms at most"
+        ));
+        say(format!(
+            "from the kill on: {} writes in {:.2} s, {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms \
+             (the pause included)",
+            after.writes,
+            after.seconds,
+            after.rate(),
+            after.p50_ms,
+            after.p99_ms
         ));
     }
+    say(format!(
+        "in all: {} writes acknowledged in {:.2} s",
+        report.acknowledged, report.seconds
+    ));
     say(format!(
         "verified: all {} acknowledged writes present on {}/{} nodes",
         report.acknowledged,

@@ -145,7 +145,7 @@ fn count_commands(entries: &[raft::eraftpb::Entry]) -> u64 {
 type Rates = BTreeMap<String, Vec<f64>>;
 
 thread_local! {
-    static RATES: RefCell<Rates> = RefCell::new(BTreeMap::new());
+    static RATES: RefCell<Rates> = const { RefCell::new(BTreeMap::new()) };
 }
 
 fn record(id: &str, entries: u64, elapsed: Duration) {
