@@ -121,6 +121,10 @@ pub struct NodeOptions {
     /// protocol without a disk; not for data anyone wants back. Cannot be combined with
     /// streamed snapshots (which live in files). Off by default.
     pub volatile: bool,
+    /// Record the node's metrics through the [`metrics`] facade (see [`crate::metrics`] for
+    /// what is recorded): the application installs the recorder (an exporter) of its choice.
+    /// Off by default, which costs nothing.
+    pub metrics: bool,
 }
 
 impl NodeOptions {
@@ -144,6 +148,7 @@ impl NodeOptions {
             max_pending_proposals: 65_536,
             segment_limit: crate::storage::DEFAULT_SEGMENT_LIMIT,
             volatile: false,
+            metrics: false,
         }
     }
 }
@@ -430,6 +435,8 @@ pub struct Driver<S> {
     last_snapshot: Index,
     /// Proposers waiting for the entry at an index, with the term it was appended in.
     waiting: BTreeMap<Index, (Term, Reply)>,
+    /// The metric handles, with [`NodeOptions::metrics`].
+    metrics: Option<crate::metrics::NodeMetrics>,
     /// When each waiting proposal times out, in the order they were accepted (so deadlines
     /// only grow): `(deadline, index, term)`. Entries already answered are skipped.
     deadlines: VecDeque<(u64, Index, Term)>,
@@ -534,6 +541,9 @@ impl<S: StateMachine> Driver<S> {
         };
         Ok(Self {
             last_snapshot: core.snapshot_index(),
+            metrics: options
+                .metrics
+                .then(|| crate::metrics::NodeMetrics::new(core.id())),
             core,
             applier,
             epoch: Instant::now(),
@@ -572,7 +582,10 @@ impl<S: StateMachine> Driver<S> {
     /// builds the driver, and starts the storage worker — and with
     /// [`NodeOptions::apply_on_thread`], the state machine's thread — which report to the
     /// loop through `report` ([`Input::Durable`], [`Input::Applied`]): send them to the
-    /// channel the loop waits on.
+    /// channel the loop waits on. With [`NodeOptions::volatile`] nothing is read or written
+    /// and no storage thread starts: each write is reported durable at once, from within
+    /// [`crate::writer::StorageWorker::write`] on the loop itself, so `report` must never
+    /// block (an unbounded channel, as every adapter here uses).
     pub fn open(
         options: &NodeOptions,
         state_machine: S,
@@ -608,9 +621,13 @@ impl<S: StateMachine> Driver<S> {
         let for_thread = options.apply_on_thread.then(|| report.clone());
         let driver = Self::build(options, state_machine, durable, for_thread)?;
         let name = format!("raft-{}-storage", driver.id());
-        let worker = crate::writer::StorageWorker::spawn(storage, name, move |result| {
-            report(Input::Durable(result))
-        })?;
+        let fsync = options
+            .metrics
+            .then(|| crate::metrics::NodeMetrics::fsync(driver.id()));
+        let worker =
+            crate::writer::StorageWorker::spawn_measured(storage, name, fsync, move |result| {
+                report(Input::Durable(result))
+            })?;
         Ok((driver, worker))
     }
 
@@ -690,6 +707,9 @@ impl<S: StateMachine> Driver<S> {
                 }
             }
             Input::Applied(ApplierReport::SnapshotTaken { last_index, data }) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.snapshots_taken.increment(1);
+                }
                 let data = Payload::from(data);
                 self.step(Event::SnapshotTaken { last_index, data }, out);
             }
@@ -990,6 +1010,9 @@ impl<S: StateMachine> Driver<S> {
         self.consumed = self
             .consumed
             .saturating_add(crate::net::inbound_size(&message));
+        if let Some(metrics) = &self.metrics {
+            metrics.received(&message.body);
+        }
         self.step(Event::Message(message), out);
     }
 
@@ -1010,6 +1033,10 @@ impl<S: StateMachine> Driver<S> {
             reply(Err(ProposeError::Busy { pending }));
             return;
         }
+        let reply = match &self.metrics {
+            Some(metrics) => metrics.timed(reply),
+            None => reply,
+        };
         self.batch.push((command, reply));
         if self.batch.len() >= MAX_BATCH {
             self.flush_proposals(out);
@@ -1023,6 +1050,9 @@ impl<S: StateMachine> Driver<S> {
         self.step(Event::Tick, out);
         self.expire_proposals();
         self.settle_applied_waiters();
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(&self.status(), &self.core.stats());
+        }
     }
 
     /// Proposals queued, appended and not applied, or handed to the state machine's thread
@@ -1105,6 +1135,9 @@ impl<S: StateMachine> Driver<S> {
             .into_iter()
             .map(|(data, reply)| (Payload::from(data), reply))
             .unzip();
+        if let Some(metrics) = &self.metrics {
+            metrics.proposed(commands.len());
+        }
         let now = self.now();
         let mut actions = std::mem::take(&mut self.actions);
         self.core
@@ -1140,7 +1173,12 @@ impl<S: StateMachine> Driver<S> {
         };
         let index = request.meta.last_index;
         match files.read(request, now) {
-            Ok(crate::snapfile::Chunk::Read(message)) => out.messages.push(message),
+            Ok(crate::snapfile::Chunk::Read(message)) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.sent(&message.body);
+                }
+                out.messages.push(message)
+            }
             Ok(crate::snapfile::Chunk::PastEnd) => {}
             Ok(crate::snapfile::Chunk::Gone) => {
                 self.unavailable = self.unavailable.max(Some(index));
@@ -1210,13 +1248,21 @@ impl<S: StateMachine> Driver<S> {
                             self.failure = Some(format!("cannot seal a snapshot: {error}"));
                         }
                     }
+                    if let Some(metrics) = &self.metrics {
+                        metrics.write(write.entries.len());
+                    }
                     out.writes.push(write)
                 }
                 Action::StageSnapshotChunk { meta, offset, data } => {
                     self.stage_snapshot_chunk(meta, offset, &data);
                 }
                 Action::SendSnapshotChunk(request) => self.send_snapshot_chunk(request, out),
-                Action::Send(message) => out.messages.push(message),
+                Action::Send(message) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.sent(&message.body);
+                    }
+                    out.messages.push(message)
+                }
                 Action::Apply {
                     first_index,
                     entries,
@@ -1271,6 +1317,9 @@ impl<S: StateMachine> Driver<S> {
                     }
                 }
                 Action::RestoreSnapshot(snapshot) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.snapshots_installed.increment(1);
+                    }
                     match &mut self.applier {
                         _ if self.snapshot_files.is_some() => {
                             self.restore_streamed(snapshot.meta.last_index);
@@ -1431,6 +1480,9 @@ impl<S: StateMachine> Driver<S> {
                     return;
                 }
             };
+            if let Some(metrics) = &self.metrics {
+                metrics.snapshots_taken.increment(1);
+            }
             let now = self.now();
             let mut more = Vec::new();
             self.core

@@ -26,9 +26,10 @@ pub struct Floor {
 }
 
 impl Floor {
-    /// Measures both, `samples` times each, the fsync in a file of its own (removed
+    /// Measures both, `samples` times each (at least once), the fsync in a file of its own (removed
     /// afterwards) in `dir`: put it where the nodes keep their data.
     pub fn measure(dir: &Path, samples: usize) -> std::io::Result<Self> {
+        let samples = samples.max(1);
         Ok(Self {
             fsync: median(fsync_times(dir, samples)?),
             round_trip: median(round_trip_times(samples)?),
@@ -77,30 +78,38 @@ fn fsync_times(dir: &Path, samples: usize) -> std::io::Result<Vec<Duration>> {
 }
 
 fn round_trip_times(samples: usize) -> std::io::Result<Vec<Duration>> {
+    const TIMEOUT: Duration = Duration::from_secs(5);
     let listener = TcpListener::bind("127.0.0.1:0")?;
-    let address = listener.local_addr()?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut stream, _) = listener.accept()?;
-        stream.set_nodelay(true)?;
+    // Connected before accepted (the kernel completes it), so nothing is left waiting if
+    // either fails; and no read waits for ever.
+    let mut stream = TcpStream::connect(listener.local_addr()?)?;
+    let (mut echo_end, _) = listener.accept()?;
+    drop(listener);
+    for end in [&stream, &echo_end] {
+        end.set_nodelay(true)?;
+        end.set_read_timeout(Some(TIMEOUT))?;
+        end.set_write_timeout(Some(TIMEOUT))?;
+    }
+    let echo = std::thread::spawn(move || {
         let mut buffer = [0u8; 64];
-        while stream.read_exact(&mut buffer).is_ok() {
-            stream.write_all(&buffer)?;
+        while echo_end.read_exact(&mut buffer).is_ok() {
+            if echo_end.write_all(&buffer).is_err() {
+                break;
+            }
         }
-        Ok(())
     });
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_nodelay(true)?;
     let mut buffer = [7u8; 64];
     let mut times = Vec::with_capacity(samples);
-    for _ in 0..samples {
+    let result = (0..samples).try_for_each(|_| {
         let start = Instant::now();
         stream.write_all(&buffer)?;
         stream.read_exact(&mut buffer)?;
         times.push(start.elapsed());
-    }
+        Ok(())
+    });
     drop(stream);
     let _ = echo.join();
-    Ok(times)
+    result.map(|()| times)
 }
 
 fn millis(duration: Duration) -> f64 {

@@ -60,6 +60,7 @@ pub mod driver;
 #[cfg(feature = "fault-proxy")]
 pub mod faults;
 pub mod floor;
+pub mod metrics;
 pub mod net;
 pub mod sessions;
 pub mod snapfile;

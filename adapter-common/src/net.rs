@@ -294,6 +294,10 @@ pub struct TransportStats {
     /// transport logs at `error`): a different cluster id, or this node's id taken by the
     /// peer. Non-zero means a misconfigured cluster.
     pub refused_by_peers: u64,
+    /// Bytes of the frames made for peers (hellos included).
+    pub bytes_sent: u64,
+    /// Bytes read from peers' connections.
+    pub bytes_received: u64,
 }
 
 /// The atomic counters behind [`TransportStats`], shared by a transport's threads or tasks.
@@ -311,6 +315,10 @@ pub struct TransportCounters {
     pub bad_frames: AtomicU64,
     /// See [`TransportStats::refused_by_peers`].
     pub refused_by_peers: AtomicU64,
+    /// See [`TransportStats::bytes_sent`].
+    pub bytes_sent: AtomicU64,
+    /// See [`TransportStats::bytes_received`].
+    pub bytes_received: AtomicU64,
     /// The bytes ([`inbound_size`]) of the messages handed to the node and not yet reported
     /// taken ([`Transport::consumed`]).
     pub inbound_bytes: AtomicU64,
@@ -340,6 +348,8 @@ impl TransportCounters {
             refused_connections: self.refused_connections.load(Ordering::Relaxed),
             bad_frames: self.bad_frames.load(Ordering::Relaxed),
             refused_by_peers: self.refused_by_peers.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
         }
     }
 }
@@ -522,6 +532,7 @@ impl PeerReader {
         mut deliver: impl FnMut(Message) -> bool,
     ) -> bool {
         use raft_proto::wire::PeerFrame;
+        TransportCounters::add(&self.counters.bytes_received, bytes.len() as u64);
         self.decoder.extend(bytes);
         loop {
             let frame = match self.decoder.next_frame::<PeerFrame>() {
@@ -627,6 +638,7 @@ impl PeerWriter {
         if raft_proto::wire::encode_frame(&hello, self.config.max_frame, out).is_err() {
             out.clear();
         }
+        TransportCounters::add(&self.counters.bytes_sent, out.len() as u64);
     }
 
     /// Replaces `out` with the frames of `messages`; returns how many were framed (a message
@@ -666,7 +678,10 @@ impl PeerWriter {
     /// too large to frame.
     fn push_frame(&self, message: Message, out: &mut Vec<u8>) -> bool {
         let frame = raft_proto::wire::PeerFrame::Raft(message);
+        let before = out.len();
         let framed = raft_proto::wire::encode_frame(&frame, self.config.max_frame, out).is_ok();
+        let bytes = out.len().saturating_sub(before) as u64;
+        TransportCounters::add(&self.counters.bytes_sent, bytes);
         if !framed {
             tracing::warn!(to = ?self.config.node_id, "a message cannot be framed; dropped");
             TransportCounters::add(&self.counters.dropped, 1);

@@ -25,7 +25,10 @@ type OnDurable = Box<dyn Fn(Result<u64, String>) + Send + 'static>;
 impl std::fmt::Debug for StorageWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageWorker")
-            .field("running", &self.writes.is_some())
+            .field(
+                "running",
+                &(self.writes.is_some() || self.volatile.is_some()),
+            )
             .field("volatile", &self.volatile.is_some())
             .finish()
     }
@@ -35,8 +38,19 @@ impl StorageWorker {
     /// Starts the thread. `on_durable` receives `Ok(seq)` once every persist up to `seq` is
     /// durable, or `Err` (once, after which the thread stops) if storage failed.
     pub fn spawn(
+        storage: FileStorage,
+        name: String,
+        on_durable: impl Fn(Result<u64, String>) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        Self::spawn_measured(storage, name, None, on_durable)
+    }
+
+    /// [`spawn`](Self::spawn), recording how long each group's write and sync takes in
+    /// `fsync` when given.
+    pub(crate) fn spawn_measured(
         mut storage: FileStorage,
         name: String,
+        fsync: Option<metrics::Histogram>,
         on_durable: impl Fn(Result<u64, String>) + Send + 'static,
     ) -> std::io::Result<Self> {
         let (writes, batches) = mpsc::channel::<Vec<Persist>>();
@@ -49,7 +63,12 @@ impl StorageWorker {
                 let Some(last_seq) = batch.last().map(|p| p.seq) else {
                     continue;
                 };
-                match storage.persist(&batch) {
+                let started = std::time::Instant::now();
+                let persisted = storage.persist(&batch);
+                if let Some(fsync) = &fsync {
+                    fsync.record(started.elapsed().as_secs_f64());
+                }
+                match persisted {
                     Ok(()) => on_durable(Ok(last_seq)),
                     Err(e) => {
                         tracing::error!(error = %e, "storage failed; the node stops");
@@ -68,6 +87,8 @@ impl StorageWorker {
 
     /// A worker for volatile storage: every batch handed over is acknowledged at once through
     /// `on_durable`, and nothing is kept (the core holds the log in memory already).
+    /// `on_durable` then runs inside [`write`](Self::write), on the caller's thread (the
+    /// node's loop): it must not block, or the loop that drains its channel stops.
     pub fn volatile(on_durable: impl Fn(Result<u64, String>) + Send + 'static) -> Self {
         Self {
             writes: None,

@@ -144,7 +144,8 @@ fn throughput(c: &mut Criterion) {
                 } else {
                     4 * proposers as u64
                 };
-                let id = format!("{name}/{proposers}");
+                // Padded, so that the summary sorts by number of proposers.
+                let id = format!("{name}/{proposers:>4}");
                 group.throughput(Throughput::Elements(per_call));
                 group.bench_function(BenchmarkId::new("proposers", proposers), |b| {
                     // One set of proposers per call, committing `iters` rounds of work, so
@@ -173,7 +174,7 @@ fn summary() {
             let rate = median_rate(record);
             let cpu = record.cpu.as_secs_f64() * 1e6 / record.commits.max(1) as f64;
             let mut line = format!("{id:<34} {rate:>14.0} {cpu:>16.2}");
-            if id.starts_with("commits/Tcp/") && id.ends_with("/64") {
+            if id.starts_with("commits/Tcp/") && id.ends_with("/  64") {
                 let ideal = 64.0 / floor.total().as_secs_f64();
                 line += &format!("   {:.2} of 64 ÷ floor ({ideal:.0}/s)", rate / ideal);
             }

@@ -160,6 +160,7 @@ impl RoundCluster {
         assert_eq!(cluster.nodes[0].role(), Role::Leader, "node 1 leads");
         assert!(cluster.in_flight.is_empty(), "the election is over");
         cluster.applied = 0;
+        cluster.since_compaction = 0;
         cluster
     }
 

@@ -69,11 +69,11 @@ pub(crate) struct Phase {
 
 impl Phase {
     /// `done` holds (latency, acknowledged at) of every write; the phase keeps those
-    /// acknowledged in `from..to` (times since the start).
+    /// acknowledged from `from` to `to`, both included (times since the start).
     fn of(done: &[(Duration, Duration)], from: Duration, to: Duration) -> Self {
         let mut latencies: Vec<Duration> = done
             .iter()
-            .filter(|(_, at)| (from..to).contains(at))
+            .filter(|(_, at)| (from..=to).contains(at))
             .map(|(latency, _)| *latency)
             .collect();
         latencies.sort();
@@ -356,6 +356,8 @@ impl Cluster {
             .args(["--client-addr", &self.clients[&id].to_string()])
             // The node exits when this process dies (its stdin closes): no orphans.
             .arg("--exit-with-parent")
+            // `stop` asks each node to shut down through its client port.
+            .arg("--allow-remote-shutdown")
             .arg("--runtime")
             .arg(
                 self.runtime
@@ -730,10 +732,10 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
         Ok(())
     })?;
     bar.finish();
-    let seconds = started.elapsed().as_secs_f64();
+    let end = started.elapsed();
+    let seconds = end.as_secs_f64();
     let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     let done: Vec<(Duration, Duration)> = results.iter().map(|&(_, l, at)| (l, at)).collect();
-    let end = Duration::from_secs_f64(seconds);
     let steady = Phase::of(&done, Duration::ZERO, killed_at.unwrap_or(end));
     let after_kill = killed_at.map(|kill| Phase::of(&done, kill, end));
     let longest_gap_ms = killed_at.map(|kill| {
@@ -743,10 +745,13 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
             .filter(|&at| at >= kill)
             .collect();
         times.sort();
+        // Up to the end of the run too: with no write acknowledged after the kill, the
+        // whole rest of the run is the gap.
+        times.push(end.max(kill));
         let mut previous = kill;
         let mut longest = Duration::ZERO;
         for at in times {
-            longest = longest.max(at - previous);
+            longest = longest.max(at.saturating_sub(previous));
             previous = at;
         }
         longest.as_secs_f64() * 1000.0

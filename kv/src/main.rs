@@ -17,6 +17,7 @@
 
 mod bench;
 mod demo;
+mod exporter;
 mod history;
 mod members;
 mod nemesis;
@@ -83,6 +84,13 @@ enum Cmd {
         /// How reads (`get`) are served: ReadIndex, lease, or through the log.
         #[arg(long, value_enum, default_value_t = server::ReadMode::Index)]
         read_mode: server::ReadMode,
+        /// Serve the node's metrics in Prometheus's text format at http://ADDR/metrics.
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+        /// Obey a client's request to shut the node down (refused otherwise: anyone who
+        /// reaches the client port could stop the node). The demo's clusters use it.
+        #[arg(long)]
+        allow_remote_shutdown: bool,
     },
     /// Set KEY to VALUE (through the leader, found from --cluster).
     Put {
@@ -115,6 +123,13 @@ enum Cmd {
         /// Client addresses of members.
         #[arg(long, value_delimiter = ',', required = true)]
         cluster: Vec<SocketAddr>,
+    },
+    /// Ask one node to shut down (a leader hands leadership over first); refused unless that
+    /// node was started with --allow-remote-shutdown.
+    Shutdown {
+        /// The node's client address.
+        #[arg(long)]
+        node: SocketAddr,
     },
     /// Look at or change the membership of a running cluster (the leader is found from
     /// the addresses given).
@@ -431,6 +446,8 @@ fn main() -> ExitCode {
             stream_snapshots,
             runtime,
             read_mode,
+            metrics_addr,
+            allow_remote_shutdown,
         } => {
             if exit_with_parent {
                 std::thread::spawn(|| {
@@ -470,6 +487,8 @@ fn main() -> ExitCode {
                     stream_snapshots,
                     runtime,
                     read_mode,
+                    metrics_addr,
+                    allow_remote_shutdown,
                 }),
             }
         }
@@ -510,6 +529,18 @@ fn main() -> ExitCode {
                 println!("{line}");
             }
         }),
+        Cmd::Shutdown { node } => {
+            let mut conn = protocol::Connection::new(node, std::time::Duration::from_secs(5));
+            match conn.call(&protocol::Request::Shutdown) {
+                Ok(protocol::Response::Done(_)) => {
+                    println!("{node} is shutting down");
+                    Ok(())
+                }
+                Ok(protocol::Response::Refused(why)) => Err(format!("{node} refused: {why}")),
+                Ok(other) => Err(format!("{node}: unexpected answer {other:?}")),
+                Err(e) => Err(format!("{node} unreachable: {e}")),
+            }
+        }
         Cmd::Fill {
             cluster,
             count,

@@ -56,6 +56,11 @@ pub(crate) struct ServeConfig {
     pub(crate) runtime: Runtime,
     /// How reads are served.
     pub(crate) read_mode: ReadMode,
+    /// Where the Prometheus metrics are served, if anywhere.
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Whether a client's `Shutdown` request is obeyed (otherwise it is refused: anyone who
+    /// reaches the client port could stop the node).
+    pub(crate) allow_remote_shutdown: bool,
 }
 
 /// How long a client request may wait for its command to commit.
@@ -81,6 +86,11 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     options.snapshot_every = Some(config.snapshot_every);
     options.raft.stream_snapshots = config.stream_snapshots;
     options.raft.lease_reads = config.read_mode == ReadMode::Lease;
+    if let Some(addr) = config.metrics_addr {
+        crate::exporter::serve(addr)?;
+        options.metrics = true;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    }
     let store = KvStore::default();
     let node = Arc::new(
         Node::start(config.runtime, options, store.clone(), tcp)
@@ -105,6 +115,7 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     on_sigterm(stop_tx.clone());
     let read_mode = config.read_mode;
+    let allow_shutdown = config.allow_remote_shutdown;
     let bootstrap_data: Arc<BTreeMap<NodeId, String>> = Arc::new(
         config
             .peer_clients
@@ -121,6 +132,7 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
                 let stop = stop_tx.clone();
                 let context = ClientContext {
                     read_mode,
+                    allow_shutdown,
                     bootstrap_data: Arc::clone(&bootstrap_data),
                 };
                 std::thread::spawn(move || serve_client(stream, &node, &store, &context, &stop));
@@ -232,6 +244,8 @@ fn register(node: &Node) -> Response {
 /// What every client connection of a replica shares.
 struct ClientContext {
     read_mode: ReadMode,
+    /// Whether a client may shut the node down (`--allow-remote-shutdown`).
+    allow_shutdown: bool,
     /// Member data for the members of a new cluster that the membership has none for.
     bootstrap_data: Arc<BTreeMap<NodeId, String>>,
 }
@@ -309,6 +323,13 @@ fn serve_client(
                     Err(ProposeError::Refused(error)) => Response::Refused(error.to_string()),
                     Err(e) => Response::Unavailable(e.to_string()),
                 }
+            }
+            Request::Shutdown if !context.allow_shutdown => {
+                tracing::warn!(client = ?stream.peer_addr().ok(), "refused a remote shutdown");
+                Response::Refused(
+                    "remote shutdown is not allowed (start the node with --allow-remote-shutdown)"
+                        .into(),
+                )
             }
             Request::Shutdown => {
                 let _ = write_frame(&mut stream, &Response::Done(None));

@@ -157,6 +157,7 @@ fn the_cli_reads_and_writes_and_sigterm_hands_leadership_over() {
                     "--client-addr",
                     &client(i),
                     "--exit-with-parent",
+                    "--allow-remote-shutdown",
                     "--data-dir",
                 ])
                 .arg(dir.join(format!("n{i}")))
@@ -216,6 +217,19 @@ fn the_cli_reads_and_writes_and_sigterm_hands_leadership_over() {
     );
     let (ok, out) = cli(&["put", "after", "sigterm", "--cluster", &cluster]);
     assert!(ok, "{out}");
+    // Started with --allow-remote-shutdown: a client can stop a node.
+    let survivor = (0..3).find(|&i| i != leader - 1).expect("a survivor");
+    let (ok, out) = cli(&["shutdown", "--node", &client(survivor)]);
+    assert!(ok && out.contains("shutting down"), "{out}");
+    let exited = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        matches!(children[survivor].try_wait(), Ok(Some(_)))
+    });
+    assert!(
+        exited,
+        "node {} did not exit within 5 s of its shutdown",
+        survivor + 1
+    );
     for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();
@@ -258,4 +272,117 @@ fn faults_between_processes_keep_the_history_linearizable() {
             );
         }
     }
+}
+
+/// `GET path` over plain HTTP; the whole answer (status line, headers, body).
+fn http(addr: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the metrics port answers");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("a timeout");
+    stream.write_all(request.as_bytes()).expect("sends");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("reads");
+    answer
+}
+
+/// The value of the sample `name` (labels included, exactly) in a Prometheus text answer.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `serve --metrics-addr`: every node serves its metrics in Prometheus's text format; after
+/// writes, the leader shows itself as leader, counts its commits, times them and its fsyncs,
+/// and every node agrees on the term and the commit index.
+#[test]
+fn every_node_serves_its_metrics() {
+    let dir = scratch("metrics");
+    let ports = free_ports(9);
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let peers: Vec<String> = (0..3)
+        .map(|i| format!("{}={}/{}", i + 1, addr(i), addr(3 + i)))
+        .collect();
+    let peers = peers.join(",");
+    let cluster: Vec<String> = (3..6).map(addr).collect();
+    let cluster = cluster.join(",");
+    let mut children: Vec<std::process::Child> = (0..3)
+        .map(|i| {
+            raft_kv()
+                .args(["serve", "--id", &(i + 1).to_string(), "--peers", &peers])
+                .args([
+                    "--client-addr",
+                    &addr(3 + i),
+                    "--metrics-addr",
+                    &addr(6 + i),
+                ])
+                .args(["--exit-with-parent", "--data-dir"])
+                .arg(dir.join(format!("n{i}")))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("starts")
+        })
+        .collect();
+    for k in 0..5 {
+        let (ok, out) = cli(&["put", &format!("k{k}"), "v", "--cluster", &cluster]);
+        assert!(ok, "{out}");
+    }
+    let get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Followers learn the last commit index with the next heartbeat.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let texts: Vec<String> = (6..9).map(|i| http(&addr(i), get)).collect();
+    for text in &texts {
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    }
+    let leaders: Vec<usize> = (0..3)
+        .filter(|&i| {
+            let name = format!("raft_role{{node=\"{}\",role=\"leader\"}}", i + 1);
+            sample(&texts[i], &name) == Some(1.0)
+        })
+        .collect();
+    assert_eq!(leaders.len(), 1, "exactly one leader: {texts:?}");
+    let leader = leaders[0];
+    let node = format!("{{node=\"{}\"}}", leader + 1);
+    let text = &texts[leader];
+    let commits = sample(text, &format!("raft_commits_total{node}")).unwrap_or(0.0);
+    assert!(commits >= 5.0, "the leader committed the 5 writes:\n{text}");
+    let latencies = sample(text, &format!("raft_commit_latency_seconds_count{node}"));
+    assert!(latencies >= Some(5.0), "{text}");
+    let fsyncs = sample(text, &format!("raft_fsync_seconds_count{node}"));
+    assert!(fsyncs >= Some(1.0), "{text}");
+    let sent = format!(
+        "raft_messages_sent_total{{node=\"{}\",kind=\"append_request\"}}",
+        leader + 1
+    );
+    assert!(sample(text, &sent) >= Some(1.0), "{text}");
+    let terms: Vec<Option<f64>> = (0..3)
+        .map(|i| sample(&texts[i], &format!("raft_term{{node=\"{}\"}}", i + 1)))
+        .collect();
+    assert!(
+        terms.iter().all(|t| t.is_some() && *t == terms[0]),
+        "{terms:?}"
+    );
+    let commit = |i: usize| {
+        sample(
+            &texts[i],
+            &format!("raft_commit_index{{node=\"{}\"}}", i + 1),
+        )
+    };
+    assert!((0..3).all(|i| commit(i) == commit(leader)), "{texts:?}");
+    // Anything but GET /metrics is refused.
+    assert!(http(&addr(6), "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(http(&addr(6), "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    // Started without --allow-remote-shutdown: a client cannot stop a node.
+    let (ok, out) = cli(&["shutdown", "--node", &addr(3)]);
+    assert!(!ok && out.contains("--allow-remote-shutdown"), "{out}");
+    let still_running = children[0].try_wait().expect("waits").is_none();
+    assert!(still_running, "node 1 stopped on a refused shutdown");
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

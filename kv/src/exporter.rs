@@ -1,0 +1,73 @@
+//! `serve --metrics-addr`: the node's metrics (what `adapter_common::metrics` records) in
+//! Prometheus's text format, over a minimal HTTP/1.1 endpoint on a thread of its own.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Buckets of the latency histograms, in seconds: 50 µs to 5 s.
+const SECONDS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+    2.0, 5.0,
+];
+/// Buckets of the batch-size histograms.
+const SIZES: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// Installs the Prometheus recorder for this process and serves `GET /metrics` on `addr`.
+pub(crate) fn serve(addr: SocketAddr) -> Result<(), String> {
+    let listener =
+        TcpListener::bind(addr).map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &SIZES))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_entries".into()), &SIZES))
+        .map_err(|e| format!("cannot configure the metrics: {e}"))?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                // One scrape at a time; a slow or silent client is cut off.
+                if let Err(error) = answer(stream, &handle) {
+                    tracing::debug!(%error, "a metrics request failed");
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    Ok(())
+}
+
+fn answer(stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    // At most 8 KiB of request line and headers; the rest is not read.
+    let mut limited = (&mut reader).take(8192);
+    limited.read_line(&mut request_line)?;
+    loop {
+        let mut header = String::new();
+        if limited.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next(), parts.next());
+    let (status, body) = match (method, path) {
+        (Some("GET"), Some("/metrics")) => ("200 OK", handle.render()),
+        (Some("GET"), _) => ("404 Not Found", "try /metrics\n".to_string()),
+        _ => ("405 Method Not Allowed", "GET /metrics\n".to_string()),
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
