@@ -11,7 +11,9 @@
 //! - **In memory** (openraft's benchmark setup: the in-process network and volatile storage):
 //!   commits per second with 1, 64, 256, 1024 and 4096 proposers, and CPU time per commit.
 //!
-//! A summary table prints at the end, with the process's peak resident memory.
+//! A summary table prints at the end, with the process's peak resident memory. With
+//! `BENCH_METRICS=1` every node records its metrics into a Prometheus recorder (the cost of
+//! `NodeOptions::metrics`).
 //! `cargo bench -p benches --bench adapters` (`-- --test` runs each part once, briefly).
 
 use std::cell::RefCell;

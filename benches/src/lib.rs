@@ -324,6 +324,7 @@ impl AdapterCluster {
             let mut options = NodeOptions::new(id, vec![1, 2, 3], dir.join(format!("node-{id}")));
             options.snapshot_every = Some(10_000);
             options.volatile = in_memory;
+            options.metrics = metrics_on();
             let mut others = peers.clone();
             others.remove(&id);
             let tcp = TcpConfig::new(9, id, peers[&id], others);
@@ -548,4 +549,25 @@ pub fn process_cpu_time() -> Option<Duration> {
 /// A duration in milliseconds.
 pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+/// Whether the benchmark clusters record metrics (`BENCH_METRICS=1`): then a Prometheus
+/// recorder is installed for the process (once), so that the cost measured is that of real
+/// recording.
+pub fn metrics_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var("BENCH_METRICS").is_ok_and(|v| v == "1");
+        if on {
+            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("a recorder installs");
+            // As a server would: histograms drained every second (they grow until then).
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(1));
+                handle.run_upkeep();
+            });
+        }
+        on
+    })
 }

@@ -28,6 +28,16 @@ pub(crate) fn serve(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("cannot configure the metrics: {e}"))?
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    // Histograms keep their samples until drained: drain them every second whether or not
+    // anyone scrapes, so that memory stays flat.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            upkeep.run_upkeep();
+        })
+        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
