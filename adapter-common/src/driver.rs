@@ -1050,7 +1050,10 @@ impl<S: StateMachine> Driver<S> {
         self.step(Event::Tick, out);
         self.expire_proposals();
         self.settle_applied_waiters();
-        if let Some(metrics) = &self.metrics {
+        // The gauges at most every 100 ms: a busy node wakes far more often than anyone
+        // scrapes.
+        let now = self.now();
+        if let Some(metrics) = self.metrics.as_ref().filter(|m| m.due(now)) {
             metrics.observe(&self.status(), &self.core.stats());
         }
     }

@@ -36,6 +36,19 @@ use raft_proto::{MessageBody, NodeId, NodeStats, Role};
 use crate::driver::Reply;
 use crate::{Status, TransportStats};
 
+/// Suggested buckets for the latency histograms (`…_seconds`), in seconds: 50 µs to 5 s.
+/// Exporters that keep histograms as quantile summaries by default (Prometheus's does) spend
+/// far more per sample than with buckets.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+    2.0, 5.0,
+];
+
+/// Suggested buckets for the batch-size histograms (`…_size`, `…_entries`).
+pub const SIZE_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
 /// The kinds of messages counted apart; anything newer counts as `other`.
 const KINDS: [&str; 14] = [
     "vote_request",
@@ -101,6 +114,8 @@ pub(crate) struct NodeMetrics {
     dropped: [Counter; 7],
     pub(crate) snapshots_taken: Counter,
     pub(crate) snapshots_installed: Counter,
+    /// When the gauges were last set, in the driver's milliseconds (`u64::MAX`: never).
+    observed: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for NodeMetrics {
@@ -160,7 +175,19 @@ impl NodeMetrics {
             dropped,
             snapshots_taken: counter!("raft_snapshots_taken_total", "node" => node.clone()),
             snapshots_installed: counter!("raft_snapshots_installed_total", "node" => node),
+            observed: std::cell::Cell::new(u64::MAX),
         }
+    }
+
+    /// Whether the gauges are due at `now` (milliseconds): every 100 ms; the call counts as
+    /// setting them.
+    pub(crate) fn due(&self, now: u64) -> bool {
+        let last = self.observed.get();
+        let due = last == u64::MAX || now >= last.saturating_add(100);
+        if due {
+            self.observed.set(now);
+        }
+        due
     }
 
     /// The fsync histogram, for the storage thread.

@@ -559,7 +559,18 @@ pub fn metrics_on() -> bool {
     *ON.get_or_init(|| {
         let on = std::env::var("BENCH_METRICS").is_ok_and(|v| v == "1");
         if on {
-            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            use adapter_common::metrics::{LATENCY_BUCKETS, SIZE_BUCKETS};
+            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+            // The buckets `raft-kv serve --metrics-addr` uses.
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &SIZE_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_entries".into()), &SIZE_BUCKETS)
+                })
+                .expect("valid buckets")
                 .install_recorder()
                 .expect("a recorder installs");
             // As a server would: histograms drained every second (they grow until then).

@@ -7,15 +7,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Buckets of the latency histograms, in seconds: 50 µs to 5 s.
-const SECONDS: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
-    2.0, 5.0,
-];
-/// Buckets of the batch-size histograms.
-const SIZES: [f64; 12] = [
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
-];
+use adapter_common::metrics::{LATENCY_BUCKETS as SECONDS, SIZE_BUCKETS as SIZES};
 
 /// Installs the Prometheus recorder for this process and serves `GET /metrics` on `addr`.
 pub(crate) fn serve(addr: SocketAddr) -> Result<(), String> {
