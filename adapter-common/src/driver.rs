@@ -636,6 +636,9 @@ impl<S: StateMachine> Driver<S> {
     /// it when their loop ends, off any async runtime's threads (with the storage worker's
     /// [`finish`](crate::writer::StorageWorker::finish)).
     pub fn finish(mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.stopped();
+        }
         if let Applier::Thread { thread, .. } = &mut self.applier {
             thread.finish();
         }
@@ -1028,15 +1031,15 @@ impl<S: StateMachine> Driver<S> {
         // Only a leader holds proposals: anywhere else they are refused at once, and entries
         // a follower restored or applied (not yet reported by its state machine's thread) are
         // no reason to answer Busy instead of NotLeader.
+        let reply = match &self.metrics {
+            Some(metrics) => metrics.timed(reply),
+            None => reply,
+        };
         let pending = self.pending_proposals();
         if self.core.is_leader() && pending >= self.max_pending {
             reply(Err(ProposeError::Busy { pending }));
             return;
         }
-        let reply = match &self.metrics {
-            Some(metrics) => metrics.timed(reply),
-            None => reply,
-        };
         self.batch.push((command, reply));
         if self.batch.len() >= MAX_BATCH {
             self.flush_proposals(out);

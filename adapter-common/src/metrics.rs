@@ -9,24 +9,28 @@
 //! | metric | kind | what |
 //! |---|---|---|
 //! | `raft_term` | gauge | the current term |
-//! | `raft_role{role}` | gauge | 1 for the node's role (`follower`, `pre_candidate`, `candidate`, `leader`), 0 for the others |
+//! | `raft_role{role}` | gauge | 1 for the node's role (`follower`, `pre_candidate`, `candidate`, `leader`), 0 for the others; all 0 once the node's loop has stopped |
 //! | `raft_leader` | gauge | the leader's id as this node knows it (0: none known) |
 //! | `raft_last_log_index`, `raft_commit_index`, `raft_applied_index`, `raft_snapshot_index` | gauge | the indexes of [`Status`](crate::Status) |
 //! | `raft_proposals_total` | counter | proposals handed to the core (a node that does not lead refuses them) |
 //! | `raft_proposals_refused_total` | counter | proposals answered with an error before or after proposing (not leader, busy, lost, timed out, shut down) |
 //! | `raft_commits_total` | counter | proposals of this node answered as applied |
-//! | `raft_commit_latency_seconds` | histogram | from a proposal's arrival to its answer, for the applied ones |
+//! | `raft_commit_latency_seconds` | histogram | from the node's loop taking a proposal off its channel to its answer, for the applied ones (the wait in the channel is not included) |
 //! | `raft_proposal_batch_size` | histogram | proposals stepped together (one log append at the leader) |
 //! | `raft_append_batch_entries` | histogram | entries per write handed to storage |
 //! | `raft_fsync_seconds` | histogram | one write and sync of the storage thread (a group of writes) |
 //! | `raft_messages_sent_total{kind}`, `raft_messages_received_total{kind}` | counter | messages handed to the transport and received from it, per kind |
 //! | `raft_transport_{sent,received,dropped,refused_connections,bad_frames,refused_by_peers}_total` | counter | the transport's [`TransportStats`](crate::TransportStats) |
-//! | `raft_transport_bytes_sent_total`, `raft_transport_bytes_received_total` | counter | bytes framed for peers, bytes read from them |
+//! | `raft_transport_bytes_sent_total`, `raft_transport_bytes_received_total` | counter | bytes framed for peers (those of a write that then failed included), bytes read from them |
 //! | `raft_dropped_inputs_total{reason}` | counter | the core's [`NodeStats`](raft_proto::NodeStats): inputs it ignored, per reason |
 //! | `raft_snapshots_taken_total`, `raft_snapshots_installed_total` | counter | snapshots of this node's state machine, snapshots received and restored |
 //!
 //! Snapshot transfers show as the `snapshot_chunk` and `snapshot_ack` kinds of the message
 //! counters.
+//!
+//! The counters copied from running totals (`raft_transport_*`, `raft_dropped_inputs_total`)
+//! never go down under recorders that keep the maximum (Prometheus's does): a node restarted
+//! with the same id in the same process shows its old totals until the new ones pass them.
 
 use std::time::Instant;
 
@@ -177,6 +181,15 @@ impl NodeMetrics {
             snapshots_installed: counter!("raft_snapshots_installed_total", "node" => node),
             observed: std::cell::Cell::new(u64::MAX),
         }
+    }
+
+    /// The node's loop ended: it holds no role any more (its other gauges keep their last
+    /// values).
+    pub(crate) fn stopped(&self) {
+        for gauge in &self.roles {
+            gauge.set(0.0);
+        }
+        self.leader.set(0.0);
     }
 
     /// Whether the gauges are due at `now` (milliseconds): every 100 ms; the call counts as

@@ -63,9 +63,9 @@ impl StorageWorker {
                 let Some(last_seq) = batch.last().map(|p| p.seq) else {
                     continue;
                 };
-                let started = std::time::Instant::now();
+                let started = fsync.as_ref().map(|_| std::time::Instant::now());
                 let persisted = storage.persist(&batch);
-                if let Some(fsync) = &fsync {
+                if let (Some(fsync), Some(started)) = (&fsync, started) {
                     fsync.record(started.elapsed().as_secs_f64());
                 }
                 match persisted {

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -33,10 +33,17 @@ pub(crate) fn serve(addr: SocketAddr) -> Result<(), String> {
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                // One scrape at a time; a slow or silent client is cut off.
-                if let Err(error) = answer(stream, &handle) {
-                    tracing::debug!(%error, "a metrics request failed");
+            for stream in listener.incoming() {
+                match stream {
+                    // One scrape at a time, each given 2 s in all to send its request, so a
+                    // slow or silent client holds the endpoint for 2 s at most.
+                    Ok(stream) => {
+                        if let Err(error) = answer(stream, &handle) {
+                            tracing::debug!(%error, "a metrics request failed");
+                        }
+                    }
+                    // Out of file descriptors, say: do not spin.
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
         })
@@ -44,10 +51,32 @@ pub(crate) fn serve(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
+/// How long a client has to send its request, in all.
+const REQUEST_TIME: Duration = Duration::from_secs(2);
+
+/// Reads from a connection until a deadline, however the bytes trickle in.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
 fn answer(stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    stream.set_write_timeout(Some(REQUEST_TIME))?;
+    let mut reader = BufReader::new(Deadline {
+        stream: &stream,
+        until: Instant::now() + REQUEST_TIME,
+    });
     let mut request_line = String::new();
     // At most 8 KiB of request line and headers; the rest is not read.
     let mut limited = (&mut reader).take(8192);
@@ -68,7 +97,7 @@ fn answer(stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
     let mut stream = stream;
     write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()

@@ -331,53 +331,60 @@ fn every_node_serves_its_metrics() {
         assert!(ok, "{out}");
     }
     let get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-    // Followers learn the last commit index with the next heartbeat.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let texts: Vec<String> = (6..9).map(|i| http(&addr(i), get)).collect();
-    for text in &texts {
-        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-    }
-    let leaders: Vec<usize> = (0..3)
-        .filter(|&i| {
-            let name = format!("raft_role{{node=\"{}\",role=\"leader\"}}", i + 1);
-            sample(&texts[i], &name) == Some(1.0)
-        })
-        .collect();
-    assert_eq!(leaders.len(), 1, "exactly one leader: {texts:?}");
-    let leader = leaders[0];
-    let node = format!("{{node=\"{}\"}}", leader + 1);
-    let text = &texts[leader];
-    let commits = sample(text, &format!("raft_commits_total{node}")).unwrap_or(0.0);
-    assert!(commits >= 5.0, "the leader committed the 5 writes:\n{text}");
-    let latencies = sample(text, &format!("raft_commit_latency_seconds_count{node}"));
-    assert!(latencies >= Some(5.0), "{text}");
-    let fsyncs = sample(text, &format!("raft_fsync_seconds_count{node}"));
-    assert!(fsyncs >= Some(1.0), "{text}");
-    let sent = format!(
-        "raft_messages_sent_total{{node=\"{}\",kind=\"append_request\"}}",
-        leader + 1
-    );
-    assert!(sample(text, &sent) >= Some(1.0), "{text}");
-    let terms: Vec<Option<f64>> = (0..3)
-        .map(|i| sample(&texts[i], &format!("raft_term{{node=\"{}\"}}", i + 1)))
-        .collect();
-    assert!(
-        terms.iter().all(|t| t.is_some() && *t == terms[0]),
-        "{terms:?}"
-    );
-    let commit = |i: usize| {
-        sample(
-            &texts[i],
-            &format!("raft_commit_index{{node=\"{}\"}}", i + 1),
-        )
+    // What every node must show once its gauges caught up (followers learn the last commit
+    // index with a heartbeat, gauges are set at most every 100 ms): polled for up to 10 s.
+    let check = |texts: &[String]| -> Result<(), String> {
+        if let Some(bad) = texts.iter().find(|t| !t.starts_with("HTTP/1.1 200 OK")) {
+            return Err(format!("not a 200: {bad}"));
+        }
+        let leaders: Vec<usize> = (0..3)
+            .filter(|&i| {
+                let name = format!("raft_role{{node=\"{}\",role=\"leader\"}}", i + 1);
+                sample(&texts[i], &name) == Some(1.0)
+            })
+            .collect();
+        let [leader] = leaders[..] else {
+            return Err(format!("leaders: {leaders:?}"));
+        };
+        let node = format!("{{node=\"{}\"}}", leader + 1);
+        let text = &texts[leader];
+        let at_least = |name: String, min: f64| match sample(text, &name) {
+            Some(v) if v >= min => Ok(()),
+            other => Err(format!("{name} = {other:?}, expected at least {min}")),
+        };
+        at_least(format!("raft_commits_total{node}"), 5.0)?;
+        at_least(format!("raft_commit_latency_seconds_count{node}"), 5.0)?;
+        at_least(format!("raft_fsync_seconds_count{node}"), 1.0)?;
+        let kind = "kind=\"append_request\"";
+        at_least(
+            format!("raft_messages_sent_total{{node=\"{}\",{kind}}}", leader + 1),
+            1.0,
+        )?;
+        let of = |name: &str, i: usize| sample(&texts[i], &format!("{name}{{node=\"{}\"}}", i + 1));
+        for name in ["raft_term", "raft_commit_index"] {
+            let values: Vec<Option<f64>> = (0..3).map(|i| of(name, i)).collect();
+            if values.iter().any(|v| v.is_none() || *v != values[leader]) {
+                return Err(format!("{name}: {values:?}"));
+            }
+        }
+        Ok(())
     };
-    assert!((0..3).all(|i| commit(i) == commit(leader)), "{texts:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let texts: Vec<String> = (6..9).map(|i| http(&addr(i), get)).collect();
+        match check(&texts) {
+            Ok(()) => break,
+            Err(why) if std::time::Instant::now() > deadline => panic!("{why}\n{texts:?}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
     // Anything but GET /metrics is refused.
     assert!(http(&addr(6), "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
     assert!(http(&addr(6), "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
     // Started without --allow-remote-shutdown: a client cannot stop a node.
     let (ok, out) = cli(&["shutdown", "--node", &addr(3)]);
     assert!(!ok && out.contains("--allow-remote-shutdown"), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let still_running = children[0].try_wait().expect("waits").is_none();
     assert!(still_running, "node 1 stopped on a refused shutdown");
     for child in &mut children {
