@@ -591,43 +591,42 @@ impl<S: StateMachine> Driver<S> {
         state_machine: S,
         report: impl Fn(Input) + Send + Sync + 'static,
     ) -> Result<(Self, crate::writer::StorageWorker), StartError> {
-        if options.volatile {
+        let (storage, durable) = if options.volatile {
             if options.raft.stream_snapshots {
                 return Err(StartError::Options(
                     "volatile storage cannot hold streamed snapshots (they live in files)".into(),
                 ));
             }
-            let report: Report = std::sync::Arc::new(report);
-            let for_thread = options.apply_on_thread.then(|| report.clone());
-            let driver = Self::build(options, state_machine, DurableState::default(), for_thread)?;
-            let worker = crate::writer::StorageWorker::volatile(move |result| {
-                report(Input::Durable(result))
-            });
-            return Ok((driver, worker));
-        }
-        let (mut storage, durable, recovery) = if options.raft.stream_snapshots {
-            crate::storage::FileStorage::open_streamed(&options.data_dir)?
+            (None, DurableState::default())
         } else {
-            crate::storage::FileStorage::open(&options.data_dir)?
+            let (mut storage, durable, recovery) = if options.raft.stream_snapshots {
+                crate::storage::FileStorage::open_streamed(&options.data_dir)?
+            } else {
+                crate::storage::FileStorage::open(&options.data_dir)?
+            };
+            storage.set_segment_limit(options.segment_limit);
+            if recovery.repaired_bytes > 0 {
+                tracing::warn!(
+                    repaired_bytes = recovery.repaired_bytes,
+                    "cut a torn tail off the log (an unacknowledged write)"
+                );
+            }
+            (Some(storage), durable)
         };
-        storage.set_segment_limit(options.segment_limit);
-        if recovery.repaired_bytes > 0 {
-            tracing::warn!(
-                repaired_bytes = recovery.repaired_bytes,
-                "cut a torn tail off the log (an unacknowledged write)"
-            );
-        }
         let report: Report = std::sync::Arc::new(report);
         let for_thread = options.apply_on_thread.then(|| report.clone());
         let driver = Self::build(options, state_machine, durable, for_thread)?;
-        let name = format!("raft-{}-storage", driver.id());
-        let fsync = options
-            .metrics
-            .then(|| crate::metrics::NodeMetrics::fsync(driver.id()));
-        let worker =
-            crate::writer::StorageWorker::spawn_measured(storage, name, fsync, move |result| {
-                report(Input::Durable(result))
-            })?;
+        let on_durable = move |result| report(Input::Durable(result));
+        let worker = match storage {
+            None => crate::writer::StorageWorker::volatile(on_durable),
+            Some(storage) => {
+                let name = format!("raft-{}-storage", driver.id());
+                let fsync = options
+                    .metrics
+                    .then(|| crate::metrics::NodeMetrics::fsync(driver.id()));
+                crate::writer::StorageWorker::spawn_measured(storage, name, fsync, on_durable)?
+            }
+        };
         Ok((driver, worker))
     }
 
@@ -1055,9 +1054,14 @@ impl<S: StateMachine> Driver<S> {
         self.settle_applied_waiters();
         // The gauges at most every 100 ms: a busy node wakes far more often than anyone
         // scrapes.
-        let now = self.now();
-        if let Some(metrics) = self.metrics.as_ref().filter(|m| m.due(now)) {
-            metrics.observe(&self.status(), &self.core.stats());
+        if self.metrics.is_some() {
+            let now = self.now();
+            if self.metrics.as_mut().is_some_and(|m| m.due(now)) {
+                let (status, stats) = (self.status(), self.core.stats());
+                if let Some(metrics) = &self.metrics {
+                    metrics.observe(&status, &stats);
+                }
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The machine's floor for one commit of a 3-node cluster, measured where the benchmarks run:
+/// The machine's floor for one commit of a 3-node cluster, measured where the nodes run:
 /// a commit needs at least the leader's fsync and one round trip to a follower (whose fsync
 /// overlaps the leader's).
 #[derive(Debug, Clone, Copy)]
@@ -26,8 +26,8 @@ pub struct Floor {
 }
 
 impl Floor {
-    /// Measures both, `samples` times each (at least once), the fsync in a file of its own (removed
-    /// afterwards) in `dir`: put it where the nodes keep their data.
+    /// Measures both, `samples` times each (at least once), the fsync in a file of its own
+    /// (removed afterwards) in `dir`: put it where the nodes keep their data.
     pub fn measure(dir: &Path, samples: usize) -> std::io::Result<Self> {
         let samples = samples.max(1);
         Ok(Self {
@@ -56,7 +56,7 @@ impl std::fmt::Display for Floor {
 }
 
 /// The median of `times` (zero when empty).
-pub fn median(mut times: Vec<Duration>) -> Duration {
+fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times.get(times.len() / 2).copied().unwrap_or_default()
 }

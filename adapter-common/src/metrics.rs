@@ -118,8 +118,8 @@ pub(crate) struct NodeMetrics {
     dropped: [Counter; 7],
     pub(crate) snapshots_taken: Counter,
     pub(crate) snapshots_installed: Counter,
-    /// When the gauges were last set, in the driver's milliseconds (`u64::MAX`: never).
-    observed: std::cell::Cell<u64>,
+    /// When the gauges were last set, in the driver's milliseconds (`None`: never).
+    observed: Option<u64>,
 }
 
 impl std::fmt::Debug for NodeMetrics {
@@ -179,7 +179,7 @@ impl NodeMetrics {
             dropped,
             snapshots_taken: counter!("raft_snapshots_taken_total", "node" => node.clone()),
             snapshots_installed: counter!("raft_snapshots_installed_total", "node" => node),
-            observed: std::cell::Cell::new(u64::MAX),
+            observed: None,
         }
     }
 
@@ -194,11 +194,12 @@ impl NodeMetrics {
 
     /// Whether the gauges are due at `now` (milliseconds): every 100 ms; the call counts as
     /// setting them.
-    pub(crate) fn due(&self, now: u64) -> bool {
-        let last = self.observed.get();
-        let due = last == u64::MAX || now >= last.saturating_add(100);
+    pub(crate) fn due(&mut self, now: u64) -> bool {
+        let due = self
+            .observed
+            .is_none_or(|last| now >= last.saturating_add(100));
         if due {
-            self.observed.set(now);
+            self.observed = Some(now);
         }
         due
     }

@@ -48,23 +48,10 @@ fn allocations_per_batch(quick: bool) {
         let template = [7u8; 16];
         let batches: u64 = if quick { 200 } else { 20_000 };
         // Warm up past a compaction, so that buffers reach their steady size.
-        let run = |cluster: &mut RoundCluster, count: u64| {
-            let target = cluster.applied() + count * batch as u64;
-            for _ in 0..count {
-                let commands: Vec<Payload> =
-                    (0..batch).map(|_| Payload::from(&template[..])).collect();
-                cluster.round(Some(commands));
-            }
-            while cluster.applied() < target {
-                cluster.round(None);
-            }
-        };
-        run(
-            &mut cluster,
-            RoundCluster::COMPACT_EVERY / batch as u64 + 10,
-        );
+        let warm_up = RoundCluster::COMPACT_EVERY / batch as u64 + 10;
+        cluster.commit_batches(warm_up, batch, &template);
         let before = ALLOCATIONS.load(Ordering::Relaxed);
-        run(&mut cluster, batches);
+        cluster.commit_batches(batches, batch, &template);
         let allocations = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64;
         println!(
             "allocations: 3 nodes, batches of {batch}: {:.1} per committed batch ({:.2} per entry, \

@@ -1,6 +1,7 @@
-//! What the benchmarks drive: a cluster of bare cores stepped in one thread
-//! ([`CoreCluster`]), and three-node clusters of each adapter over TCP on 127.0.0.1 with real
-//! fsync ([`AdapterCluster`]).
+//! What the benchmarks drive: clusters of bare cores stepped in one thread ([`CoreCluster`],
+//! batch by batch; [`RoundCluster`], the `versus` loop), three-node clusters of each adapter
+//! over TCP on 127.0.0.1 with real fsync or in memory ([`AdapterCluster`], [`Setup`]), and what
+//! they are measured against ([`Floor`], [`process_cpu_time`]).
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -28,23 +29,8 @@ pub struct CoreCluster {
 impl CoreCluster {
     /// `n` nodes; node 1 is elected leader.
     pub fn new(n: usize) -> Self {
-        let voters: Vec<NodeId> = (1..=n as NodeId).collect();
-        let nodes = voters
-            .iter()
-            .map(|&id| {
-                let mut config = Config::new(id, voters.clone());
-                // Node 1 times out first and wins; nobody else ever times out (time stands
-                // still after the election).
-                if id == 1 {
-                    config.election_timeout_min = 2;
-                    config.election_timeout_max = 3;
-                    config.heartbeat_interval = 1;
-                }
-                Node::new(config, 0).expect("a valid config")
-            })
-            .collect();
         let mut cluster = Self {
-            nodes,
+            nodes: cores(n),
             queue: VecDeque::new(),
             actions: Vec::new(),
             applied: 0,
@@ -96,13 +82,35 @@ impl CoreCluster {
     /// Every node snapshots what it applied (an empty state: the benchmark has none).
     fn compact(&mut self) {
         for s in 0..self.nodes.len() {
-            let last_index = self.nodes[s].applied_index();
-            let event = Event::SnapshotTaken {
-                last_index,
-                data: Payload::from(&[][..]),
-            };
+            let event = empty_snapshot(&self.nodes[s]);
             self.step(s, 3, event);
         }
+    }
+}
+
+/// `n` cores with the default configuration, except that node 1 times out first and wins;
+/// nobody else ever times out (time stands still after the election).
+fn cores(n: usize) -> Vec<Node> {
+    let voters: Vec<NodeId> = (1..=n as NodeId).collect();
+    voters
+        .iter()
+        .map(|&id| {
+            let mut config = Config::new(id, voters.clone());
+            if id == 1 {
+                config.election_timeout_min = 2;
+                config.election_timeout_max = 3;
+                config.heartbeat_interval = 1;
+            }
+            Node::new(config, 0).expect("a valid config")
+        })
+        .collect()
+}
+
+/// A snapshot of everything `node` applied, of an empty state (the benchmarks keep none).
+fn empty_snapshot(node: &Node) -> Event {
+    Event::SnapshotTaken {
+        last_index: node.applied_index(),
+        data: Payload::from(&[][..]),
     }
 }
 
@@ -131,21 +139,8 @@ impl RoundCluster {
 
     /// `n` nodes with the default configuration; node 1 is elected leader.
     pub fn new(n: usize) -> Self {
-        let voters: Vec<NodeId> = (1..=n as NodeId).collect();
-        let nodes = voters
-            .iter()
-            .map(|&id| {
-                let mut config = Config::new(id, voters.clone());
-                if id == 1 {
-                    config.election_timeout_min = 2;
-                    config.election_timeout_max = 3;
-                    config.heartbeat_interval = 1;
-                }
-                Node::new(config, 0).expect("a valid config")
-            })
-            .collect();
         let mut cluster = Self {
-            nodes,
+            nodes: cores(n),
             in_flight: Vec::new(),
             delivering: Vec::new(),
             actions: Vec::new(),
@@ -169,9 +164,17 @@ impl RoundCluster {
         self.applied
     }
 
-    /// The leader's last log index.
-    pub fn last_index(&self) -> u64 {
-        self.nodes[0].last_log_index()
+    /// `count` rounds in which the leader proposes `batch` fresh copies of `payload` (made
+    /// here, so that a timed caller times them), then rounds until the leader applied them all.
+    pub fn commit_batches(&mut self, count: u64, batch: usize, payload: &[u8]) {
+        let target = self.applied + count * batch as u64;
+        for _ in 0..count {
+            let commands: Vec<Payload> = (0..batch).map(|_| Payload::from(payload)).collect();
+            self.round(Some(commands));
+        }
+        while self.applied < target {
+            self.round(None);
+        }
     }
 
     /// One round: the leader proposes `batch` (if any), then every message in flight at that
@@ -196,9 +199,8 @@ impl RoundCluster {
         if self.since_compaction >= Self::COMPACT_EVERY {
             self.since_compaction = 0;
             for s in 0..self.nodes.len() {
-                let last_index = self.nodes[s].applied_index();
-                let data = Payload::from(&[][..]);
-                self.step(s, Event::SnapshotTaken { last_index, data });
+                let event = empty_snapshot(&self.nodes[s]);
+                self.step(s, event);
             }
         }
     }

@@ -134,33 +134,33 @@ fn cli(args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// The client CLI against three `serve` processes: put, get (also at a follower), delete,
-/// status; SIGTERM on the leader hands leadership over before the process exits (another
-/// node leads at once); and a clear error, with a failing exit status, once no node runs.
-#[test]
-fn the_cli_reads_and_writes_and_sigterm_hands_leadership_over() {
-    let dir = scratch("cli");
+/// Three `raft-kv serve` processes on free ports with their data under `dir`, each given
+/// `extra(i)` besides (`i` from 0); returns them and their client addresses.
+fn serve_three(
+    dir: &std::path::Path,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> (Vec<std::process::Child>, Vec<String>) {
     let ports = free_ports(6);
     let raft = |i: usize| format!("127.0.0.1:{}", ports[i]);
-    let client = |i: usize| format!("127.0.0.1:{}", ports[3 + i]);
+    let clients: Vec<String> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", ports[3 + i]))
+        .collect();
     let peers: Vec<String> = (0..3)
-        .map(|i| format!("{}={}/{}", i + 1, raft(i), client(i)))
+        .map(|i| format!("{}={}/{}", i + 1, raft(i), clients[i]))
         .collect();
     let peers = peers.join(",");
-    let cluster: Vec<String> = (0..3).map(client).collect();
-    let cluster = cluster.join(",");
-    let mut children: Vec<std::process::Child> = (0..3)
+    let children = (0..3)
         .map(|i| {
             raft_kv()
                 .args(["serve", "--id", &(i + 1).to_string(), "--peers", &peers])
                 .args([
                     "--client-addr",
-                    &client(i),
+                    &clients[i],
                     "--exit-with-parent",
-                    "--allow-remote-shutdown",
                     "--data-dir",
                 ])
                 .arg(dir.join(format!("n{i}")))
+                .args(extra(i))
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -168,6 +168,18 @@ fn the_cli_reads_and_writes_and_sigterm_hands_leadership_over() {
                 .expect("starts")
         })
         .collect();
+    (children, clients)
+}
+
+/// The client CLI against three `serve` processes: put, get (also at a follower), delete,
+/// status; SIGTERM on the leader hands leadership over before the process exits (another
+/// node leads at once); and a clear error, with a failing exit status, once no node runs.
+#[test]
+fn the_cli_reads_and_writes_and_sigterm_hands_leadership_over() {
+    let dir = scratch("cli");
+    let (mut children, clients) = serve_three(&dir, |_| vec!["--allow-remote-shutdown".into()]);
+    let client = |i: usize| clients[i].clone();
+    let cluster = clients.join(",");
     let (ok, out) = cli(&["put", "greeting", "hello", "--cluster", &cluster]);
     assert!(ok, "{out}");
     for at in [cluster.as_str(), &client(0), &client(1), &client(2)] {
@@ -299,33 +311,13 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 #[test]
 fn every_node_serves_its_metrics() {
     let dir = scratch("metrics");
-    let ports = free_ports(9);
-    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
-    let peers: Vec<String> = (0..3)
-        .map(|i| format!("{}={}/{}", i + 1, addr(i), addr(3 + i)))
+    let metrics: Vec<String> = free_ports(3)
+        .into_iter()
+        .map(|port| format!("127.0.0.1:{port}"))
         .collect();
-    let peers = peers.join(",");
-    let cluster: Vec<String> = (3..6).map(addr).collect();
-    let cluster = cluster.join(",");
-    let mut children: Vec<std::process::Child> = (0..3)
-        .map(|i| {
-            raft_kv()
-                .args(["serve", "--id", &(i + 1).to_string(), "--peers", &peers])
-                .args([
-                    "--client-addr",
-                    &addr(3 + i),
-                    "--metrics-addr",
-                    &addr(6 + i),
-                ])
-                .args(["--exit-with-parent", "--data-dir"])
-                .arg(dir.join(format!("n{i}")))
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("starts")
-        })
-        .collect();
+    let (mut children, clients) =
+        serve_three(&dir, |i| vec!["--metrics-addr".into(), metrics[i].clone()]);
+    let cluster = clients.join(",");
     for k in 0..5 {
         let (ok, out) = cli(&["put", &format!("k{k}"), "v", "--cluster", &cluster]);
         assert!(ok, "{out}");
@@ -371,7 +363,7 @@ fn every_node_serves_its_metrics() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let texts: Vec<String> = (6..9).map(|i| http(&addr(i), get)).collect();
+        let texts: Vec<String> = metrics.iter().map(|m| http(m, get)).collect();
         match check(&texts) {
             Ok(()) => break,
             Err(why) if std::time::Instant::now() > deadline => panic!("{why}\n{texts:?}"),
@@ -379,10 +371,10 @@ fn every_node_serves_its_metrics() {
         }
     }
     // Anything but GET /metrics is refused.
-    assert!(http(&addr(6), "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
-    assert!(http(&addr(6), "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(http(&metrics[0], "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(http(&metrics[0], "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
     // Started without --allow-remote-shutdown: a client cannot stop a node.
-    let (ok, out) = cli(&["shutdown", "--node", &addr(3)]);
+    let (ok, out) = cli(&["shutdown", "--node", &clients[0]]);
     assert!(!ok && out.contains("--allow-remote-shutdown"), "{out}");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let still_running = children[0].try_wait().expect("waits").is_none();
