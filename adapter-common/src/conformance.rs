@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use raft_proto::{Membership, MembershipChange, NodeId, Role};
 
 use crate::faults::{FaultyLink, LinkFaults};
+use crate::net::{PeerLink, PeerWriter, TransportCounters};
 use crate::sessions::{self, decode_answer, ClientSession, Sessions};
+use crate::tls::generate::ClusterCa;
+use crate::tls::TlsConfig;
 use crate::{
     NodeOptions, ProposeError, ReadError, StateMachine, Status, TcpConfig, TransferError, WaitError,
 };
@@ -168,6 +171,9 @@ pub struct Cluster<'h> {
     bootstrap: Vec<NodeId>,
     /// With proxies: the link each node dials to reach each other one, by (from, to).
     links: BTreeMap<(NodeId, NodeId), FaultyLink>,
+    /// With TLS: the cluster's CA, and each node's TLS setup (made when it first starts,
+    /// unless [`set_tls`](Self::set_tls) gave one).
+    tls: Option<(ClusterCa, BTreeMap<NodeId, TlsConfig>)>,
 }
 
 const CLUSTER_ID: u64 = 42;
@@ -196,6 +202,54 @@ impl<'h> Cluster<'h> {
     /// Like [`new`](Self::new), with `tweak` applied to every node's options.
     pub fn with_options(harness: &'h dyn Harness, name: &str, tweak: fn(&mut NodeOptions)) -> Self {
         Self::build(harness, name, tweak, false, 3, 3)
+    }
+
+    /// Like [`new`](Self::new), with mutual TLS between peers: a CA made for the cluster, and
+    /// for each node a certificate of it naming the node. Nodes in `held_back` are not
+    /// started (give them a TLS setup of your own with [`set_tls`](Self::set_tls), then
+    /// [`start`](Self::start) them).
+    pub fn with_tls(harness: &'h dyn Harness, name: &str, held_back: &[NodeId]) -> Self {
+        let mut cluster = Self::build(harness, name, |_| {}, false, 0, 3);
+        cluster.tls = Some((
+            ClusterCa::new("conformance").expect("a CA"),
+            BTreeMap::new(),
+        ));
+        cluster.bootstrap = vec![1, 2, 3];
+        for id in 1..=3 {
+            if !held_back.contains(&id) {
+                cluster.start(id);
+            }
+        }
+        cluster
+    }
+
+    /// The cluster's CA (a cluster made [`with_tls`](Self::with_tls)).
+    pub fn ca(&self) -> &ClusterCa {
+        &self.tls.as_ref().expect("a cluster with TLS").0
+    }
+
+    /// Node `id` starts with `tls` from now on (a cluster made [`with_tls`](Self::with_tls)).
+    pub fn set_tls(&mut self, id: NodeId, tls: TlsConfig) {
+        self.tls
+            .as_mut()
+            .expect("a cluster with TLS")
+            .1
+            .insert(id, tls);
+    }
+
+    /// The TLS setup of node `id`, made from the CA the first time.
+    fn tls_of(&mut self, id: NodeId) -> Option<TlsConfig> {
+        let (ca, configs) = self.tls.as_mut()?;
+        let tls = configs.entry(id).or_insert_with(|| {
+            let issued = ca.node(id).expect("a certificate");
+            TlsConfig::from_pem(
+                issued.cert_pem.as_bytes(),
+                issued.key_pem.as_bytes(),
+                ca.cert_pem().as_bytes(),
+            )
+            .expect("a TLS setup")
+        });
+        Some(tls.clone())
     }
 
     /// A cluster bootstrapped with nodes `1..=bootstrap`, all started, and addresses reserved
@@ -248,6 +302,7 @@ impl<'h> Cluster<'h> {
             tweak,
             bootstrap: (1..=bootstrap).collect(),
             links,
+            tls: None,
         };
         for id in 1..=bootstrap {
             cluster.start(id);
@@ -285,6 +340,7 @@ impl<'h> Cluster<'h> {
             }
         }
         let mut tcp = TcpConfig::new(CLUSTER_ID, id, self.peers[&id], others);
+        tcp.tls = self.tls_of(id);
         // Small, so that every check passes through the inbound byte budget many times over:
         // a node that did not report what it took would soon be deaf.
         tcp.max_inbound_bytes = 8 << 10;
@@ -327,6 +383,14 @@ impl<'h> Cluster<'h> {
     /// The running node `id`.
     pub fn node(&self, id: NodeId) -> &dyn TestNode {
         self.nodes[&id].as_ref()
+    }
+
+    /// The counters of node `id`'s transport.
+    pub fn transport(&self, id: NodeId) -> crate::TransportStats {
+        self.node(id)
+            .status()
+            .and_then(|s| s.transport)
+            .unwrap_or_default()
     }
 
     /// The Raft address of node `id`.
@@ -1087,6 +1151,198 @@ pub fn bad_frames_on_the_port(harness: &dyn Harness) {
         .is_some_and(|s| s.commit_index > 0));
 }
 
+/// Mutual TLS between peers: a cluster whose members hold certificates of its CA elects a
+/// leader, commits, and takes a restarted follower back; no connection was refused.
+pub fn tls_cluster(harness: &dyn Harness) {
+    let mut cluster = Cluster::with_tls(harness, "tls", &[]);
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"over TLS");
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    cluster.stop(follower);
+    cluster.propose(b"while a follower is down");
+    cluster.start(follower);
+    let index = count(&cluster.propose(b"after it came back"));
+    let leader = cluster.leader(Duration::from_secs(5));
+    let target = cluster.node(leader).status().expect("running").commit_index;
+    assert!(index >= 3);
+    cluster.wait_applied(follower, target, Duration::from_secs(10));
+    for id in 1..=3 {
+        let stats = cluster.transport(id);
+        assert_eq!(stats.tls_failures, 0, "node {id}: {stats:?}");
+        assert_eq!(stats.refused_connections, 0, "node {id}: {stats:?}");
+        assert!(stats.received > 0, "node {id}: {stats:?}");
+    }
+}
+
+/// Connects to `addr` (node `to`) claiming to be node `claim`, with `tls` (or plaintext), and
+/// sends a hello and an append of term 1,000 that would change the node's term if it
+/// reached its core. Returns what the peer said (a refusal frame's reason, a TLS error).
+fn impostor(addr: SocketAddr, to: NodeId, claim: NodeId, tls: Option<TlsConfig>) -> String {
+    let mut config = TcpConfig::new(
+        CLUSTER_ID,
+        claim,
+        "127.0.0.1:9".parse().expect("an address"),
+        BTreeMap::new(),
+    );
+    config.tls = tls;
+    let writer = PeerWriter::new(
+        std::sync::Arc::new(config.clone()),
+        std::sync::Arc::new(TransportCounters::default()),
+    );
+    let mut link = PeerLink::new(&config, to).expect("a link");
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return "no connection".into();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut out = Vec::new();
+    let mut buf = vec![0; 64 << 10];
+    let mut received = 0;
+    loop {
+        match link.handshake(&buf[..received], &mut out) {
+            Ok(done) => {
+                let _ = stream.write_all(&out);
+                if done {
+                    break;
+                }
+            }
+            Err(error) => return error.to_string(),
+        }
+        received = match std::io::Read::read(&mut stream, &mut buf) {
+            Ok(0) | Err(_) => return "closed in the handshake".into(),
+            Ok(n) => n,
+        };
+    }
+    writer.hello(&mut out);
+    let message = raft_proto::Message {
+        from: claim,
+        to,
+        term: 1000,
+        body: raft_proto::MessageBody::AppendRequest {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: Vec::new(),
+            leader_commit: 0,
+        },
+    };
+    let mut frames = Vec::new();
+    writer.frames([message], &mut frames);
+    out.extend_from_slice(&frames);
+    link.seal(&mut out);
+    let _ = stream.write_all(&out);
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    match link.answer(&answer) {
+        Ok(Some(reason)) => reason,
+        Ok(None) => format!("{} bytes back", answer.len()),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// Mutual TLS keeps impostors out: a peer with a certificate of another CA, an expired one,
+/// or one naming another node than its hello announces, and a peer speaking plaintext, are
+/// each refused (and counted), and nothing they send reaches the core (a message of term
+/// 1,000 from them leaves the node's term alone).
+pub fn tls_refuses_impostors(harness: &dyn Harness) {
+    let cluster = Cluster::with_tls(harness, "tls-impostors", &[]);
+    let leader = cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"before");
+    let target = (1..=3).find(|&id| id != leader).expect("a follower");
+    let claim = (1..=3)
+        .find(|&id| id != leader && id != target)
+        .expect("a third node");
+    let before = cluster.transport(target).refused_connections;
+    let ca = cluster.ca();
+    let ca_pem = ca.cert_pem();
+    let other = ClusterCa::new("another cluster").expect("a CA");
+    let setup = |issued: crate::tls::generate::Issued, trusted: String| {
+        TlsConfig::from_pem(
+            issued.cert_pem.as_bytes(),
+            issued.key_pem.as_bytes(),
+            trusted.as_bytes(),
+        )
+        .expect("a TLS setup")
+    };
+    let impostors = [
+        // Trusting the cluster's CA too, so that it gets as far as showing its certificate.
+        (
+            "another CA",
+            Some(setup(
+                other.node(claim).expect("a certificate"),
+                ca_pem.clone() + &other.cert_pem(),
+            )),
+        ),
+        (
+            "expired",
+            Some(setup(
+                ca.expired_node(claim).expect("a certificate"),
+                ca_pem.clone(),
+            )),
+        ),
+        (
+            "another node",
+            Some(setup(ca.node(7).expect("a certificate"), ca_pem.clone())),
+        ),
+        ("plaintext", None),
+    ];
+    for (what, tls) in impostors {
+        let said = impostor(cluster.addr(target), target, claim, tls);
+        eprintln!("impostor with {what}: {said}");
+        if what == "another node" {
+            assert!(said.contains("not for node"), "{what}: {said}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let now = cluster.transport(target).refused_connections;
+        if now >= before + 4 || Instant::now() > deadline {
+            break now - before;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(refused, 4, "each impostor is refused once");
+    let after = cluster.node(target).status().expect("running");
+    assert!(
+        after.term < 1000,
+        "an impostor's message reached the core: term {}",
+        after.term
+    );
+    cluster.propose(b"after");
+}
+
+/// A member started with an expired certificate is kept out: the two others elect a leader
+/// and commit without it, refusing its connections and its certificate when they dial it,
+/// and it never learns of a commit.
+pub fn tls_expired_member_is_kept_out(harness: &dyn Harness) {
+    let mut cluster = Cluster::with_tls(harness, "tls-expired", &[3]);
+    let expired = cluster.ca().expired_node(3).expect("a certificate");
+    let tls = TlsConfig::from_pem(
+        expired.cert_pem.as_bytes(),
+        expired.key_pem.as_bytes(),
+        cluster.ca().cert_pem().as_bytes(),
+    )
+    .expect("a TLS setup");
+    cluster.set_tls(3, tls);
+    cluster.start(3);
+    cluster.leader(Duration::from_secs(5));
+    cluster.propose(b"without node 3");
+    std::thread::sleep(Duration::from_millis(500));
+    let outcast = cluster.node(3).status().expect("running");
+    assert_eq!(outcast.commit_index, 0, "{outcast:?}");
+    let outcast = cluster.transport(3);
+    assert_eq!(outcast.received, 0, "{outcast:?}");
+    let (mut refused, mut failures) = (0, 0);
+    for id in 1..=2 {
+        let stats = cluster.transport(id);
+        refused += stats.refused_connections;
+        failures += stats.tls_failures;
+    }
+    assert!(refused > 0, "node 3's connections are refused");
+    assert!(
+        failures > 0,
+        "node 3's certificate is refused when dialling it"
+    );
+}
+
 /// Generates one `#[test]` per conformance check for a harness expression.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -1098,7 +1354,8 @@ macro_rules! conformance_tests {
             grow_one_to_three, replace_a_node, shrink_and_grow_back, linearizable_reads,
             read_fails_without_quorum, transfer_leadership, shutdown_hands_leadership_over,
             wait_applied, retry_after_indeterminate_applies_once,
-            slow_apply_on_its_own_thread, busy_when_too_many_proposals_wait);
+            slow_apply_on_its_own_thread, busy_when_too_many_proposals_wait, tls_cluster,
+            tls_refuses_impostors, tls_expired_member_is_kept_out);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

@@ -65,6 +65,8 @@ pub mod net;
 pub mod sessions;
 pub mod snapfile;
 pub mod storage;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod writer;
 
 pub use applier::ApplierReport;
@@ -75,5 +77,5 @@ pub use driver::{
 };
 pub use net::{
     check_hello, inbound_size, unreachable_voters, Inbox, MemoryNetwork, MemoryTransport, PeerBook,
-    PeerReader, PeerWriter, Refusal, TcpConfig, Transport, TransportStats,
+    PeerLink, PeerReader, PeerWriter, Refusal, TcpConfig, Transport, TransportStats,
 };

@@ -248,6 +248,12 @@ pub struct TcpConfig {
     /// message is always let into an empty queue, so a message larger than this still gets
     /// through). 64 MiB by default.
     pub max_inbound_bytes: u64,
+    /// Mutual TLS for every peer connection (feature `tls`; `None`, plain TCP, by default).
+    /// With it, this node accepts only peers proving a certificate of the cluster's CA that
+    /// names the node id their hello announces, and connects only to peers proving one that
+    /// names the peer it dials (see [`crate::tls`]); plaintext connections are refused.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl TcpConfig {
@@ -268,6 +274,8 @@ impl TcpConfig {
             max_frame: raft_proto::wire::DEFAULT_MAX_FRAME,
             queue_len: 1024,
             max_inbound_bytes: 64 << 20,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -294,10 +302,16 @@ pub struct TransportStats {
     /// transport logs at `error`): a different cluster id, or this node's id taken by the
     /// peer. Non-zero means a misconfigured cluster.
     pub refused_by_peers: u64,
-    /// Bytes of the frames made for peers (hellos included).
+    /// Bytes of the frames made for peers (hellos included; before TLS, if any).
     pub bytes_sent: u64,
-    /// Bytes read from peers' connections.
+    /// Bytes of the frames read from peers' connections (after TLS, if any).
     pub bytes_received: u64,
+    /// Outbound connections that failed at the TLS level, each logged at `error`: the peer's
+    /// certificate is not of the cluster's CA, has expired, or does not name the peer
+    /// dialled; or the peer refused this node's certificate. (Inbound ones count as
+    /// [`refused_connections`](Self::refused_connections).) Non-zero means a misconfigured
+    /// cluster or an impostor.
+    pub tls_failures: u64,
 }
 
 /// The atomic counters behind [`TransportStats`], shared by a transport's threads or tasks.
@@ -319,6 +333,8 @@ pub struct TransportCounters {
     pub bytes_sent: AtomicU64,
     /// See [`TransportStats::bytes_received`].
     pub bytes_received: AtomicU64,
+    /// See [`TransportStats::tls_failures`].
+    pub tls_failures: AtomicU64,
     /// The bytes ([`inbound_size`]) of the messages handed to the node and not yet reported
     /// taken ([`Transport::consumed`]).
     pub inbound_bytes: AtomicU64,
@@ -350,6 +366,7 @@ impl TransportCounters {
             refused_by_peers: self.refused_by_peers.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            tls_failures: self.tls_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -394,6 +411,9 @@ pub enum Refusal {
     /// It claims to be this node.
     #[error("node {0} is this node")]
     SameNode(NodeId),
+    /// Its TLS certificate does not name the node id its hello announces.
+    #[error("the TLS certificate presented is not for node {0}")]
+    NotCertified(NodeId),
 }
 
 /// The handshake rule every TCP transport applies to a peer's hello: the same cluster, and
@@ -471,8 +491,10 @@ pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
 pub const HELLO_MAX_FRAME: usize = 128;
 
 /// The receiving side of the peer protocol, without the I/O: feed it the bytes read from an
-/// accepted connection and it checks the hello, decodes the frames, and hands the valid
-/// messages to the inbox. Every TCP transport drives one per accepted connection.
+/// accepted connection and it runs TLS (if [`TcpConfig::tls`] is set), checks the hello,
+/// decodes the frames, and hands the valid messages to the inbox; what it must write back
+/// (TLS handshake messages and alerts, the frame saying why a hello was refused) it gives in
+/// [`take_reply`](Self::take_reply). Every TCP transport drives one per accepted connection.
 #[derive(Debug)]
 pub struct PeerReader {
     config: Arc<TcpConfig>,
@@ -480,8 +502,14 @@ pub struct PeerReader {
     book: Arc<PeerBook>,
     decoder: raft_proto::wire::FrameDecoder,
     peer: Option<NodeId>,
-    /// The refusal frame to write back, once a hello was refused.
-    refusal: Option<Vec<u8>>,
+    /// What to write back to the peer.
+    reply: Vec<u8>,
+    /// The TLS session, with TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<Result<crate::tls::TlsSession, crate::tls::SessionError>>,
+    /// The plaintext of what was last received, with TLS.
+    #[cfg(feature = "tls")]
+    plain: Vec<u8>,
 }
 
 impl PeerReader {
@@ -492,19 +520,24 @@ impl PeerReader {
         book: Arc<PeerBook>,
     ) -> Self {
         Self {
+            #[cfg(feature = "tls")]
+            tls: config.tls.as_ref().map(crate::tls::TlsSession::server),
+            #[cfg(feature = "tls")]
+            plain: Vec::new(),
             config,
             counters,
             book,
             decoder: raft_proto::wire::FrameDecoder::new(HELLO_MAX_FRAME),
             peer: None,
-            refusal: None,
+            reply: Vec::new(),
         }
     }
 
-    /// The frame to write back before closing, after [`on_bytes`](Self::on_bytes) refused
-    /// the peer's hello (once).
-    pub fn take_refusal(&mut self) -> Option<Vec<u8>> {
-        self.refusal.take()
+    /// The bytes to write back to the peer now, if any, after
+    /// [`on_bytes`](Self::on_bytes): TLS handshake messages, or before closing, a TLS alert
+    /// or the frame saying why the hello was refused.
+    pub fn take_reply(&mut self) -> Option<Vec<u8>> {
+        (!self.reply.is_empty()).then(|| std::mem::take(&mut self.reply))
     }
 
     /// The peer, once it said hello.
@@ -524,14 +557,77 @@ impl PeerReader {
 
     /// Takes bytes read from the connection; every valid message goes to `deliver` (which
     /// returns false when it had to drop it). Returns false when the connection must be
-    /// closed: a refused hello, a bad or oversized frame, a frame out of protocol.
+    /// closed: a failed TLS handshake, a refused hello, a bad or oversized frame, a frame out
+    /// of protocol. Write [`take_reply`](Self::take_reply) to the peer after each call.
     pub fn on_bytes(
+        &mut self,
+        bytes: &[u8],
+        remote: SocketAddr,
+        deliver: impl FnMut(Message) -> bool,
+    ) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(session) = &mut self.tls {
+            let session = match session {
+                Ok(session) => session,
+                Err(error) => {
+                    tracing::error!(%remote, %error, "cannot start a TLS session; closing the connection");
+                    TransportCounters::add(&self.counters.refused_connections, 1);
+                    return false;
+                }
+            };
+            let mut plain = std::mem::take(&mut self.plain);
+            plain.clear();
+            let received = session.receive(bytes, &mut plain);
+            session.take_output(&mut self.reply);
+            if let Err(error) = received {
+                tracing::warn!(
+                    %remote,
+                    %error,
+                    "refusing a connection: its TLS handshake failed (a certificate not of the \
+                     cluster's CA, expired, or no TLS at all)"
+                );
+                TransportCounters::add(&self.counters.refused_connections, 1);
+                self.plain = plain;
+                return false;
+            }
+            let open = self.on_plaintext(&plain, remote, deliver);
+            self.plain = plain;
+            return open;
+        }
+        self.on_plaintext(bytes, remote, deliver)
+    }
+
+    /// Whether the peer's TLS certificate names `node` (always, without TLS).
+    fn certified(&self, node: NodeId) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(session) = &self.tls {
+            return session.as_ref().is_ok_and(|session| session.peer_is(node));
+        }
+        let _ = node;
+        true
+    }
+
+    /// Queues the refusal frame (sealed, with TLS).
+    fn refuse(&mut self, refusal: &Refusal) {
+        let frame = refusal_frame(refusal);
+        #[cfg(feature = "tls")]
+        if let Some(Ok(session)) = &mut self.tls {
+            session.seal(&frame, &mut self.reply);
+            return;
+        }
+        self.reply.extend_from_slice(&frame);
+    }
+
+    fn on_plaintext(
         &mut self,
         bytes: &[u8],
         remote: SocketAddr,
         mut deliver: impl FnMut(Message) -> bool,
     ) -> bool {
         use raft_proto::wire::PeerFrame;
+        if bytes.is_empty() {
+            return true;
+        }
         TransportCounters::add(&self.counters.bytes_received, bytes.len() as u64);
         self.decoder.extend(bytes);
         loop {
@@ -554,19 +650,26 @@ impl PeerReader {
                     },
                 ) => {
                     let config = &self.config;
-                    if let Err(refusal) =
+                    let checked =
                         check_hello(config.cluster_id, config.node_id, cluster_id, node_id)
-                    {
+                            .and_then(|()| {
+                                if self.certified(node_id) {
+                                    Ok(())
+                                } else {
+                                    Err(Refusal::NotCertified(node_id))
+                                }
+                            });
+                    if let Err(refusal) = checked {
                         tracing::warn!(%remote, %refusal, "refusing a connection");
                         TransportCounters::add(&self.counters.refused_connections, 1);
-                        self.refusal = Some(refusal_frame(&refusal));
+                        self.refuse(&refusal);
                         return false;
                     }
                     if let Ok(address) = address.parse() {
                         self.book.learn(node_id, address);
                     }
                     self.peer = Some(node_id);
-                    self.decoder.set_max_frame(config.max_frame);
+                    self.decoder.set_max_frame(self.config.max_frame);
                 }
                 (Some(from), PeerFrame::Raft(message)) => {
                     if message.from != from || message.to != self.config.node_id {
@@ -607,6 +710,136 @@ impl PeerReader {
             }
         }
     }
+}
+
+/// Why an outbound connection failed at the TLS level (see [`PeerLink`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LinkError(String);
+
+/// The connecting side of one connection to a peer, without the I/O: the TLS handshake (if
+/// [`TcpConfig::tls`] is set; nothing to do otherwise), sealing what is written, and reading
+/// the peer's answer to the hello. Every TCP transport makes one per connection:
+///
+/// 1. [`handshake`](Self::handshake) with nothing received, then with each read, writing
+///    what it gives, until it says the handshake is over (at once without TLS);
+/// 2. the hello ([`PeerWriter::hello`]) and every batch after it go through
+///    [`seal`](Self::seal) before they are written;
+/// 3. what is read back after the hello goes to [`answer`](Self::answer).
+#[derive(Debug)]
+pub struct PeerLink {
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsSession>,
+    #[cfg(feature = "tls")]
+    scratch: Vec<u8>,
+}
+
+impl PeerLink {
+    /// A link for a new connection to `peer`.
+    pub fn new(config: &TcpConfig, peer: NodeId) -> Result<Self, LinkError> {
+        #[cfg(feature = "tls")]
+        {
+            let tls = match &config.tls {
+                Some(tls) => Some(
+                    crate::tls::TlsSession::client(tls, peer)
+                        .map_err(|e| LinkError(e.to_string()))?,
+                ),
+                None => None,
+            };
+            Ok(Self {
+                tls,
+                scratch: Vec::new(),
+            })
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (config, peer);
+            Ok(Self {})
+        }
+    }
+
+    /// Advances the handshake with the bytes `received` from the peer (none, the first
+    /// time); replaces `out` with what to write to the peer. Returns whether the handshake is
+    /// over (then write `out`, and go on with the hello). An error (the peer's certificate
+    /// refused, or an alert from the peer) ends the connection.
+    pub fn handshake(&mut self, received: &[u8], out: &mut Vec<u8>) -> Result<bool, LinkError> {
+        out.clear();
+        #[cfg(feature = "tls")]
+        if let Some(session) = &mut self.tls {
+            let mut plain = Vec::new();
+            let result = session.receive(received, &mut plain);
+            session.take_output(out);
+            result.map_err(|e| LinkError(e.to_string()))?;
+            return Ok(!session.is_handshaking());
+        }
+        let _ = received;
+        Ok(true)
+    }
+
+    /// Seals `out` in place (encrypts it into TLS records; nothing without TLS).
+    pub fn seal(&mut self, out: &mut Vec<u8>) {
+        #[cfg(feature = "tls")]
+        if let Some(session) = &mut self.tls {
+            self.scratch.clear();
+            session.seal(out, &mut self.scratch);
+            std::mem::swap(out, &mut self.scratch);
+        }
+        let _ = out;
+    }
+
+    /// What the peer sent back after the hello: `Ok(Some(reason))` when it refused the hello,
+    /// `Ok(None)` for anything else (nothing, garbage), an error when it refused at the TLS
+    /// level (an alert: it does not accept this node's certificate).
+    pub fn answer(&mut self, received: &[u8]) -> Result<Option<String>, LinkError> {
+        #[cfg(feature = "tls")]
+        if let Some(session) = &mut self.tls {
+            let mut plain = Vec::new();
+            session
+                .receive(received, &mut plain)
+                .map_err(|e| LinkError(e.to_string()))?;
+            return Ok(refusal_in(&plain));
+        }
+        Ok(refusal_in(received))
+    }
+}
+
+/// Checks what a TCP transport is given before it starts: with TLS, this node's own
+/// certificate must name its node id (its peers would refuse it otherwise). Every TCP
+/// transport's `start` returns this error.
+pub fn check_config(config: &TcpConfig) -> std::io::Result<()> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        if !tls.certifies(config.node_id) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "this node's TLS certificate does not name node {} (it needs the DNS name {})",
+                    config.node_id,
+                    crate::tls::node_name(config.node_id)
+                ),
+            ));
+        }
+    }
+    let _ = config;
+    Ok(())
+}
+
+/// Logs (at `error`) and counts an outbound connection to `peer` that failed at the TLS
+/// level.
+pub fn on_link_failed(
+    counters: &TransportCounters,
+    peer: NodeId,
+    addr: SocketAddr,
+    error: &LinkError,
+) {
+    TransportCounters::add(&counters.tls_failures, 1);
+    tracing::error!(
+        peer,
+        %addr,
+        %error,
+        "TLS with the peer failed: check that both hold certificates of the cluster's CA, \
+         valid now, each naming its own node id (node-ID)"
+    );
 }
 
 /// The sending side of the peer protocol, without the I/O: the hello that opens a
@@ -692,6 +925,11 @@ impl PeerWriter {
     /// The counters, for the transport to count sends and failures.
     pub fn counters(&self) -> &TransportCounters {
         &self.counters
+    }
+
+    /// The transport's configuration.
+    pub fn config(&self) -> &TcpConfig {
+        &self.config
     }
 }
 

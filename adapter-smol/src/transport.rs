@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use adapter_common::net::{
-    on_refused_by_peer, reconnect_backoff, refusal_in, TransportCounters as Counters,
-    HELLO_MAX_FRAME, REFUSAL_WAIT,
+    check_config, on_link_failed, on_refused_by_peer, reconnect_backoff, LinkError, PeerLink,
+    TransportCounters as Counters, REFUSAL_WAIT,
 };
 use adapter_common::{PeerBook, PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
 use async_channel::{Receiver, Sender};
@@ -95,6 +95,7 @@ impl TcpTransport {
         inbound: Sender<Message>,
         spawner: impl Spawn + Clone,
     ) -> io::Result<Self> {
+        check_config(&config)?;
         let local_addr = listener.local_addr()?;
         if config.advertise.is_none() && !local_addr.ip().is_unspecified() {
             config.advertise = Some(local_addr);
@@ -297,15 +298,26 @@ async fn read_loop(
                 return;
             }
             Some(Ok(n)) => {
-                if !reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok()) {
-                    if let Some(refusal) = reader.take_refusal() {
-                        // Say why, then close (the peer waits for this before sending more).
-                        let said = async {
-                            let _ = stream.write_all(&refusal).await;
-                            let _ = stream.close().await;
-                        };
-                        future::or(said, sleep(HELLO_TIMEOUT)).await;
+                let open = reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok());
+                if let Some(reply) = reader.take_reply() {
+                    // The TLS handshake; or before closing, why (the peer waits for this
+                    // after its hello before sending more).
+                    let said = async {
+                        stream.write_all(&reply).await?;
+                        if !open {
+                            stream.close().await?;
+                        }
+                        io::Result::Ok(())
+                    };
+                    let timeout = async {
+                        sleep(HELLO_TIMEOUT).await;
+                        Err(io::ErrorKind::TimedOut.into())
+                    };
+                    if future::or(said, timeout).await.is_err() {
+                        return;
                     }
+                }
+                if !open {
                     return;
                 }
             }
@@ -320,30 +332,66 @@ async fn read_loop(
     }
 }
 
-/// Connects to `peer` at `addr` and says hello. `None` if the connection fails, or the peer
-/// refuses the hello (an accepted hello gets no answer; a refused one gets the reason, logged
-/// and counted here, then the close).
+/// Connects to `peer` at `addr`, runs the TLS handshake if any, and says hello. `None` if
+/// the connection fails, TLS fails (logged and counted here), or the peer refuses the hello
+/// (an accepted hello gets no answer; a refused one gets the reason, logged and counted here,
+/// then the close).
 async fn connect_and_greet(
     peer: NodeId,
     addr: SocketAddr,
     writer: &PeerWriter,
     out: &mut Vec<u8>,
-) -> Option<TcpStream> {
+) -> Option<(TcpStream, PeerLink)> {
+    let tls_failed = |error: LinkError| on_link_failed(writer.counters(), peer, addr, &error);
+    let mut link = PeerLink::new(writer.config(), peer)
+        .map_err(tls_failed)
+        .ok()?;
     let mut stream = TcpStream::connect(addr).await.ok()?;
     let _ = stream.set_nodelay(true);
+    let mut answer = vec![0u8; 16 * 1024];
+    let handshake = async {
+        let mut received = 0;
+        loop {
+            let done = link.handshake(&answer[..received], out).map_err(Some)?;
+            stream.write_all(out).await.map_err(|_| None)?;
+            if done {
+                return Ok(());
+            }
+            received = stream.read(&mut answer).await.map_err(|_| None)?;
+            if received == 0 {
+                return Err(None);
+            }
+        }
+    };
+    let timeout = async {
+        sleep(HELLO_TIMEOUT).await;
+        Err(None)
+    };
+    match future::or(handshake, timeout).await {
+        Ok(()) => {}
+        Err(Some(error)) => {
+            tls_failed(error);
+            return None;
+        }
+        Err(None) => return None,
+    }
     writer.hello(out);
+    link.seal(out);
     stream.write_all(out).await.ok()?;
-    let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
     let read = future::or(async { Some(stream.read(&mut answer).await) }, async {
         sleep(REFUSAL_WAIT).await;
         None
     })
     .await;
     let Some(read) = read else {
-        return Some(stream);
+        return Some((stream, link));
     };
-    if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
-        on_refused_by_peer(writer.counters(), peer, addr, &reason);
+    if let Ok(n) = read {
+        match link.answer(&answer[..n]) {
+            Ok(Some(reason)) => on_refused_by_peer(writer.counters(), peer, addr, &reason),
+            Ok(None) => {}
+            Err(error) => tls_failed(error),
+        }
     }
     None
 }
@@ -373,9 +421,9 @@ async fn write_loop(
             },
         )
         .await;
-        let mut stream = match greeted {
+        let (mut stream, mut link) = match greeted {
             None => return,
-            Some(Some(stream)) => stream,
+            Some(Some(greeted)) => greeted,
             Some(None) => {
                 // Unreachable or refused: what waits for it is stale by the time it comes
                 // back.
@@ -395,6 +443,7 @@ async fn write_loop(
         // A closed queue (the transport stopped) ends the task.
         while let Ok(first) = queue.recv().await {
             let batch = writer.batch(first, || queue.try_recv().ok(), &mut out);
+            link.seal(&mut out);
             if stream.write_all(&out).await.is_err() {
                 tracing::debug!(peer, %addr, "write failed; reconnecting");
                 Counters::add(&counters.dropped, batch);

@@ -35,7 +35,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use adapter_common::net::TransportCounters as Counters;
-use adapter_common::net::{reconnect_backoff, PeerReader, PeerWriter, HELLO_MAX_FRAME};
+use adapter_common::net::{
+    check_config, on_link_failed, reconnect_backoff, PeerLink, PeerReader, PeerWriter,
+};
 pub use adapter_common::net::{
     MemoryNetwork, MemoryTransport, PeerBook, TcpConfig, Transport, TransportStats,
 };
@@ -170,6 +172,7 @@ impl TcpTransport {
         listener: TcpListener,
         inbound: Sender<Message>,
     ) -> io::Result<Self> {
+        check_config(&config)?;
         listener.set_nonblocking(false)?;
         let local_addr = listener.local_addr()?;
         if config.advertise.is_none() && !local_addr.ip().is_unspecified() {
@@ -423,6 +426,7 @@ fn serve_connection(
 ) -> Option<NodeId> {
     if let Err(error) = stream
         .set_read_timeout(Some(POLL))
+        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
         .and_then(|()| stream.set_nodelay(true))
     {
         tracing::warn!(%error, %remote, "could not set up an inbound connection");
@@ -468,9 +472,14 @@ fn serve_connection(
                 }
             }
         });
-        if let Some(refusal) = reader.take_refusal() {
-            // Say why, then close (the peer waits for this before sending more).
-            let _ = stream.write_all(&refusal);
+        if let Some(reply) = reader.take_reply() {
+            // The TLS handshake; or before closing, why (the peer waits for this after its
+            // hello before sending more).
+            if stream.write_all(&reply).is_err() {
+                return reader.peer();
+            }
+        }
+        if !open {
             let _ = stream.shutdown(Shutdown::Write);
         }
         if let (false, Some(peer)) = (said_hello, reader.peer()) {
@@ -494,27 +503,49 @@ fn serve_connection(
     reader.peer()
 }
 
-/// Connects to `addr` and says hello ([`PeerWriter::hello`]); a peer that refuses the hello
-/// says why, which is logged and counted here.
+/// Connects to `addr`, runs the TLS handshake if any, and says hello ([`PeerWriter::hello`]);
+/// a peer that refuses the hello says why, which is logged and counted here, as is a TLS
+/// failure.
 fn connect(
     writer: &PeerWriter,
     peer: NodeId,
     addr: SocketAddr,
     out: &mut Vec<u8>,
-) -> io::Result<TcpStream> {
+) -> io::Result<(TcpStream, PeerLink)> {
+    let tls_failed = |error| {
+        on_link_failed(writer.counters(), peer, addr, &error);
+        io::Error::new(ErrorKind::PermissionDenied, error)
+    };
+    let mut link = PeerLink::new(writer.config(), peer).map_err(tls_failed)?;
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let mut answer = vec![0u8; READ_CHUNK];
+    let mut received = 0;
+    while !link
+        .handshake(&answer[..received], out)
+        .map_err(tls_failed)?
+    {
+        stream.write_all(out)?;
+        received = stream.read(&mut answer)?;
+        if received == 0 {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+    }
+    stream.write_all(out)?;
     writer.hello(out);
+    link.seal(out);
     stream.write_all(out)?;
     // An accepted hello gets no answer; a refused one gets the reason, then the close.
     stream.set_read_timeout(Some(adapter_common::net::REFUSAL_WAIT))?;
-    let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
     match stream.read(&mut answer) {
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(stream),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Ok((stream, link))
+        }
         Err(e) => Err(e),
         Ok(n) => {
-            if let Some(reason) = adapter_common::net::refusal_in(&answer[..n]) {
+            if let Some(reason) = link.answer(&answer[..n]).map_err(tls_failed)? {
                 adapter_common::net::on_refused_by_peer(writer.counters(), peer, addr, &reason);
             }
             Err(io::Error::new(
@@ -534,17 +565,17 @@ fn write_loop(shared: &Shared, peer: NodeId, queue: &Receiver<Message>) {
     let mut failures = 0;
     let mut out = Vec::new();
     // The open connection and its registry id.
-    let mut connection: Option<(TcpStream, u64)> = None;
+    let mut connection: Option<(TcpStream, u64, PeerLink)> = None;
     while !shared.stopping() {
-        let Some((stream, _)) = &mut connection else {
+        let Some((stream, _, link)) = &mut connection else {
             let Some(addr) = shared.book.address(peer) else {
                 break;
             };
             match connect(&writer, peer, addr, &mut out) {
-                Ok(stream) => {
+                Ok((stream, link)) => {
                     tracing::debug!(peer, %addr, "connected");
                     let id = shared.register(&stream);
-                    connection = Some((stream, id));
+                    connection = Some((stream, id, link));
                     failures = 0;
                 }
                 Err(error) => {
@@ -569,19 +600,20 @@ fn write_loop(shared: &Shared, peer: NodeId, queue: &Receiver<Message>) {
         if batch == 0 {
             continue;
         }
+        link.seal(&mut out);
         match stream.write_all(&out) {
             Ok(()) => Counters::add(&counters.sent, batch),
             Err(error) => {
                 tracing::debug!(peer, %error, "write failed; reconnecting");
                 Counters::add(&counters.dropped, batch);
-                if let Some((stream, id)) = connection.take() {
+                if let Some((stream, id, _)) = connection.take() {
                     let _ = stream.shutdown(Shutdown::Both);
                     shared.unregister(id);
                 }
             }
         }
     }
-    if let Some((stream, id)) = connection {
+    if let Some((stream, id, _)) = connection {
         let _ = stream.shutdown(Shutdown::Both);
         shared.unregister(id);
     }

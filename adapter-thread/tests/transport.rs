@@ -675,3 +675,27 @@ fn a_flooding_member_cannot_grow_the_inbound_queue_past_its_byte_limit() {
     assert_eq!(recv_n(&b_in, 5).len(), 5);
     timed_shutdown(b);
 }
+
+/// A node given a TLS certificate that does not name it cannot start its transport: its
+/// peers would refuse every connection of it, so the mistake is reported at once.
+#[test]
+fn a_certificate_for_another_node_is_refused_at_start() {
+    use adapter_common::tls::{generate::ClusterCa, TlsConfig};
+    let ca = ClusterCa::new("start check").unwrap();
+    let issued = ca.node(2).unwrap();
+    let tls = TlsConfig::from_pem(
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+    )
+    .unwrap();
+    let mut config = TcpConfig::new(CLUSTER, 1, "127.0.0.1:0".parse().unwrap(), BTreeMap::new());
+    config.tls = Some(tls.clone());
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let error = TcpTransport::start(config.clone(), tx.clone()).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("node-1"), "{error}");
+    // The same certificate is fine for node 2.
+    config.node_id = 2;
+    timed_shutdown(TcpTransport::start(config, tx).unwrap());
+}

@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use adapter_common::net::{on_refused_by_peer, refusal_in, HELLO_MAX_FRAME, REFUSAL_WAIT};
-use adapter_common::net::{reconnect_backoff, TransportCounters as Counters};
+use adapter_common::net::{check_config, on_link_failed, on_refused_by_peer, REFUSAL_WAIT};
+use adapter_common::net::{reconnect_backoff, LinkError, PeerLink, TransportCounters as Counters};
 use adapter_common::{PeerBook, PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
 use raft_proto::{Message, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,6 +66,7 @@ impl TcpTransport {
         listener: TcpListener,
         inbound: mpsc::Sender<Message>,
     ) -> io::Result<Self> {
+        check_config(&config)?;
         let local_addr = listener.local_addr()?;
         if config.advertise.is_none() && !local_addr.ip().is_unspecified() {
             config.advertise = Some(local_addr);
@@ -252,15 +253,22 @@ async fn read_loop(
                 return;
             }
             Ok(n) => {
-                if !reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok()) {
-                    if let Some(refusal) = reader.take_refusal() {
-                        // Say why, then close (the peer waits for this before sending more).
-                        let said = async {
-                            let _ = stream.write_all(&refusal).await;
-                            let _ = stream.shutdown().await;
-                        };
-                        let _ = tokio::time::timeout(HELLO_TIMEOUT, said).await;
+                let open = reader.on_bytes(&buf[..n], remote, |m| inbound.try_send(m).is_ok());
+                if let Some(reply) = reader.take_reply() {
+                    // The TLS handshake; or before closing, why (the peer waits for this
+                    // after its hello before sending more).
+                    let said = async {
+                        stream.write_all(&reply).await?;
+                        if !open {
+                            stream.shutdown().await?;
+                        }
+                        io::Result::Ok(())
+                    };
+                    if !matches!(tokio::time::timeout(HELLO_TIMEOUT, said).await, Ok(Ok(()))) {
+                        return;
                     }
+                }
+                if !open {
                     return;
                 }
             }
@@ -275,25 +283,57 @@ async fn read_loop(
     }
 }
 
-/// Connects to `peer` at `addr` and says hello. `None` if the connection fails, or the peer
-/// refuses the hello (an accepted hello gets no answer; a refused one gets the reason, logged
-/// and counted here, then the close).
+/// Connects to `peer` at `addr`, runs the TLS handshake if any, and says hello. `None` if
+/// the connection fails, TLS fails (logged and counted here), or the peer refuses the hello
+/// (an accepted hello gets no answer; a refused one gets the reason, logged and counted here,
+/// then the close).
 async fn connect_and_greet(
     peer: NodeId,
     addr: SocketAddr,
     writer: &PeerWriter,
     out: &mut Vec<u8>,
-) -> Option<TcpStream> {
+) -> Option<(TcpStream, PeerLink)> {
+    let tls_failed = |error: LinkError| on_link_failed(writer.counters(), peer, addr, &error);
+    let mut link = PeerLink::new(writer.config(), peer)
+        .map_err(tls_failed)
+        .ok()?;
     let mut stream = TcpStream::connect(addr).await.ok()?;
     let _ = stream.set_nodelay(true);
+    let mut answer = vec![0u8; 16 * 1024];
+    let handshake = async {
+        let mut received = 0;
+        loop {
+            let done = link.handshake(&answer[..received], out).map_err(Some)?;
+            stream.write_all(out).await.map_err(|_| None)?;
+            if done {
+                return Ok(());
+            }
+            received = stream.read(&mut answer).await.map_err(|_| None)?;
+            if received == 0 {
+                return Err(None);
+            }
+        }
+    };
+    match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Some(error))) => {
+            tls_failed(error);
+            return None;
+        }
+        Ok(Err(None)) | Err(_) => return None,
+    }
     writer.hello(out);
+    link.seal(out);
     stream.write_all(out).await.ok()?;
-    let mut answer = [0u8; 2 * HELLO_MAX_FRAME];
     match tokio::time::timeout(REFUSAL_WAIT, stream.read(&mut answer)).await {
-        Err(_) => Some(stream),
+        Err(_) => Some((stream, link)),
         Ok(read) => {
-            if let Some(reason) = read.ok().and_then(|n| refusal_in(&answer[..n])) {
-                on_refused_by_peer(writer.counters(), peer, addr, &reason);
+            if let Ok(n) = read {
+                match link.answer(&answer[..n]) {
+                    Ok(Some(reason)) => on_refused_by_peer(writer.counters(), peer, addr, &reason),
+                    Ok(None) => {}
+                    Err(error) => tls_failed(error),
+                }
             }
             None
         }
@@ -321,7 +361,7 @@ async fn write_loop(
             greeted = connect_and_greet(peer, addr, &writer, &mut out) => greeted,
             _ = stop.changed() => return,
         };
-        let Some(mut stream) = greeted else {
+        let Some((mut stream, mut link)) = greeted else {
             // Unreachable or refused: what waits for it is stale by the time it comes back.
             while queue.try_recv().is_ok() {
                 Counters::add(&counters.dropped, 1);
@@ -344,6 +384,7 @@ async fn write_loop(
                 _ = stop.changed() => return,
             };
             let batch = writer.batch(first, || queue.try_recv().ok(), &mut out);
+            link.seal(&mut out);
             if stream.write_all(&out).await.is_err() {
                 tracing::debug!(peer, %addr, "write failed; reconnecting");
                 Counters::add(&counters.dropped, batch);
