@@ -11,7 +11,7 @@
 //! | `raft_term` | gauge | the current term |
 //! | `raft_role{role}` | gauge | 1 for the node's role (`follower`, `pre_candidate`, `candidate`, `leader`), 0 for the others; all 0 once the node's loop has stopped |
 //! | `raft_leader` | gauge | the leader's id as this node knows it (0: none known) |
-//! | `raft_last_log_index`, `raft_commit_index`, `raft_applied_index`, `raft_snapshot_index` | gauge | the indexes of [`Status`](crate::Status) |
+//! | `raft_last_log_index`, `raft_commit_index`, `raft_applied_index`, `raft_snapshot_index` | gauge | the indexes of [`Status`] |
 //! | `raft_proposals_total` | counter | proposals handed to the core (a node that does not lead refuses them) |
 //! | `raft_proposals_refused_total` | counter | proposals answered with an error before or after proposing (not leader, busy, lost, timed out, shut down) |
 //! | `raft_commits_total` | counter | proposals of this node answered as applied |
@@ -20,9 +20,9 @@
 //! | `raft_append_batch_entries` | histogram | entries per write handed to storage |
 //! | `raft_fsync_seconds` | histogram | one write and sync of the storage thread (a group of writes) |
 //! | `raft_messages_sent_total{kind}`, `raft_messages_received_total{kind}` | counter | messages handed to the transport and received from it, per kind |
-//! | `raft_transport_{sent,received,dropped,refused_connections,bad_frames,refused_by_peers}_total` | counter | the transport's [`TransportStats`](crate::TransportStats) |
+//! | `raft_transport_{sent,received,dropped,refused_connections,bad_frames,refused_by_peers,tls_failures}_total` | counter | the transport's [`TransportStats`] |
 //! | `raft_transport_bytes_sent_total`, `raft_transport_bytes_received_total` | counter | bytes framed for peers (those of a write that then failed included), bytes read from them |
-//! | `raft_dropped_inputs_total{reason}` | counter | the core's [`NodeStats`](raft_proto::NodeStats): inputs it ignored, per reason |
+//! | `raft_dropped_inputs_total{reason}` | counter | the core's [`NodeStats`]: inputs it ignored, per reason |
 //! | `raft_snapshots_taken_total`, `raft_snapshots_installed_total` | counter | snapshots of this node's state machine, snapshots received and restored |
 //!
 //! Snapshot transfers show as the `snapshot_chunk` and `snapshot_ack` kinds of the message
@@ -114,7 +114,7 @@ pub(crate) struct NodeMetrics {
     append_batch: Histogram,
     sent: Vec<Counter>,
     received: Vec<Counter>,
-    transport: [Counter; 8],
+    transport: [Counter; 9],
     dropped: [Counter; 7],
     pub(crate) snapshots_taken: Counter,
     pub(crate) snapshots_installed: Counter,
@@ -146,6 +146,7 @@ impl NodeMetrics {
             "raft_transport_refused_by_peers_total",
             "raft_transport_bytes_sent_total",
             "raft_transport_bytes_received_total",
+            "raft_transport_tls_failures_total",
         ]
         .map(|name| counter!(name, "node" => node.clone()));
         let dropped = [
@@ -247,6 +248,7 @@ impl NodeMetrics {
             t.refused_by_peers,
             t.bytes_sent,
             t.bytes_received,
+            t.tls_failures,
         ];
         for (counter, value) in self.transport.iter().zip(values) {
             counter.absolute(value);

@@ -344,3 +344,81 @@ pub(crate) fn memory(bench: &MemoryBench) -> Result<(), String> {
     cluster.stop();
     Ok(())
 }
+
+/// What the TLS benchmark measures.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsBench {
+    pub(crate) exe: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) writes: usize,
+    pub(crate) clients: usize,
+    pub(crate) rounds: usize,
+    pub(crate) runtime: Runtime,
+}
+
+/// The demo's load (no kill) on fresh clusters, plain and with mutual TLS in turn; prints
+/// each run's throughput and latencies, then the medians and the ratios TLS / plain.
+pub(crate) fn tls(bench: &TlsBench) -> Result<(), String> {
+    println!(
+        "the demo's load without the kill, {} writes by {} clients, {:?} adapter, plain TCP and mutual TLS in turn",
+        bench.writes, bench.clients, bench.runtime
+    );
+    let mut runs: [Vec<crate::demo::Phase>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..bench.rounds.max(1) {
+        for (kind, tls) in [(0, false), (1, true)] {
+            let report = crate::demo::run(
+                bench.exe.clone(),
+                &crate::demo::DemoConfig {
+                    dir: bench.dir.clone(),
+                    writes: bench.writes,
+                    clients: bench.clients,
+                    kill_at: None,
+                    quiet: true,
+                    runtime: bench.runtime,
+                    read_mode: ReadMode::Index,
+                    tls,
+                },
+            )?;
+            let phase = report.steady;
+            println!(
+                "  round {} {:>5}: {:>7.0} writes/s, p50 {:.2} ms, p99 {:.2} ms (floor {:.3} ms)",
+                round + 1,
+                if tls { "TLS" } else { "plain" },
+                phase.rate(),
+                phase.p50_ms,
+                phase.p99_ms,
+                report.floor.total().as_secs_f64() * 1000.0,
+            );
+            runs[kind].push(phase);
+        }
+    }
+    crate::protocol::set_client_tls(None);
+    let median = |values: Vec<f64>| {
+        let mut values = values;
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let summary = |phases: &[crate::demo::Phase]| {
+        (
+            median(phases.iter().map(crate::demo::Phase::rate).collect()),
+            median(phases.iter().map(|p| p.p50_ms).collect()),
+            median(phases.iter().map(|p| p.p99_ms).collect()),
+        )
+    };
+    let (plain, tls) = (summary(&runs[0]), summary(&runs[1]));
+    println!(
+        "median plain: {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms",
+        plain.0, plain.1, plain.2
+    );
+    println!(
+        "median TLS:   {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms",
+        tls.0, tls.1, tls.2
+    );
+    println!(
+        "TLS / plain: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
+        tls.0 / plain.0.max(1e-9),
+        tls.1 / plain.1.max(1e-9),
+        tls.2 / plain.2.max(1e-9)
+    );
+    Ok(())
+}

@@ -37,6 +37,8 @@ pub(crate) struct DemoConfig {
     pub(crate) quiet: bool,
     pub(crate) runtime: Runtime,
     pub(crate) read_mode: ReadMode,
+    /// Mutual TLS between the nodes and with the clients.
+    pub(crate) tls: bool,
 }
 
 /// What the demo measured.
@@ -90,7 +92,7 @@ impl Phase {
         }
     }
 
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.writes as f64 / self.seconds.max(1e-9)
     }
 }
@@ -115,6 +117,8 @@ pub(crate) struct Cluster {
     paused: BTreeSet<NodeId>,
     /// More arguments for every `raft-kv serve` (see [`start_with`](Self::start_with)).
     serve_args: Vec<String>,
+    /// With TLS: where the CA's certificate and each node's certificate and key are.
+    tls_dir: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -126,6 +130,35 @@ impl Cluster {
         dir: &Path,
     ) -> Result<Self, String> {
         Self::start_with(exe, runtime, read_mode, dir, None, &[])
+    }
+
+    /// Like [`start`](Self::start), with mutual TLS between the nodes and with this
+    /// process's clients: a CA and certificates are made in `dir/tls` (`raft-kv certs`).
+    pub(crate) fn start_tls(
+        exe: PathBuf,
+        runtime: Runtime,
+        read_mode: ReadMode,
+        dir: &Path,
+    ) -> Result<Self, String> {
+        let mut cluster = Self::prepare(exe, runtime, read_mode, dir, None, &[])?;
+        let tls_dir = dir.join("tls");
+        let ca = adapter_common::tls::generate::ClusterCa::new("raft-kv demo")
+            .map_err(|e| format!("cannot make a CA: {e}"))?;
+        let ids: Vec<NodeId> = (1..=NODES).collect();
+        ca.write_cluster(&tls_dir, &ids)
+            .map_err(|e| format!("cannot write certificates: {e}"))?;
+        let client = adapter_common::tls::TlsConfig::from_pem_files(
+            &tls_dir.join("client.pem"),
+            &tls_dir.join("client-key.pem"),
+            &tls_dir.join("ca.pem"),
+        )
+        .map_err(|e| format!("TLS: {e}"))?;
+        crate::protocol::set_client_tls(Some(client));
+        cluster.tls_dir = Some(tls_dir);
+        for id in 1..=NODES {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
     }
 
     /// The cluster of a chaos run, as `config` says; with `proxies`, see
@@ -157,6 +190,22 @@ impl Cluster {
         proxies: Option<u64>,
         serve_args: &[&str],
     ) -> Result<Self, String> {
+        let mut cluster = Self::prepare(exe, runtime, read_mode, dir, proxies, serve_args)?;
+        for id in 1..=NODES {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The cluster of [`start_with`](Self::start_with), its nodes not started yet.
+    fn prepare(
+        exe: PathBuf,
+        runtime: Runtime,
+        read_mode: ReadMode,
+        dir: &Path,
+        proxies: Option<u64>,
+        serve_args: &[&str],
+    ) -> Result<Self, String> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -179,6 +228,7 @@ impl Cluster {
             children: BTreeMap::new(),
             paused: BTreeSet::new(),
             serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
+            tls_dir: None,
         };
         if let Some(seed) = proxies {
             for (&from, &to) in cluster
@@ -192,9 +242,6 @@ impl Cluster {
                     cluster.links.insert((from, to), link);
                 }
             }
-        }
-        for id in 1..=NODES {
-            cluster.spawn(id)?;
         }
         Ok(cluster)
     }
@@ -313,6 +360,22 @@ impl Cluster {
         self.clients.values().copied().collect()
     }
 
+    /// The `raft-kv serve` arguments of node `id` for TLS (none without).
+    fn tls_args(&self, id: NodeId) -> Vec<PathBuf> {
+        let Some(dir) = &self.tls_dir else {
+            return Vec::new();
+        };
+        let name = adapter_common::tls::node_name(id);
+        vec![
+            "--tls-cert".into(),
+            dir.join(format!("{name}.pem")),
+            "--tls-key".into(),
+            dir.join(format!("{name}-key.pem")),
+            "--tls-ca".into(),
+            dir.join("ca.pem"),
+        ]
+    }
+
     /// Starts (or restarts) node `id` as a child process, logging to its data directory: a
     /// bootstrap node with `--peers`, any other with `--join`.
     pub(crate) fn spawn(&mut self, id: NodeId) -> Result<(), String> {
@@ -373,6 +436,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.join(format!("node-{id}")))
             .args(&self.serve_args)
+            .args(self.tls_args(id))
             .stdin(Stdio::piped())
             .stdout(log)
             .stderr(err)
@@ -614,16 +678,22 @@ pub(crate) fn run(exe: PathBuf, config: &DemoConfig) -> Result<DemoReport, Strin
     std::fs::create_dir_all(&config.dir).map_err(|e| e.to_string())?;
     let floor = adapter_common::floor::Floor::measure(&config.dir, 300)
         .map_err(|e| format!("cannot measure the floor: {e}"))?;
-    let mut cluster = Cluster::start(exe, config.runtime, config.read_mode, &config.dir)?;
+    let mut cluster = if config.tls {
+        Cluster::start_tls(exe, config.runtime, config.read_mode, &config.dir)?
+    } else {
+        crate::protocol::set_client_tls(None);
+        Cluster::start(exe, config.runtime, config.read_mode, &config.dir)?
+    };
     let say = |line: String| {
         if !config.quiet {
             println!("{line}");
         }
     };
     say(format!(
-        "started 3 nodes on 127.0.0.1 with the {:?} adapter, reads by {:?} (data in {})",
+        "started 3 nodes on 127.0.0.1 with the {:?} adapter, reads by {:?}{} (data in {})",
         config.runtime,
         config.read_mode,
+        if config.tls { ", mutual TLS" } else { "" },
         config.dir.display()
     ));
     let (first_leader, _) = cluster

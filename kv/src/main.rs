@@ -39,6 +39,37 @@ use raft_proto::NodeId;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Mutual TLS: for `serve`, on the Raft port and the client port; for the client commands,
+/// on their connections. All three files or none.
+#[derive(clap::Args, Debug, Default)]
+struct TlsArgs {
+    /// This member's (or client's) certificate chain, PEM; a member's names it with the DNS
+    /// name `node-ID` (see `raft-kv certs`).
+    #[arg(long, global = true, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Its private key, PEM.
+    #[arg(long, global = true, requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The cluster CA's certificate, PEM: the only one trusted.
+    #[arg(long, global = true, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn load(&self) -> Result<Option<adapter_common::tls::TlsConfig>, String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                adapter_common::tls::TlsConfig::from_pem_files(cert, key, ca)
+                    .map(Some)
+                    .map_err(|e| format!("TLS: {e}"))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,6 +122,17 @@ enum Cmd {
         /// reaches the client port could stop the node). The demo's clusters use it.
         #[arg(long)]
         allow_remote_shutdown: bool,
+    },
+    /// Make a cluster CA and certificates signed by it for mutual TLS: `ca.pem`,
+    /// `node-ID.pem` and `node-ID-key.pem` for each node, `client.pem` and `client-key.pem`
+    /// (the CA's key is not kept: make new certificates with a new CA).
+    Certs {
+        /// Where to write them.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node ids: `1,2,3`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<NodeId>,
     },
     /// Set KEY to VALUE (through the leader, found from --cluster).
     Put {
@@ -182,6 +224,29 @@ enum Cmd {
         /// How the nodes serve reads.
         #[arg(long, value_enum, default_value_t = server::ReadMode::Index)]
         read_mode: server::ReadMode,
+        /// Mutual TLS between the nodes and with the clients (certificates made for the run,
+        /// in DIR/tls).
+        #[arg(long)]
+        tls: bool,
+    },
+    /// The TLS benchmark: the demo's load without the kill, on fresh clusters with and
+    /// without mutual TLS in turn; prints throughput and latency of each.
+    BenchTls {
+        /// Where the nodes keep their data (emptied first).
+        #[arg(long, default_value = "target/raft-kv-bench-tls")]
+        dir: PathBuf,
+        /// Writes per run.
+        #[arg(long, default_value_t = 20_000)]
+        writes: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Runs of each kind (alternating, plain first).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Which adapter runs the nodes.
+        #[arg(long, value_enum, default_value_t = runtime::Runtime::Thread)]
+        runtime: runtime::Runtime,
     },
     /// The crash test: SIGKILL nodes at random moments under load, restart them, and check
     /// that every acknowledged write survives on every node.
@@ -432,6 +497,14 @@ fn run_members(action: MembersCmd) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let tls = match cli.tls.load() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    protocol::set_client_tls(tls.clone());
     let result = match cli.command {
         Cmd::Serve {
             id,
@@ -489,10 +562,23 @@ fn main() -> ExitCode {
                     read_mode,
                     metrics_addr,
                     allow_remote_shutdown,
+                    tls,
                 }),
             }
         }
         Cmd::Members { action } => run_members(action),
+        Cmd::Certs { dir, nodes } => adapter_common::tls::generate::ClusterCa::new("raft-kv")
+            .map_err(|e| format!("cannot make a CA: {e}"))
+            .and_then(|ca| {
+                ca.write_cluster(&dir, &nodes)
+                    .map_err(|e| format!("cannot write into {}: {e}", dir.display()))
+            })
+            .map(|()| {
+                println!(
+                    "wrote ca.pem, node-ID.pem/-key.pem for {nodes:?}, client.pem/-key.pem into {}",
+                    dir.display()
+                )
+            }),
         Cmd::Put {
             key,
             value,
@@ -572,6 +658,7 @@ fn main() -> ExitCode {
             clients,
             runtime,
             read_mode,
+            tls,
         } => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))
             .and_then(|exe| {
@@ -585,10 +672,29 @@ fn main() -> ExitCode {
                         quiet: false,
                         runtime,
                         read_mode,
+                        tls,
                     },
                 )
             })
             .map(|_| ()),
+        Cmd::BenchTls {
+            dir,
+            writes,
+            clients,
+            rounds,
+            runtime,
+        } => std::env::current_exe()
+            .map_err(|e| format!("cannot find this executable: {e}"))
+            .and_then(|exe| {
+                bench::tls(&bench::TlsBench {
+                    exe,
+                    dir,
+                    writes,
+                    clients,
+                    rounds,
+                    runtime,
+                })
+            }),
         Cmd::Chaos {
             dir,
             rounds,

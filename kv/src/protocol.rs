@@ -1,8 +1,12 @@
-//! The client protocol: one request, one response, as length-prefixed postcard frames.
+//! The client protocol: one request, one response, as length-prefixed postcard frames, over
+//! TCP or mutual TLS.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
+
+use adapter_common::tls::TlsConfig;
 
 use raft_proto::wire::{encode_frame, FrameDecoder};
 use raft_proto::NodeId;
@@ -156,17 +160,96 @@ pub(crate) enum Response {
     SessionExpired,
 }
 
+/// The TLS setup this process's client connections use (none: plain TCP).
+static CLIENT_TLS: RwLock<Option<TlsConfig>> = RwLock::new(None);
+
+/// From now on, this process's client connections ([`Connection`]) use mutual TLS with
+/// `tls` (a client certificate of the cluster's CA), or plain TCP with `None`.
+pub(crate) fn set_client_tls(tls: Option<TlsConfig>) {
+    *CLIENT_TLS.write().unwrap_or_else(PoisonError::into_inner) = tls;
+}
+
+fn client_tls() -> Option<TlsConfig> {
+    CLIENT_TLS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// A client connection, either side, plain or TLS.
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// A client's TLS connection to a node.
+    Client(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// A node's TLS connection from a client.
+    Server(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The connection's TCP socket.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Client(tls) => tls.get_ref(),
+            Self::Server(tls) => tls.get_ref(),
+        }
+    }
+
+    /// A node's side of a connection a client opened: TLS with `tls` (a client certificate
+    /// of the cluster's CA required), or plain.
+    pub(crate) fn accepted(tcp: TcpStream, tls: Option<&TlsConfig>) -> std::io::Result<Self> {
+        Ok(match tls {
+            None => Self::Plain(tcp),
+            Some(tls) => {
+                let session = rustls::ServerConnection::new(tls.server_config())
+                    .map_err(std::io::Error::other)?;
+                Self::Server(Box::new(rustls::StreamOwned::new(session, tcp)))
+            }
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.read(buf),
+            Self::Client(tls) => tls.read(buf),
+            Self::Server(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.write(buf),
+            Self::Client(tls) => tls.write(buf),
+            Self::Server(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(tcp) => tcp.flush(),
+            Self::Client(tls) => tls.flush(),
+            Self::Server(tls) => tls.flush(),
+        }
+    }
+}
+
 /// Writes one frame.
-pub(crate) fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io::Result<()> {
+pub(crate) fn write_frame<T: Serialize>(stream: &mut impl Write, value: &T) -> std::io::Result<()> {
     let mut out = Vec::new();
     encode_frame(value, MAX_FRAME, &mut out)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    stream.write_all(&out)
+    stream.write_all(&out)?;
+    stream.flush()
 }
 
 /// Reads one frame (blocking, with the stream's timeout).
 pub(crate) fn read_frame<T: Serialize + serde::de::DeserializeOwned>(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     decoder: &mut FrameDecoder,
 ) -> std::io::Result<T> {
     let mut buf = [0u8; 16 * 1024];
@@ -192,7 +275,7 @@ pub(crate) fn read_frame<T: Serialize + serde::de::DeserializeOwned>(
 /// A connection to one node's client port, reopened on error.
 pub(crate) struct Connection {
     addr: SocketAddr,
-    stream: Option<(TcpStream, FrameDecoder)>,
+    stream: Option<(Stream, FrameDecoder)>,
     timeout: Duration,
 }
 
@@ -208,9 +291,22 @@ impl Connection {
     /// Sends `request` and waits for the response.
     pub(crate) fn call(&mut self, request: &Request) -> std::io::Result<Response> {
         if self.stream.is_none() {
-            let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
-            stream.set_read_timeout(Some(self.timeout))?;
-            stream.set_nodelay(true)?;
+            let tcp = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+            tcp.set_read_timeout(Some(self.timeout))?;
+            tcp.set_write_timeout(Some(self.timeout))?;
+            tcp.set_nodelay(true)?;
+            let stream = match client_tls() {
+                None => Stream::Plain(tcp),
+                Some(tls) => {
+                    // Any member's certificate of the CA will do: the name is a placeholder.
+                    let name = rustls::pki_types::ServerName::try_from("raft-kv")
+                        .map_err(std::io::Error::other)?;
+                    let session =
+                        rustls::ClientConnection::new(tls.client_config_for_any_member(), name)
+                            .map_err(std::io::Error::other)?;
+                    Stream::Client(Box::new(rustls::StreamOwned::new(session, tcp)))
+                }
+            };
             self.stream = Some((stream, FrameDecoder::new(MAX_FRAME)));
         }
         let result = match self.stream.as_mut() {

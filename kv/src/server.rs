@@ -1,17 +1,18 @@
 //! `raft-kv serve`: one replica, with its Raft port and its client port.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adapter_common::tls::TlsConfig;
 use adapter_common::{NodeOptions, ProposeError, ReadError, TcpConfig};
 use raft_proto::wire::FrameDecoder;
 use raft_proto::NodeId;
 
 use crate::protocol::{
-    read_frame, write_frame, MemberChange, Members, Request, Response, MAX_FRAME,
+    read_frame, write_frame, MemberChange, Members, Request, Response, Stream, MAX_FRAME,
 };
 use crate::runtime::{Node, Runtime};
 use crate::store::{KvCommand, KvStore};
@@ -59,8 +60,11 @@ pub(crate) struct ServeConfig {
     /// Where the Prometheus metrics are served, if anywhere.
     pub(crate) metrics_addr: Option<SocketAddr>,
     /// Whether a client's `Shutdown` request is obeyed (otherwise it is refused: anyone who
-    /// reaches the client port could stop the node).
+    /// reaches the client port could stop the node). With TLS, every client is authenticated
+    /// and may ask.
     pub(crate) allow_remote_shutdown: bool,
+    /// Mutual TLS on the Raft port and the client port (plain TCP on both without).
+    pub(crate) tls: Option<TlsConfig>,
 }
 
 /// How long a client request may wait for its command to commit.
@@ -81,6 +85,7 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     others.remove(&config.id);
     let mut tcp = TcpConfig::new(config.cluster_id, config.id, listen, others);
     tcp.queue_len = 4096;
+    tcp.tls = config.tls.clone();
     let voters = config.peers.keys().copied().collect();
     let mut options = NodeOptions::new(config.id, voters, &config.data_dir);
     options.snapshot_every = Some(config.snapshot_every);
@@ -98,7 +103,7 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     );
     let clients = TcpListener::bind(config.client_addr)
         .map_err(|e| format!("cannot listen for clients on {}: {e}", config.client_addr))?;
-    tracing::info!(id = config.id, raft = %listen, clients = %config.client_addr, runtime = ?config.runtime, read_mode = ?config.read_mode, "serving");
+    tracing::info!(id = config.id, raft = %listen, clients = %config.client_addr, runtime = ?config.runtime, read_mode = ?config.read_mode, tls = config.tls.is_some(), "serving");
     if !config.join.is_empty() {
         // Ask the cluster to add this node as a learner; a node that restarts is a member
         // already, which is fine.
@@ -115,7 +120,9 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     on_sigterm(stop_tx.clone());
     let read_mode = config.read_mode;
-    let allow_shutdown = config.allow_remote_shutdown;
+    // A TLS client proved a certificate of the cluster's CA.
+    let allow_shutdown = config.allow_remote_shutdown || config.tls.is_some();
+    let tls = config.tls.clone();
     let bootstrap_data: Arc<BTreeMap<NodeId, String>> = Arc::new(
         config
             .peer_clients
@@ -127,6 +134,13 @@ pub(crate) fn serve(config: ServeConfig) -> Result<(), String> {
         let node = Arc::clone(&node);
         move || {
             for stream in clients.incoming().flatten() {
+                let stream = match Stream::accepted(stream, tls.as_ref()) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start a TLS session for a client");
+                        continue;
+                    }
+                };
                 let node = Arc::clone(&node);
                 let store = store.clone();
                 let stop = stop_tx.clone();
@@ -264,15 +278,34 @@ impl ClientContext {
 }
 
 fn serve_client(
-    mut stream: TcpStream,
+    mut stream: Stream,
     node: &Node,
     store: &KvStore,
     context: &ClientContext,
     stop: &crossbeam_channel::Sender<()>,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let mut decoder = FrameDecoder::new(MAX_FRAME);
-    while let Ok(request) = read_frame::<Request>(&mut stream, &mut decoder) {
+    let mut served = 0u64;
+    loop {
+        let request = match read_frame::<Request>(&mut stream, &mut decoder) {
+            Ok(request) => request,
+            Err(error) => {
+                if served == 0
+                    && matches!(stream, Stream::Server(_))
+                    && error.kind() == std::io::ErrorKind::InvalidData
+                {
+                    tracing::warn!(
+                        client = ?stream.tcp().peer_addr().ok(),
+                        %error,
+                        "refused a client: its TLS handshake failed (it needs a certificate of \
+                         the cluster's CA, valid now)"
+                    );
+                }
+                return;
+            }
+        };
+        served += 1;
         let response = match request {
             Request::Command(KvCommand::Get { key }) => read(node, store, context.read_mode, key),
             Request::Command(command) => propose(node, &command),
@@ -325,9 +358,10 @@ fn serve_client(
                 }
             }
             Request::Shutdown if !context.allow_shutdown => {
-                tracing::warn!(client = ?stream.peer_addr().ok(), "refused a remote shutdown");
+                tracing::warn!(client = ?stream.tcp().peer_addr().ok(), "refused a remote shutdown");
                 Response::Refused(
-                    "remote shutdown is not allowed (start the node with --allow-remote-shutdown)"
+                    "remote shutdown is not allowed (start the node with --allow-remote-shutdown, \
+                     or with TLS)"
                         .into(),
                 )
             }

@@ -134,8 +134,9 @@ fn cli(args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// Three `raft-kv serve` processes on free ports with their data under `dir`, each given
-/// `extra(i)` besides (`i` from 0); returns them and their client addresses.
+/// Three `raft-kv serve` processes on free ports with their data under `dir` (and their logs,
+/// standard output and error, in `dir/n{i}.log`), each given `extra(i)` besides (`i` from 0); returns them and their
+/// client addresses.
 fn serve_three(
     dir: &std::path::Path,
     extra: impl Fn(usize) -> Vec<String>,
@@ -149,8 +150,10 @@ fn serve_three(
         .map(|i| format!("{}={}/{}", i + 1, raft(i), clients[i]))
         .collect();
     let peers = peers.join(",");
+    std::fs::create_dir_all(dir).expect("a scratch directory");
     let children = (0..3)
         .map(|i| {
+            let log = std::fs::File::create(dir.join(format!("n{i}.log"))).expect("a log file");
             raft_kv()
                 .args(["serve", "--id", &(i + 1).to_string(), "--peers", &peers])
                 .args([
@@ -162,8 +165,8 @@ fn serve_three(
                 .arg(dir.join(format!("n{i}")))
                 .args(extra(i))
                 .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
+                .stdout(log.try_clone().expect("a log file"))
+                .stderr(log)
                 .spawn()
                 .expect("starts")
         })
@@ -379,6 +382,96 @@ fn every_node_serves_its_metrics() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     let still_running = children[0].try_wait().expect("waits").is_none();
     assert!(still_running, "node 1 stopped on a refused shutdown");
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Mutual TLS end to end: `raft-kv certs` makes the certificates, three `serve` processes use
+/// them between each other and on their client ports; a client with a certificate of the
+/// cluster's CA reads and writes and may shut a node down (no --allow-remote-shutdown); a
+/// client without TLS, or with a certificate of another CA, is refused, and the node logs
+/// why.
+#[test]
+fn a_tls_cluster_serves_authenticated_clients_only() {
+    let dir = scratch("tls");
+    let _ = std::fs::remove_dir_all(&dir);
+    let certs = dir.join("certs");
+    let other = dir.join("other");
+    let (ok, out) = cli(&[
+        "certs",
+        "--dir",
+        certs.to_str().unwrap(),
+        "--nodes",
+        "1,2,3",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["certs", "--dir", other.to_str().unwrap(), "--nodes", "1"]);
+    assert!(ok, "{out}");
+    let pem = |dir: &std::path::Path, name: &str| dir.join(name).to_str().unwrap().to_string();
+    let tls_of = |dir: &std::path::Path, who: &str| {
+        vec![
+            "--tls-cert".to_string(),
+            pem(dir, &format!("{who}.pem")),
+            "--tls-key".to_string(),
+            pem(dir, &format!("{who}-key.pem")),
+            "--tls-ca".to_string(),
+            pem(dir, "ca.pem"),
+        ]
+    };
+    let (mut children, clients) = serve_three(&dir, |i| tls_of(&certs, &format!("node-{}", i + 1)));
+    let cluster = clients.join(",");
+    let with = |args: &[&str], tls: &[String]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(tls.iter().map(String::as_str));
+        cli(&all)
+    };
+    let client_tls = tls_of(&certs, "client");
+    let (ok, out) = with(
+        &["put", "secret", "kept", "--cluster", &cluster],
+        &client_tls,
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = with(&["get", "secret", "--cluster", &cluster], &client_tls);
+    assert!(ok && out.trim() == "kept", "{out}");
+    let (ok, out) = with(&["status", "--cluster", &cluster], &client_tls);
+    assert!(ok && out.contains("Leader "), "{out}");
+
+    // No TLS: the node speaks TLS, the client does not understand it.
+    let (ok, out) = cli(&["get", "secret", "--cluster", &clients[0]]);
+    assert!(!ok, "a plaintext client read: {out}");
+    // A certificate of another CA: refused, and the node says why.
+    let (ok, out) = with(
+        &["get", "secret", "--cluster", &clients[0]],
+        &tls_of(&other, "client"),
+    );
+    assert!(!ok, "a client of another CA read: {out}");
+    let logged = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::read_to_string(dir.join("n0.log"))
+            .is_ok_and(|log| log.contains("refused a client: its TLS handshake failed"))
+    });
+    assert!(
+        logged,
+        "node 1 did not log the refused client:\n{}",
+        std::fs::read_to_string(dir.join("n0.log")).unwrap_or_default()
+    );
+
+    // An authenticated client may shut a node down.
+    let (ok, out) = with(&["shutdown", "--node", &clients[2]], &client_tls);
+    assert!(ok && out.contains("shutting down"), "{out}");
+    let exited = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        matches!(children[2].try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "node 3 did not exit within 5 s of its shutdown");
+    let (ok, out) = with(
+        &["put", "after", "shutdown", "--cluster", &cluster],
+        &client_tls,
+    );
+    assert!(ok, "two nodes of three still commit: {out}");
     for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();
