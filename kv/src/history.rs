@@ -93,6 +93,9 @@ struct RecordedClient {
     at: usize,
     /// Its session's id and the next write's number, once registered.
     session: Option<(u64, u64)>,
+    /// Its open connection to each node (reopened after a failure): a connection per
+    /// request would cost a TLS handshake each.
+    connections: std::collections::BTreeMap<SocketAddr, Connection>,
 }
 
 impl RecordedClient {
@@ -102,7 +105,10 @@ impl RecordedClient {
         let start = Instant::now();
         while start.elapsed() < limit {
             let addr = self.addrs[self.at % self.addrs.len()];
-            let mut conn = Connection::new(addr, limit);
+            let conn = self
+                .connections
+                .entry(addr)
+                .or_insert_with(|| Connection::new(addr, limit));
             if let Ok(
                 answer @ (Response::Done(_) | Response::Registered(_) | Response::SessionExpired),
             ) = conn.call(request)
@@ -169,6 +175,7 @@ pub(crate) fn client(
         addrs: addrs(),
         at: next(8) as usize,
         session: None,
+        connections: std::collections::BTreeMap::new(),
     };
     while !stop.load(Ordering::Relaxed) {
         client.addrs = addrs();
