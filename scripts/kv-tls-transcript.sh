@@ -14,8 +14,8 @@ run certs --dir $dir/other --nodes 1,2,3
 ls $dir/certs
 for i in 1 2 3; do
   echo "\$ raft-kv serve --id $i --peers \$P --client-addr 127.0.0.1:1820$i --data-dir n$i --metrics-addr 127.0.0.1:1930$i $(tls certs node-$i) &"
-  $K serve --id $i --peers $P --client-addr 127.0.0.1:1820$i --data-dir $dir/n$i \
-    --metrics-addr 127.0.0.1:1930$i $(tls $dir/certs node-$i) > $dir/n$i.log 2>&1 &
+  ( $K serve --id $i --peers $P --client-addr 127.0.0.1:1820$i --data-dir $dir/n$i \
+    --metrics-addr 127.0.0.1:1930$i $(tls $dir/certs node-$i) > $dir/n$i.log 2>&1 & )
 done
 sleep 1.5
 run put greeting hello --cluster $C $(tls $dir/certs client)
@@ -23,23 +23,24 @@ run get greeting --cluster $C $(tls $dir/certs client)
 run status --cluster $C $(tls $dir/certs client)
 echo "# a client without TLS"
 run get greeting --cluster 127.0.0.1:18201
-echo "# a client with a certificate of another CA"
-run get greeting --cluster 127.0.0.1:18201 $(tls $dir/other client)
+echo "# a client with a certificate of another CA (trusting the cluster's CA, so that the node is the one to refuse)"
+run get greeting --cluster 127.0.0.1:18201 --tls-cert $dir/other/client.pem --tls-key $dir/other/client-key.pem --tls-ca $dir/certs/ca.pem
 sleep 0.2
 echo "# node 1's log:"
-grep "refused a client" $dir/n1.log | sed 's/^[^ ]* *//'
+grep "refused a client" $dir/n1.log | sed 's/^[^ ]* *//; s/client=Some([^)]*) //' | uniq -c
 leader=$($K status --cluster $C $(tls $dir/certs client) | awk '/Leader/ {print $3}')
 echo "\$ curl -s http://127.0.0.1:1930$leader/metrics | grep -v '^#' | grep -v _bucket | grep -v ' 0\$'"
-curl -s http://127.0.0.1:1930$leader/metrics | grep -v '^#' | grep -v _bucket | grep -v ' 0$' | sort
+curl -s http://127.0.0.1:1930$leader/metrics | grep -v '^#' | grep -v _bucket | grep -v ' 0$' | grep -v '^$' | sort
 victim=$(( leader % 3 + 1 ))
-echo "# node $victim restarted with a certificate of another CA (for its id, from that CA)"
-pkill -f "serve --id $victim "
-sleep 0.3
-$K serve --id $victim --peers $P --client-addr 127.0.0.1:1820$victim --data-dir $dir/n$victim \
-  $(tls $dir/other node-$victim) > $dir/impostor.log 2>&1 &
+echo "# node $victim killed, restarted with a certificate of another CA for its id (trusting the cluster's CA)"
+pkill -KILL -f "serve --id $victim "
+sleep 0.5
+( $K serve --id $victim --peers $P --client-addr 127.0.0.1:1820$victim --data-dir $dir/n$victim \
+  --tls-cert $dir/other/node-$victim.pem --tls-key $dir/other/node-$victim-key.pem \
+  --tls-ca $dir/certs/ca.pem > $dir/impostor.log 2>&1 & )
 sleep 2
 echo "# what the others log about it:"
-grep -h "refusing a connection\|TLS with the peer failed" $dir/n*.log | sed 's/^[^ ]* *//' | sort | uniq -c | head -4
+grep -h "refusing a connection\|TLS with the peer failed" $dir/n*.log | sed 's/^[^ ]* *//; s/remote=[^ ]* //' | sort | uniq -c | head -4
 echo "# what it logs:"
 grep -h "refused\|TLS\|ERROR" $dir/impostor.log | sed 's/^[^ ]* *//' | sort | uniq -c | head -4
 run put still working --cluster $C $(tls $dir/certs client)

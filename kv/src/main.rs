@@ -567,18 +567,25 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Members { action } => run_members(action),
-        Cmd::Certs { dir, nodes } => adapter_common::tls::generate::ClusterCa::new("raft-kv")
-            .map_err(|e| format!("cannot make a CA: {e}"))
-            .and_then(|ca| {
-                ca.write_cluster(&dir, &nodes)
-                    .map_err(|e| format!("cannot write into {}: {e}", dir.display()))
-            })
-            .map(|()| {
-                println!(
-                    "wrote ca.pem, node-ID.pem/-key.pem for {nodes:?}, client.pem/-key.pem into {}",
-                    dir.display()
-                )
-            }),
+        // A name of its own, so that a certificate of another CA made here is told apart by
+        // its issuer's name, not only by its signature.
+        Cmd::Certs { dir, nodes } => adapter_common::tls::generate::ClusterCa::new(&format!(
+            "raft-kv cluster CA {:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ))
+        .map_err(|e| format!("cannot make a CA: {e}"))
+        .and_then(|ca| {
+            ca.write_cluster(&dir, &nodes)
+                .map_err(|e| format!("cannot write into {}: {e}", dir.display()))
+        })
+        .map(|()| {
+            println!(
+                "wrote ca.pem, node-ID.pem/-key.pem for {nodes:?}, client.pem/-key.pem into {}",
+                dir.display()
+            )
+        }),
         Cmd::Put {
             key,
             value,

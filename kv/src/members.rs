@@ -166,11 +166,16 @@ fn call(cluster: &[SocketAddr], request: &Request, limit: Duration) -> Result<Re
     let start = Instant::now();
     let mut known: Vec<SocketAddr> = cluster.to_vec();
     let mut last: std::collections::BTreeMap<SocketAddr, String> = Default::default();
-    while start.elapsed() < limit {
+    // The nodes that failed TLS with this client.
+    let mut refused = std::collections::BTreeSet::new();
+    while start.elapsed() < limit && !known.iter().all(|a| refused.contains(a)) {
         let mut i = 0;
         while i < known.len() {
             let addr = known[i];
             i += 1;
+            if refused.contains(&addr) {
+                continue;
+            }
             let mut conn = Connection::new(addr, CALL_TIMEOUT);
             match conn.call(request) {
                 Ok(
@@ -195,14 +200,25 @@ fn call(cluster: &[SocketAddr], request: &Request, limit: Duration) -> Result<Re
                 Ok(other) => {
                     last.insert(addr, format!("unexpected answer {other:?}"));
                 }
+                Err(e) if crate::protocol::is_tls_failure(&e) => {
+                    // A certificate refused: asking that node again cannot help.
+                    last.insert(addr, crate::protocol::describe_failure(&e));
+                    refused.insert(addr);
+                    if known.iter().all(|a| refused.contains(a)) {
+                        break;
+                    }
+                }
                 Err(e) => {
-                    last.insert(addr, e.to_string());
+                    last.insert(addr, crate::protocol::describe_failure(&e));
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let why: Vec<String> = last.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+    if known.iter().all(|a| refused.contains(a)) {
+        return Err(format!("TLS failed with every node ({})", why.join("; ")));
+    }
     Err(format!(
         "no leader answered within {limit:?} ({})",
         why.join("; ")

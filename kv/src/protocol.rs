@@ -238,6 +238,26 @@ impl Write for Stream {
     }
 }
 
+/// Whether `error` is a TLS failure (a certificate refused by either side, not TLS at all):
+/// trying again cannot help.
+pub(crate) fn is_tls_failure(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+/// Says what went wrong with a call to a node: a TLS failure as such, and for a connection
+/// the node closed at once, the likely reason.
+pub(crate) fn describe_failure(error: &std::io::Error) -> String {
+    if is_tls_failure(error) {
+        format!("TLS: {error}")
+    } else if error.kind() == std::io::ErrorKind::UnexpectedEof && client_tls().is_none() {
+        format!("{error} (if the node uses TLS, give --tls-cert, --tls-key and --tls-ca)")
+    } else {
+        error.to_string()
+    }
+}
+
 /// Writes one frame.
 pub(crate) fn write_frame<T: Serialize>(stream: &mut impl Write, value: &T) -> std::io::Result<()> {
     let mut out = Vec::new();
