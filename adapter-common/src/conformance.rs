@@ -1239,7 +1239,8 @@ fn impostor(addr: SocketAddr, to: NodeId, claim: NodeId, tls: Option<TlsConfig>)
 }
 
 /// Mutual TLS keeps impostors out: a peer with a certificate of another CA, an expired one,
-/// or one naming another node than its hello announces, and a peer speaking plaintext, are
+/// one naming another node than its hello announces, or a client's certificate of the cluster's
+/// CA naming the node it claims to be, and a peer speaking plaintext, are
 /// each refused (and counted), and nothing they send reaches the core (a message of term
 /// 1,000 from them leaves the node's term alone).
 pub fn tls_refuses_impostors(harness: &dyn Harness) {
@@ -1282,24 +1283,34 @@ pub fn tls_refuses_impostors(harness: &dyn Harness) {
             "another node",
             Some(setup(ca.node(7).expect("a certificate"), ca_pem.clone())),
         ),
+        // A client's certificate of the cluster's CA, named like the node it claims to be:
+        // not a member's (it may not authenticate a server).
+        (
+            "a client's certificate",
+            Some(setup(
+                ca.client(&crate::tls::node_name(claim))
+                    .expect("a certificate"),
+                ca_pem.clone(),
+            )),
+        ),
         ("plaintext", None),
     ];
     for (what, tls) in impostors {
         let said = impostor(cluster.addr(target), target, claim, tls);
         eprintln!("impostor with {what}: {said}");
-        if what == "another node" {
+        if what == "another node" || what == "a client's certificate" {
             assert!(said.contains("not for node"), "{what}: {said}");
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let refused = loop {
         let now = cluster.transport(target).refused_connections;
-        if now >= before + 4 || Instant::now() > deadline {
+        if now >= before + 5 || Instant::now() > deadline {
             break now - before;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(refused, 4, "each impostor is refused once");
+    assert_eq!(refused, 5, "each impostor is refused once");
     let after = cluster.node(target).status().expect("running");
     assert!(
         after.term < 1000,
@@ -1309,16 +1320,18 @@ pub fn tls_refuses_impostors(harness: &dyn Harness) {
     cluster.propose(b"after");
 }
 
-/// A member started with an expired certificate is kept out: the two others elect a leader
-/// and commit without it, refusing its connections and its certificate when they dial it,
-/// and it never learns of a commit.
-pub fn tls_expired_member_is_kept_out(harness: &dyn Harness) {
-    let mut cluster = Cluster::with_tls(harness, "tls-expired", &[3]);
-    let expired = cluster.ca().expired_node(3).expect("a certificate");
+/// A member set up with another CA (its certificate and its trust) is kept out: the two others
+/// elect a leader and commit without it, refusing its connections and its certificate when they
+/// dial it, and it never learns of a commit. (A node whose own certificate has expired or is not
+/// of its CA does not even start: see `check_config`.)
+pub fn tls_member_of_another_ca_is_kept_out(harness: &dyn Harness) {
+    let mut cluster = Cluster::with_tls(harness, "tls-other-ca", &[3]);
+    let other = ClusterCa::new("another cluster").expect("a CA");
+    let issued = other.node(3).expect("a certificate");
     let tls = TlsConfig::from_pem(
-        expired.cert_pem.as_bytes(),
-        expired.key_pem.as_bytes(),
-        cluster.ca().cert_pem().as_bytes(),
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        other.cert_pem().as_bytes(),
     )
     .expect("a TLS setup");
     cluster.set_tls(3, tls);
@@ -1355,7 +1368,7 @@ macro_rules! conformance_tests {
             read_fails_without_quorum, transfer_leadership, shutdown_hands_leadership_over,
             wait_applied, retry_after_indeterminate_applies_once,
             slow_apply_on_its_own_thread, busy_when_too_many_proposals_wait, tls_cluster,
-            tls_refuses_impostors, tls_expired_member_is_kept_out);
+            tls_refuses_impostors, tls_member_of_another_ca_is_kept_out);
     };
     (@tests $harness:expr; $($check:ident),*) => {
         $(

@@ -291,16 +291,18 @@ pub struct TransportStats {
     pub dropped: u64,
     /// Messages received from peers and handed to the inbound channel.
     pub received: u64,
-    /// Inbound connections refused: wrong cluster, unknown node, no hello in time, or too many
-    /// connections.
+    /// Inbound connections refused: a failed TLS handshake (with TLS), a hello of another
+    /// cluster, of this node's id, or (with TLS) of a node its certificate does not name; no
+    /// hello in time; or too many connections.
     pub refused_connections: u64,
     /// Inbound frames that were oversized, malformed, truncated or out of protocol (each
     /// closes its connection, except a message whose sender or addressee is wrong, which is
     /// only dropped).
     pub bad_frames: u64,
     /// Outbound connections a peer refused (it said why in a refusal frame, which this
-    /// transport logs at `error`): a different cluster id, or this node's id taken by the
-    /// peer. Non-zero means a misconfigured cluster.
+    /// transport logs at `error`): a different cluster id, this node's id taken by the peer,
+    /// or (with TLS) this node's certificate not naming its id. Non-zero means a
+    /// misconfigured cluster.
     pub refused_by_peers: u64,
     /// Bytes of the frames made for peers (hellos included; before TLS, if any).
     pub bytes_sent: u64,
@@ -475,7 +477,7 @@ pub fn on_refused_by_peer(
         %addr,
         reason,
         "the peer refused this node's connection: check that both use the same cluster id \
-         and distinct node ids"
+         and distinct node ids (and, with TLS, that this node's certificate names its id)"
     );
 }
 
@@ -577,16 +579,22 @@ impl PeerReader {
             };
             let mut plain = std::mem::take(&mut self.plain);
             plain.clear();
+            let handshaking = session.is_handshaking();
             let received = session.receive(bytes, &mut plain);
             session.take_output(&mut self.reply);
             if let Err(error) = received {
-                tracing::warn!(
-                    %remote,
-                    %error,
-                    "refusing a connection: its TLS handshake failed (a certificate not of the \
-                     cluster's CA, expired, or no TLS at all)"
-                );
-                TransportCounters::add(&self.counters.refused_connections, 1);
+                if handshaking {
+                    tracing::warn!(
+                        %remote,
+                        %error,
+                        "refusing a connection: its TLS handshake failed (a certificate not of \
+                         the cluster's CA, expired, or no TLS at all)"
+                    );
+                    TransportCounters::add(&self.counters.refused_connections, 1);
+                } else {
+                    tracing::warn!(%remote, peer = ?self.peer, %error, "TLS failed on an established connection; closing it");
+                    TransportCounters::add(&self.counters.bad_frames, 1);
+                }
                 self.plain = plain;
                 return false;
             }
@@ -799,26 +807,35 @@ impl PeerLink {
                 .map_err(|e| LinkError(e.to_string()))?;
             return Ok(refusal_in(&plain));
         }
+        // A TLS alert record (content type 21, version 3.x): the peer speaks TLS, this node
+        // does not.
+        if let [21, 3, 0..=4, ..] = received {
+            return Err(LinkError(
+                "the peer answered with a TLS alert: it uses TLS and this node does not".into(),
+            ));
+        }
         Ok(refusal_in(received))
+    }
+
+    /// The error for a connection the peer closed before the TLS handshake ended.
+    pub fn closed_in_handshake(&self) -> LinkError {
+        LinkError(
+            "the peer closed the connection during the TLS handshake (does it run without \
+             TLS?)"
+                .into(),
+        )
     }
 }
 
 /// Checks what a TCP transport is given before it starts: with TLS, this node's own
-/// certificate must name its node id (its peers would refuse it otherwise). Every TCP
+/// certificate must be a member's certificate of the CA, valid now, naming its node id (its
+/// peers would refuse it otherwise; see [`TlsConfig::check_member`](crate::tls::TlsConfig::check_member)). Every TCP
 /// transport's `start` returns this error.
 pub fn check_config(config: &TcpConfig) -> std::io::Result<()> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &config.tls {
-        if !tls.certifies(config.node_id) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "this node's TLS certificate does not name node {} (it needs the DNS name {})",
-                    config.node_id,
-                    crate::tls::node_name(config.node_id)
-                ),
-            ));
-        }
+        tls.check_member(config.node_id)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     }
     let _ = config;
     Ok(())
@@ -837,8 +854,9 @@ pub fn on_link_failed(
         peer,
         %addr,
         %error,
-        "TLS with the peer failed: check that both hold certificates of the cluster's CA, \
-         valid now, each naming its own node id (node-ID)"
+        "TLS with the peer failed: check that both use TLS with certificates of the cluster's \
+         CA, valid now, for server and client authentication, each naming its own node id \
+         (node-ID)"
     );
 }
 

@@ -100,14 +100,17 @@ struct Inner {
     peer_client: Arc<ClientConfig>,
     /// For connecting to any member (an application's client).
     any_member_client: Arc<ClientConfig>,
-    /// This side's own certificate (the first of its chain).
-    own: CertificateDer<'static>,
+    /// This side's own certificate chain (its own certificate first).
+    own: Vec<CertificateDer<'static>>,
+    /// The CA's certificates.
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
 }
 
 impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsConfig")
-            .field("certificate_bytes", &self.inner.own.len())
+            .field("certificates", &self.inner.own.len())
             .finish_non_exhaustive()
     }
 }
@@ -215,7 +218,7 @@ impl TlsConfig {
         };
         let peer_client = client(peer_verifier)?;
         let any_member_client = client(Arc::new(AnyMember {
-            roots,
+            roots: Arc::clone(&roots),
             provider: Arc::clone(&provider),
         }))?;
         Ok(Self {
@@ -223,14 +226,49 @@ impl TlsConfig {
                 server: Arc::new(server),
                 peer_client: Arc::new(peer_client),
                 any_member_client: Arc::new(any_member_client),
-                own: chain[0].clone(),
+                own: chain,
+                roots,
+                provider,
             }),
         })
     }
 
     /// Whether this side's own certificate is for member `id` (names [`node_name`]`(id)`).
     pub fn certifies(&self, id: NodeId) -> bool {
-        certificate_names(&self.inner.own, id)
+        certificate_names(&self.inner.own[0], id)
+    }
+
+    /// Checks this side's own certificate as its peers will, now: signed by the CA, valid now,
+    /// allowed for both server and client authentication, naming member `id`. A node whose
+    /// certificate fails this would be refused by every peer; its transport does not start.
+    pub fn check_member(&self, id: NodeId) -> Result<(), String> {
+        let (own, intermediates) = self.inner.own.split_first().ok_or("no certificate")?;
+        if !certificate_names(own, id) {
+            return Err(format!(
+                "this node's TLS certificate does not name node {id} (it needs the DNS name {})",
+                node_name(id)
+            ));
+        }
+        self.member_chain(own, intermediates)
+            .map_err(|e| format!("this node's TLS certificate would be refused by its peers: {e}"))
+    }
+
+    /// Whether `certificate` (with `intermediates`) is a member's certificate of the CA, valid
+    /// now: chained to the CA and allowed for server authentication (client certificates
+    /// made by [`generate`] are not).
+    fn member_chain(
+        &self,
+        certificate: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        let parsed = ParsedCertificate::try_from(certificate)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.inner.roots,
+            intermediates,
+            UnixTime::now(),
+            self.inner.provider.signature_verification_algorithms.all,
+        )
     }
 
     /// The rustls configuration of the accepting side: TLS 1.3, a client certificate of the
@@ -245,9 +283,10 @@ impl TlsConfig {
         Arc::clone(&self.inner.peer_client)
     }
 
-    /// The rustls configuration of an application's client: any certificate of the CA is
-    /// accepted from the server, whatever member it names (the client dials an address, not
-    /// a member). The server name given to rustls is then only a placeholder.
+    /// The rustls configuration of an application's client: the server's certificate must be
+    /// of the CA, valid now and allowed for server authentication (a member's: the client
+    /// certificates [`generate`] makes are not), whatever member it names (the client dials an
+    /// address, not a member). The server name given to rustls is then only a placeholder.
     pub fn client_config_for_any_member(&self) -> Arc<ClientConfig> {
         Arc::clone(&self.inner.any_member_client)
     }
@@ -263,7 +302,8 @@ fn certificate_names(certificate: &CertificateDer<'_>, id: NodeId) -> bool {
         .is_ok()
 }
 
-/// A server verifier that accepts any certificate chained to the CA, whatever it names.
+/// A server verifier that accepts any certificate chained to the CA and allowed for server
+/// authentication, whatever it names.
 #[derive(Debug)]
 struct AnyMember {
     roots: Arc<RootCertStore>,
@@ -352,6 +392,7 @@ impl SessionError {
 /// sent (the handshake, alerts).
 pub struct TlsSession {
     connection: rustls::Connection,
+    config: TlsConfig,
 }
 
 impl fmt::Debug for TlsSession {
@@ -367,7 +408,7 @@ impl TlsSession {
     pub fn server(config: &TlsConfig) -> Result<Self, SessionError> {
         let connection = rustls::ServerConnection::new(config.server_config())
             .map_err(|e| SessionError::from_rustls(&e))?;
-        Ok(Self::new(connection.into()))
+        Ok(Self::new(connection.into(), config))
     }
 
     /// The connecting side of a connection to member `peer`, whose certificate must name it.
@@ -376,13 +417,16 @@ impl TlsSession {
             .map_err(|e| SessionError(format!("bad server name: {e}")))?;
         let connection = rustls::ClientConnection::new(config.peer_client_config(), name)
             .map_err(|e| SessionError::from_rustls(&e))?;
-        Ok(Self::new(connection.into()))
+        Ok(Self::new(connection.into(), config))
     }
 
-    fn new(mut connection: rustls::Connection) -> Self {
+    fn new(mut connection: rustls::Connection, config: &TlsConfig) -> Self {
         // Everything buffered is taken out at once by the caller: no limit needed.
         connection.set_buffer_limit(None);
-        Self { connection }
+        Self {
+            connection,
+            config: config.clone(),
+        }
     }
 
     /// Whether the handshake is still going on.
@@ -434,14 +478,19 @@ impl TlsSession {
         self.take_output(out);
     }
 
-    /// Whether the peer proved a certificate naming member `id` (false before the handshake
-    /// ends). The certificate's chain to the CA and its validity were checked in the
-    /// handshake.
+    /// Whether the peer proved a member's certificate naming member `id` (false before the
+    /// handshake ends): one that names it, chained to the CA, valid now, and allowed for server
+    /// authentication as well (a client's certificate of the same CA is not a member's).
     pub fn peer_is(&self, id: NodeId) -> bool {
-        self.connection
+        let Some((certificate, intermediates)) = self
+            .connection
             .peer_certificates()
-            .and_then(<[_]>::first)
-            .is_some_and(|certificate| certificate_names(certificate, id))
+            .and_then(<[_]>::split_first)
+        else {
+            return false;
+        };
+        certificate_names(certificate, id)
+            && self.config.member_chain(certificate, intermediates).is_ok()
     }
 }
 
@@ -475,7 +524,8 @@ pub mod generate {
         }
     }
 
-    /// A certificate authority made now: ECDSA P-256, valid for ten years from 2025.
+    /// A certificate authority made now: ECDSA P-256, valid from the start of last year for
+    /// ten years.
     pub struct ClusterCa {
         issuer: Issuer<'static, KeyPair>,
         cert_pem: String,
@@ -494,8 +544,9 @@ pub mod generate {
             params.distinguished_name.push(DnType::CommonName, name);
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+            let year = this_year();
+            params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+            params.not_after = rcgen::date_time_ymd(year + 10, 1, 1);
             let key = KeyPair::generate()?;
             let cert = params.self_signed(&key)?;
             Ok(Self {
@@ -510,41 +561,54 @@ pub mod generate {
         }
 
         /// A certificate for member `id` (named [`node_name`](super::node_name)`(id)`,
-        /// also `localhost` and 127.0.0.1), usable on both sides of a connection.
+        /// also `localhost` and 127.0.0.1), for both server and client authentication (a
+        /// member is both), valid from the start of last year for ten years.
         pub fn node(&self, id: NodeId) -> Result<Issued, Error> {
             self.issue(
                 &super::node_name(id),
                 vec![super::node_name(id), "localhost".into(), "127.0.0.1".into()],
-                false,
+                Kind::Member,
             )
         }
 
-        /// A client certificate with the common name `name`.
+        /// A client certificate with the common name and DNS name `name`, for client
+        /// authentication only: it cannot stand for a member, whatever its name.
         pub fn client(&self, name: &str) -> Result<Issued, Error> {
-            self.issue(name, vec![name.to_string()], false)
+            self.issue(name, vec![name.to_string()], Kind::Client)
         }
 
-        /// A certificate for member `id` that expired at the end of 2024 (for tests).
+        /// A certificate for member `id` that expired a year ago (for tests).
         pub fn expired_node(&self, id: NodeId) -> Result<Issued, Error> {
-            self.issue(&super::node_name(id), vec![super::node_name(id)], true)
+            self.issue(
+                &super::node_name(id),
+                vec![super::node_name(id)],
+                Kind::Expired,
+            )
         }
 
         fn issue(
             &self,
             common_name: &str,
             names: Vec<String>,
-            expired: bool,
+            kind: Kind,
         ) -> Result<Issued, Error> {
             let mut params = CertificateParams::new(names)?;
             params
                 .distinguished_name
                 .push(DnType::CommonName, common_name);
-            params.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
+            params.extended_key_usages = match kind {
+                Kind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+                Kind::Member | Kind::Expired => vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+            };
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            let (from, to) = if expired { (2024, 2025) } else { (2025, 2035) };
+            let year = this_year();
+            let (from, to) = match kind {
+                Kind::Expired => (year - 2, year - 1),
+                Kind::Member | Kind::Client => (year - 1, year + 10),
+            };
             params.not_before = rcgen::date_time_ymd(from, 1, 1);
             params.not_after = rcgen::date_time_ymd(to, 1, 1);
             let key = KeyPair::generate()?;
@@ -568,6 +632,23 @@ pub mod generate {
             }
             write_pair(dir, "client", &self.client("client").map_err(other)?)
         }
+    }
+
+    /// What a certificate is for.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Member,
+        Client,
+        Expired,
+    }
+
+    /// The current year (UTC, to within a day: certificates start at the beginning of the
+    /// year before).
+    fn this_year() -> i32 {
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        1970 + i32::try_from(seconds / 31_556_952).unwrap_or(0)
     }
 
     fn write_pair(dir: &Path, name: &str, issued: &Issued) -> std::io::Result<()> {

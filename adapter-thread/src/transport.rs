@@ -24,6 +24,11 @@
 //!
 //! Peers are looked up in a [`PeerBook`]: the writer thread to a member added at run time is
 //! started by the first message to it, and the writer to a node that left is stopped.
+//!
+//! With `TcpConfig::tls` (feature `tls`), every connection runs mutual TLS first, driven by
+//! the same shared halves ([`PeerReader`] on the accepting side, `PeerLink` on the connecting
+//! side), so this transport only carries the bytes: see `adapter_common::tls` for what is
+//! checked, and the `tls_*` checks of the conformance suite.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -440,6 +445,13 @@ fn serve_connection(
     );
     let mut buf = vec![0; READ_CHUNK];
     while !shared.stopping() {
+        // Checked on every pass, not only when a read times out: a peer trickling bytes in
+        // (a slow TLS handshake) must not hold the connection past the deadline.
+        if reader.peer().is_none() && Instant::now() >= handshake_deadline {
+            tracing::warn!(%remote, "no hello in time; closing the connection");
+            Counters::add(&shared.counters.refused_connections, 1);
+            return None;
+        }
         let n = match stream.read(&mut buf) {
             Ok(0) => {
                 reader.on_end(remote);
@@ -447,11 +459,6 @@ fn serve_connection(
             }
             Ok(n) => n,
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if reader.peer().is_none() && Instant::now() >= handshake_deadline {
-                    tracing::warn!(%remote, "no hello in time; closing the connection");
-                    Counters::add(&shared.counters.refused_connections, 1);
-                    return None;
-                }
                 continue;
             }
             Err(error) if error.kind() == ErrorKind::Interrupted => continue,
@@ -520,20 +527,29 @@ fn connect(
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let mut answer = vec![0u8; READ_CHUNK];
     let mut received = 0;
-    while !link
-        .handshake(&answer[..received], out)
-        .map_err(tls_failed)?
-    {
-        stream.write_all(out)?;
+    // The whole TLS handshake (none without TLS) gets one deadline.
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    loop {
+        let done = link.handshake(&answer[..received], out);
+        // Also after a failure: the alert that tells the peer why.
+        let written = stream.write_all(out);
+        if done.map_err(tls_failed)? {
+            written?;
+            break;
+        }
+        written?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
         received = stream.read(&mut answer)?;
         if received == 0 {
-            return Err(ErrorKind::UnexpectedEof.into());
+            return Err(tls_failed(link.closed_in_handshake()));
         }
     }
-    stream.write_all(out)?;
     writer.hello(out);
     link.seal(out);
     stream.write_all(out)?;

@@ -676,8 +676,9 @@ fn a_flooding_member_cannot_grow_the_inbound_queue_past_its_byte_limit() {
     timed_shutdown(b);
 }
 
-/// A node given a TLS certificate that does not name it cannot start its transport: its
-/// peers would refuse every connection of it, so the mistake is reported at once.
+/// A node given a TLS certificate that does not name it, has expired, or is a client's cannot
+/// start its transport: its peers would refuse every connection of it, so the mistake is
+/// reported at once.
 #[test]
 fn a_certificate_for_another_node_is_refused_at_start() {
     use adapter_common::tls::{generate::ClusterCa, TlsConfig};
@@ -697,5 +698,18 @@ fn a_certificate_for_another_node_is_refused_at_start() {
     assert!(error.to_string().contains("node-1"), "{error}");
     // The same certificate is fine for node 2.
     config.node_id = 2;
-    timed_shutdown(TcpTransport::start(config, tx).unwrap());
+    timed_shutdown(TcpTransport::start(config.clone(), tx.clone()).unwrap());
+    // An expired certificate, or a client's, is refused at start too.
+    for issued in [ca.expired_node(2).unwrap(), ca.client("node-2").unwrap()] {
+        config.tls = Some(
+            TlsConfig::from_pem(
+                issued.cert_pem.as_bytes(),
+                issued.key_pem.as_bytes(),
+                ca.cert_pem().as_bytes(),
+            )
+            .unwrap(),
+        );
+        let error = TcpTransport::start(config.clone(), tx.clone()).unwrap_err();
+        assert!(error.to_string().contains("would be refused"), "{error}");
+    }
 }

@@ -8,6 +8,11 @@
 //! backoff (20 ms up to 1 s). Garbage, truncated or oversized frames close that connection
 //! only. Peers are looked up in a [`PeerBook`]: the writer to a member added at run time is
 //! started by the first message to it, and the writer to a node that left is stopped.
+//!
+//! With `TcpConfig::tls` (feature `tls`), every connection runs mutual TLS first, driven by
+//! the same shared halves ([`PeerReader`] on the accepting side, `PeerLink` on the connecting
+//! side), so this transport only carries the bytes: see `adapter_common::tls` for what is
+//! checked, and the `tls_*` checks of the conformance suite.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -303,14 +308,17 @@ async fn connect_and_greet(
     let handshake = async {
         let mut received = 0;
         loop {
-            let done = link.handshake(&answer[..received], out).map_err(Some)?;
-            stream.write_all(out).await.map_err(|_| None)?;
+            let done = link.handshake(&answer[..received], out);
+            // Also after a failure: the alert that tells the peer why.
+            let written = stream.write_all(out).await;
+            let done = done.map_err(Some)?;
+            written.map_err(|_| None)?;
             if done {
                 return Ok(());
             }
             received = stream.read(&mut answer).await.map_err(|_| None)?;
             if received == 0 {
-                return Err(None);
+                return Err(Some(link.closed_in_handshake()));
             }
         }
     };

@@ -69,6 +69,8 @@ pub(crate) struct ServeConfig {
 
 /// How long a client request may wait for its command to commit.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a client may take for its TLS handshake and first request.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a membership change may take (a learner may have a snapshot to catch up with).
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -285,26 +287,42 @@ fn serve_client(
     stop: &crossbeam_channel::Sender<()>,
 ) {
     let _ = stream.tcp().set_nodelay(true);
+    // A client has this long for its TLS handshake and first request; an idle one may then
+    // keep its connection.
+    let _ = stream.tcp().set_read_timeout(Some(FIRST_REQUEST_TIMEOUT));
     let mut decoder = FrameDecoder::new(MAX_FRAME);
     let mut served = 0u64;
     loop {
         let request = match read_frame::<Request>(&mut stream, &mut decoder) {
             Ok(request) => request,
             Err(error) => {
-                if served == 0
-                    && matches!(stream, Stream::Server(_))
-                    && error.kind() == std::io::ErrorKind::InvalidData
+                let client = stream.tcp().peer_addr().ok();
+                match error
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
                 {
-                    tracing::warn!(
-                        client = ?stream.tcp().peer_addr().ok(),
-                        %error,
+                    Some(rustls::Error::AlertReceived(alert)) => tracing::warn!(
+                        ?client,
+                        ?alert,
+                        "a client refused this node's TLS certificate"
+                    ),
+                    Some(tls) => tracing::warn!(
+                        ?client,
+                        error = %tls,
                         "refused a client: its TLS handshake failed (it needs a certificate of \
                          the cluster's CA, valid now)"
-                    );
+                    ),
+                    None if served == 0 && error.kind() != std::io::ErrorKind::UnexpectedEof => {
+                        tracing::debug!(?client, %error, "a client left before its first request");
+                    }
+                    None => {}
                 }
                 return;
             }
         };
+        if served == 0 {
+            let _ = stream.tcp().set_read_timeout(None);
+        }
         served += 1;
         let response = match request {
             Request::Command(KvCommand::Get { key }) => read(node, store, context.read_mode, key),
