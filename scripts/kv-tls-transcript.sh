@@ -32,12 +32,16 @@ leader=$($K status --cluster $C $(tls $dir/certs client) | awk '/Leader/ {print 
 echo "\$ curl -s http://127.0.0.1:1930$leader/metrics | grep -v '^#' | grep -v _bucket | grep -v ' 0\$'"
 curl -s http://127.0.0.1:1930$leader/metrics | grep -v '^#' | grep -v _bucket | grep -v ' 0$' | grep -v '^$' | sort
 victim=$(( leader % 3 + 1 ))
-echo "# node $victim killed, restarted with a certificate of another CA for its id (trusting the cluster's CA)"
 pkill -KILL -f "serve --id $victim "
 sleep 0.5
+echo "# node $victim killed, restarted with a certificate of another CA for its id, trusting the cluster's CA:"
+$K serve --id $victim --peers $P --client-addr 127.0.0.1:1820$victim --data-dir $dir/n$victim \
+  --tls-cert $dir/other/node-$victim.pem --tls-key $dir/other/node-$victim-key.pem \
+  --tls-ca $dir/certs/ca.pem 2>&1 | grep -v "^20..-"
+echo "# then with that other CA's certificate and trust (a member of another cluster):"
 ( $K serve --id $victim --peers $P --client-addr 127.0.0.1:1820$victim --data-dir $dir/n$victim \
   --tls-cert $dir/other/node-$victim.pem --tls-key $dir/other/node-$victim-key.pem \
-  --tls-ca $dir/certs/ca.pem > $dir/impostor.log 2>&1 & )
+  --tls-ca $dir/other/ca.pem > $dir/impostor.log 2>&1 & )
 sleep 2
 echo "# what the others log about it:"
 grep -h "refusing a connection\|TLS with the peer failed" $dir/n*.log | sed 's/^[^ ]* *//; s/remote=[^ ]* //' | sort | uniq -c | head -4
@@ -46,5 +50,5 @@ grep -h "refused\|TLS\|ERROR" $dir/impostor.log | sed 's/^[^ ]* *//' | sort | un
 run put still working --cluster $C $(tls $dir/certs client)
 echo "# an authenticated client may shut a node down"
 run shutdown --node 127.0.0.1:1820$leader $(tls $dir/certs client)
-pkill -f "raft-kv serve --id"
+pkill -KILL -f "raft-kv serve --id [0-9] --peers $P"
 sleep 0.5

@@ -44,9 +44,16 @@ fn async_std_spawner(future: adapter_smol::BoxFuture) {
     async_std::task::spawn(future);
 }
 
-/// A transport that cannot listen on `addr`.
+/// A transport that cannot start on `addr`: it cannot listen there, or its configuration
+/// (its TLS certificate) is refused.
 fn listen_error(addr: std::net::SocketAddr) -> impl FnOnce(std::io::Error) -> String {
-    move |e| format!("cannot listen for peers on {addr}: {e}")
+    move |e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            format!("the transport's configuration is refused: {e}")
+        } else {
+            format!("cannot listen for peers on {addr}: {e}")
+        }
+    }
 }
 
 impl Node {
