@@ -50,7 +50,7 @@ use transfer::Transfer;
 /// action buffer) and carry out the [`Action`]s it returns, keeping the contract of the
 /// [`io`](crate::io) module. Call `step(now, Event::Tick)` no later than
 /// [`next_deadline`](Self::next_deadline) so that elections and heartbeats happen on time.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Node {
     config: Config,
     /// The memberships in the log; the newest is in force.
@@ -691,4 +691,52 @@ struct NoBugs {
     serve_reads_before_applied: bool,
     keep_truncated_membership: bool,
     stage_snapshot_chunks_after_persists: bool,
+}
+
+#[cfg(feature = "sim")]
+impl Node {
+    /// For the explorer ([`crate::sim::explore`]): writes the node's state to `out` without
+    /// what only measures time or chance (its clock and deadlines, its random generator, its
+    /// counters) and with sequence numbers relative to the last durable one, so that two
+    /// nodes that behave alike from here on, whatever their timing, write the same.
+    pub(crate) fn write_state(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        let base = self.durable_seq;
+        let held: Vec<(u64, &Message)> = self
+            .held
+            .iter()
+            .map(|(seq, m)| (seq.saturating_sub(base), m))
+            .collect();
+        let unacked: Vec<(u64, Index, Option<Index>)> = self
+            .unacked_writes
+            .iter()
+            .map(|&(seq, index, truncation)| (seq.saturating_sub(base), index, truncation))
+            .collect();
+        write!(
+            out,
+            "{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{}|{}",
+            self.role,
+            self.hard_state,
+            self.leader,
+            self.log,
+            self.commit_index,
+            self.applied_index,
+            self.memberships,
+            self.votes,
+            self.vote_answers,
+            self.progress,
+            held,
+            unacked,
+            self.snapshot.as_ref().map(|s| &s.meta),
+            self.next_seq.saturating_sub(base),
+            self.hard_state_seq.saturating_sub(base),
+            self.incoming,
+            self.too_large,
+            self.reads,
+            self.transfer,
+            self.term_start,
+            self.write,
+            self.stable_index,
+            self.transfer_sent_this_term,
+        )
+    }
 }

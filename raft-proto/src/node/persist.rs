@@ -10,7 +10,7 @@ use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
 use crate::types::{Entry, EntryKind, Index, NodeId, Role, Snapshot};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct PendingWrite {
     pub(super) hard_state: bool,
     pub(super) truncate_from: Option<Index>,

@@ -27,7 +27,7 @@ use crate::types::{Index, Instant, NodeId, Role, Term};
 const MAX_PEER_READS: usize = 1 << 16;
 
 /// The reads of one node, whatever its role.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Reads {
     /// Reads this leader must confirm (its own and its followers'), oldest first. In this
     /// order: reads waiting for a round sent, then reads with an index and no round yet, then
@@ -52,7 +52,7 @@ pub(super) struct Reads {
     peer_reads: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct LeaderRead {
     origin: Origin,
     /// The read index, once the commit index covers the start of the term.
@@ -71,7 +71,7 @@ enum Origin {
     Peer { from: NodeId, id: u64 },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Round {
     number: u64,
     sent_at: Instant,
@@ -79,7 +79,7 @@ struct Round {
     acks: Vec<NodeId>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Forwarded {
     context: u64,
     leader: NodeId,

@@ -10,7 +10,7 @@ use crate::membership::Membership;
 use crate::message::{AppendOutcome, MessageBody};
 use crate::types::{Index, NodeId, Payload, Role, Snapshot, SnapshotMeta, Term};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct IncomingSnapshot {
     leader: NodeId,
     term: Term,

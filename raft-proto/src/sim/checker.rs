@@ -159,7 +159,7 @@ impl LogView {
 }
 
 /// What the judge remembers across the whole run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Checker {
     /// Election Safety: the leader of each term.
     leaders: HashMap<Term, NodeId>,
@@ -173,6 +173,18 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
+    /// For the explorer: what the judge remembers, in a fixed order (two runs that remember
+    /// the same write the same).
+    pub(crate) fn write_state(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        let leaders: BTreeMap<&Term, &NodeId> = self.leaders.iter().collect();
+        let entries: BTreeMap<&(Index, Term), &u64> = self.entries.iter().collect();
+        write!(
+            out,
+            "{leaders:?}{entries:?}{:?}{:?}",
+            self.commits, self.applied
+        )
+    }
+
     /// A node is leader of `term`.
     pub(crate) fn leader(&mut self, term: Term, id: NodeId) -> Result<(), String> {
         match self.leaders.insert(term, id) {

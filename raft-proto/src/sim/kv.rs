@@ -221,7 +221,7 @@ impl KvState {
 }
 
 /// The workload's state inside the simulator.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Workload {
     options: Option<KvOptions>,
     running: bool,
@@ -231,7 +231,7 @@ pub(super) struct Workload {
     report: KvReport,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Client {
     /// The time of the client's one scheduled event.
     next_at: u64,
@@ -240,7 +240,7 @@ struct Client {
     session: Option<ClientSession>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pending {
     /// Its position in the history (none for a registration).
     op: usize,
@@ -252,7 +252,7 @@ struct Pending {
     deadline: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum PendingKind {
     /// A command proposed at `index` in `term`: acknowledged when applied there.
     Command {

@@ -37,6 +37,7 @@
 
 mod beyond;
 mod checker;
+pub mod explore;
 pub mod kv;
 pub mod random;
 mod reads;
@@ -269,7 +270,7 @@ pub struct Counters {
     pub snapshot_chunks_unread: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum SimEvent {
     Deliver {
         to: usize,
@@ -296,7 +297,7 @@ enum SimEvent {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Scheduled {
     at: u64,
     order: u64,
@@ -321,7 +322,7 @@ impl Ord for Scheduled {
 }
 
 /// A server's disk: what is durable, and the writes still on their way.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Storage {
     durable: DurableState,
     /// `durable`'s log and memberships, followed through the writes made durable.
@@ -448,7 +449,7 @@ impl App {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Server {
     id: NodeId,
     node: Option<Node>,
@@ -506,8 +507,9 @@ enum Trace {
     Membership(NodeId, bool),
 }
 
-/// The simulated cluster. See the [module documentation](self).
-#[derive(Debug)]
+/// The simulated cluster. See the [module documentation](self). A clone is an independent
+/// copy of the whole run (what the explorer branches on).
+#[derive(Debug, Clone)]
 pub struct Sim {
     options: SimOptions,
     rng: Rng,
@@ -588,7 +590,7 @@ impl Clock {
 }
 
 /// The reads in flight and their outcomes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct ReadBook {
     next_context: u64,
     /// Per read in flight: its context, server, the incarnation asked, and the highest commit
@@ -998,6 +1000,189 @@ impl Sim {
         if was_connected {
             self.connect(s);
         }
+    }
+
+    // --- Exploration (see [`explore`]) ---------------------------------------------------------
+
+    /// The events waiting to happen that would do something if they happened now, by their
+    /// order number: messages a live addressee would receive, armed timers of live servers,
+    /// and syncs of live servers' writes. Messages the network would drop anyway and timers
+    /// since re-armed are left out (they change nothing).
+    pub(crate) fn explore_pending(&self) -> Vec<(u64, explore::Pending)> {
+        let mut pending: Vec<(u64, explore::Pending)> = self
+            .queue
+            .iter()
+            .filter_map(|Reverse(scheduled)| {
+                let what = match &scheduled.event {
+                    SimEvent::Deliver {
+                        to,
+                        to_incarnation,
+                        message,
+                        ..
+                    } => {
+                        let from = self.index_of(message.from)?;
+                        let live = self.servers[*to].incarnation == *to_incarnation
+                            && self.servers[*to].node.is_some();
+                        if !live || !self.can_talk(from, *to) {
+                            return None;
+                        }
+                        explore::Pending::Message {
+                            from: message.from,
+                            to: message.to,
+                            what: message_kind(&message.body),
+                            term: message.term,
+                        }
+                    }
+                    SimEvent::Timer {
+                        server,
+                        incarnation,
+                    } => {
+                        let armed = &self.servers[*server];
+                        if armed.incarnation != *incarnation
+                            || armed.timer_at != Some(scheduled.at)
+                            || armed.node.is_none()
+                        {
+                            return None;
+                        }
+                        explore::Pending::Timer(armed.id)
+                    }
+                    SimEvent::Synced {
+                        server,
+                        incarnation,
+                        seq,
+                    } => {
+                        let on = &self.servers[*server];
+                        if on.incarnation != *incarnation
+                            || on.node.is_none()
+                            || !on.storage.unsynced.iter().any(|w| w.seq <= *seq)
+                        {
+                            return None;
+                        }
+                        explore::Pending::Sync(on.id)
+                    }
+                    SimEvent::Reboot { .. } | SimEvent::Client { .. } => return None,
+                };
+                Some((scheduled.order, what))
+            })
+            .collect();
+        pending.sort_by_key(|(order, _)| *order);
+        pending
+    }
+
+    /// Makes the pending event `order` happen now (time moves on to its time if that is
+    /// later): delivered (or synced, or fired), dropped (a message lost), or delivered with a
+    /// copy left in flight (a duplicate). Returns false if there is no such event.
+    pub(crate) fn explore_fire(&mut self, order: u64, how: explore::Fate) -> bool {
+        let mut events = std::mem::take(&mut self.queue).into_vec();
+        let Some(position) = events.iter().position(|Reverse(e)| e.order == order) else {
+            self.queue = BinaryHeap::from(events);
+            return false;
+        };
+        let Reverse(scheduled) = events.swap_remove(position);
+        self.queue = BinaryHeap::from(events);
+        self.now = self.now.max(scheduled.at);
+        match (how, scheduled.event) {
+            (explore::Fate::Lost, SimEvent::Deliver { .. }) => self.counters.dropped += 1,
+            (explore::Fate::Duplicated, event @ SimEvent::Deliver { .. }) => {
+                self.schedule(self.now, event.clone());
+                self.process(event);
+            }
+            (
+                _,
+                SimEvent::Timer {
+                    server,
+                    incarnation,
+                },
+            ) => {
+                // Fired now, however late: a timer "may fire" from its deadline on.
+                self.servers[server].timer_at = Some(self.now);
+                self.process(SimEvent::Timer {
+                    server,
+                    incarnation,
+                });
+            }
+            (_, event) => self.process(event),
+        }
+        true
+    }
+
+    /// Crashes server `s`, keeping the first `keep` of its writes not yet durable (the
+    /// others are lost).
+    pub(crate) fn explore_crash(&mut self, s: usize, keep: usize) {
+        let pending = self.servers[s].storage.unsynced.len();
+        let keep = keep.min(pending);
+        let dropped: Vec<Persist> = self.servers[s].storage.unsynced.drain(keep..).collect();
+        drop(dropped);
+        let loses = self.options.crash_loses_unsynced;
+        // Nothing random left to decide: every write still unsynced survives.
+        self.options.crash_loses_unsynced = false;
+        self.crash(s);
+        self.options.crash_loses_unsynced = loses;
+    }
+
+    /// How many writes of server `s` are not yet durable.
+    pub(crate) fn unsynced_writes(&self, s: usize) -> usize {
+        self.servers[s].storage.unsynced.len()
+    }
+
+    /// Writes the state of the whole cluster to `out` as the explorer tells states apart:
+    /// every server's node (see `Node::write_state`) or its absence, its durable state and
+    /// writes not yet durable, and what is in flight (messages with their content, armed
+    /// timers and pending syncs by server), without times or order numbers.
+    pub(crate) fn explore_state(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        for server in &self.servers {
+            match &server.node {
+                Some(node) => node.write_state(out)?,
+                None => out.write_str("down")?,
+            }
+            write!(out, "#{:?}#", server.storage.durable)?;
+            for (rank, write) in server.storage.unsynced.iter().enumerate() {
+                let mut write = write.clone();
+                write.seq = rank as u64;
+                write!(out, "{write:?}")?;
+            }
+            write!(out, "#{}#", self.connected[(server.id - 1) as usize])?;
+        }
+        // What is in flight, as a multiset: each item hashed, the hashes sorted.
+        let mut in_flight: Vec<u128> = self
+            .explore_pending()
+            .into_iter()
+            .filter_map(|(order, pending)| {
+                let event = self
+                    .queue
+                    .iter()
+                    .find(|Reverse(e)| e.order == order)
+                    .map(|Reverse(e)| &e.event)?;
+                use fmt::Write as _;
+                let mut item = explore::KeyHasher::new();
+                let _ = match (&pending, event) {
+                    (_, SimEvent::Deliver { message, .. }) => write!(item, "m{message:?}"),
+                    (explore::Pending::Sync(id), SimEvent::Synced { seq, server, .. }) => {
+                        let rank = self.servers[*server]
+                            .storage
+                            .unsynced
+                            .iter()
+                            .take_while(|w| w.seq <= *seq)
+                            .count();
+                        write!(item, "s{id}:{rank}")
+                    }
+                    (pending, _) => write!(item, "{pending:?}"),
+                };
+                // A timer or a sync pending twice is pending once.
+                let message = matches!(pending, explore::Pending::Message { .. });
+                Some(item.finish() | u128::from(message))
+            })
+            .collect();
+        in_flight.sort_unstable();
+        in_flight.dedup_by(|a, b| a == b && *a & 1 == 0);
+        for item in in_flight {
+            write!(out, "{item:x}")?;
+        }
+        // What the judge remembers of the path (the leader of each term, what was written,
+        // committed and applied): a state reached along another history is judged apart.
+        out.write_str("#judge#")?;
+        self.checker.write_state(out)?;
+        write!(out, "{}#{}", self.durably_committed, self.highest_commit)
     }
 
     // --- Time --------------------------------------------------------------------------------

@@ -1,0 +1,618 @@
+//! Exhaustive exploration of small clusters of the real [`Node`](crate::Node): every
+//! interleaving of the events that can happen, up to a depth, each state checked by the judge.
+//!
+//! The random search of [`random`](super::random) finds what is likely; the explorer visits
+//! every state a cluster can reach within `depth` events. At each state every event that could
+//! happen next is a branch:
+//!
+//! - any message in flight is delivered, or lost, or delivered with a copy left in flight (a
+//!   duplicate; losses and duplicates together are bounded by [`ExploreOptions::losses`]);
+//! - any server's armed timer fires, however early or late (timers are abstracted to "may
+//!   fire": time moves on to the timer's deadline, or stays if that has passed);
+//! - any server's oldest write not yet durable becomes durable (the disk syncs);
+//! - a live server crashes, keeping any prefix of its writes not yet durable (bounded by
+//!   [`ExploreOptions::crashes`]), and a crashed one restarts from its durable state;
+//! - the leader is asked to append a command (bounded by [`ExploreOptions::proposals`]), to
+//!   remove a member or add a server back as a voter ([`ExploreOptions::changes`]), and any
+//!   live server is asked for a linearizable read ([`ExploreOptions::reads`]; each read is
+//!   checked against the highest commit index when it was asked and what was applied when it
+//!   is served, as in every simulation).
+//!
+//! Every state is checked by the same judge as every simulation ([`Sim`](super::Sim): Election
+//! Safety, Leader Append-Only, Log Matching, Leader Completeness, State Machine Safety,
+//! durability of what is applied, memberships, monotonic terms and indexes). States are told
+//! apart by what decides the cluster's future: each node's state without its clock, deadlines
+//! and random generator, the disks, and the multiset of what is in flight (see
+//! `Sim::explore_state`), and by what the judge remembers of the path; a state met again with
+//! no more events left to spend is not explored again. The search deepens one event at a time
+//! ([`explore_with`]), so the first violation found is at the smallest depth: its path is a
+//! shortest way to it, and [`replay`] runs it again.
+//!
+//! ```
+//! use raft_proto::sim::explore::{explore, ExploreOptions};
+//!
+//! let mut options = ExploreOptions::new(3, 6);
+//! options.max_states = 20_000;
+//! let report = explore(&options);
+//! assert!(report.violation.is_none());
+//! assert!(report.distinct > 100);
+//! ```
+
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::format;
+use std::vec::Vec;
+
+use super::{Failure, Sim, SimOptions};
+use crate::membership::MembershipChange;
+use crate::types::{NodeId, Payload, Role};
+
+/// An event in flight, as the explorer lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Pending {
+    /// A message on its way.
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// The addressee.
+        to: NodeId,
+        /// The kind of message.
+        what: &'static str,
+        /// Its term.
+        term: u64,
+    },
+    /// A server's armed timer.
+    Timer(NodeId),
+    /// A server's next write becoming durable.
+    Sync(NodeId),
+}
+
+/// What becomes of a message the explorer picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fate {
+    /// Delivered (a timer fired, a write synced).
+    Happens,
+    /// Lost.
+    Lost,
+    /// Delivered, and a copy stays in flight.
+    Duplicated,
+}
+
+/// One step of an explored path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Choice {
+    /// The pending event with this order number (see [`Pending`]) happens, or is lost or
+    /// duplicated.
+    Event {
+        /// The simulator's order number of the event (stable on replay).
+        order: u64,
+        /// What the event is.
+        what: Pending,
+        /// What becomes of it.
+        fate: Fate,
+    },
+    /// Server `server` (0-based) crashes, keeping the first `keep` of its writes not yet
+    /// durable.
+    Crash {
+        /// The server, 0-based.
+        server: usize,
+        /// How many of its unsynced writes survive.
+        keep: usize,
+    },
+    /// Server `server` (0-based) restarts from its durable state.
+    Restart {
+        /// The server, 0-based.
+        server: usize,
+    },
+    /// Server `server` (0-based), the leader, is asked to append a command.
+    Propose {
+        /// The server, 0-based.
+        server: usize,
+    },
+    /// Server `server` (0-based) is asked for a linearizable read.
+    Read {
+        /// The server, 0-based.
+        server: usize,
+    },
+    /// Server `server` (0-based), the leader, is asked to remove member `id`, or to add
+    /// server `id` back as a voter.
+    ChangeMembership {
+        /// The server, 0-based.
+        server: usize,
+        /// The member removed or added.
+        id: NodeId,
+        /// Added (true) or removed.
+        add: bool,
+    },
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Event { what, fate, .. } => {
+                let fate = match fate {
+                    Fate::Happens => "",
+                    Fate::Lost => " LOST",
+                    Fate::Duplicated => " DUPLICATED",
+                };
+                match what {
+                    Pending::Message {
+                        from,
+                        to,
+                        what,
+                        term,
+                    } => write!(f, "{what} {from}->{to} (term {term}){fate}"),
+                    Pending::Timer(id) => write!(f, "timer of {id} fires"),
+                    Pending::Sync(id) => write!(f, "disk of {id} syncs a write"),
+                }
+            }
+            Self::Crash { server, keep } => {
+                write!(
+                    f,
+                    "server {} crashes keeping {keep} unsynced writes",
+                    server + 1
+                )
+            }
+            Self::Restart { server } => write!(f, "server {} restarts", server + 1),
+            Self::Propose { server } => write!(f, "leader {} is asked to append", server + 1),
+            Self::Read { server } => write!(f, "server {} is asked for a read", server + 1),
+            Self::ChangeMembership { server, id, add } => write!(
+                f,
+                "leader {} is asked to {} {id}",
+                server + 1,
+                if *add { "add voter" } else { "remove" }
+            ),
+        }
+    }
+}
+
+/// How an exploration is bounded.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ExploreOptions {
+    /// Servers, all voters from the start.
+    pub nodes: usize,
+    /// The most events on a path.
+    pub depth: usize,
+    /// Stop once this many distinct states are known (the report says it was cut short).
+    pub max_states: usize,
+    /// Crashes per path.
+    pub crashes: usize,
+    /// Proposals per path.
+    pub proposals: usize,
+    /// Messages lost or duplicated per path.
+    pub losses: usize,
+    /// Linearizable reads asked per path (each checked against the highest commit index when
+    /// it was asked, and against what was applied when it is served).
+    pub reads: usize,
+    /// Membership changes asked per path (removing a member, adding a server back as a voter).
+    pub changes: usize,
+    /// The simulator's options (timing, features, injected bugs); its `nodes` is set from
+    /// `nodes`.
+    pub sim: SimOptions,
+}
+
+impl ExploreOptions {
+    /// `nodes` servers up to `depth` events, at most 1,000,000 states, one crash, one
+    /// proposal and one lost or duplicated message per path, no reads and no membership
+    /// changes, the nodes as configured by default (pre-vote and check-quorum on).
+    pub fn new(nodes: usize, depth: usize) -> Self {
+        let mut sim = SimOptions::new(nodes, 1);
+        sim.crash_point_odds = 0;
+        sim.crash_loses_unsynced = true;
+        Self {
+            nodes,
+            depth,
+            max_states: 1_000_000,
+            crashes: 1,
+            proposals: 1,
+            losses: 1,
+            reads: 0,
+            changes: 0,
+            sim,
+        }
+    }
+}
+
+/// A safety violation the explorer reached.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    /// The events from the start that lead to it (the shortest such path).
+    pub path: Vec<Choice>,
+    /// What the judge said.
+    pub failure: Failure,
+}
+
+/// What an exploration did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ExploreReport {
+    /// States reached (each checked), repeats included, over every bound of the iterative
+    /// deepening.
+    pub visited: u64,
+    /// Distinct states within the last bound searched.
+    pub distinct: u64,
+    /// The deepest bound searched completely (the violation's path length, with one).
+    pub depth: usize,
+    /// Whether every state within the depth was explored (not cut short by `max_states`).
+    pub complete: bool,
+    /// Seconds taken.
+    pub seconds: f64,
+    /// The first violation found (at the smallest depth), if any.
+    pub violation: Option<Violation>,
+}
+
+/// A state on the frontier: the cluster, the path to it, and what the path has used of its
+/// budgets.
+struct State {
+    sim: Sim,
+    path: Vec<Choice>,
+    crashes: usize,
+    proposals: usize,
+    losses: usize,
+    reads: usize,
+    changes: usize,
+}
+
+impl State {
+    fn start(options: &ExploreOptions) -> Self {
+        Self {
+            sim: initial(options),
+            path: Vec::new(),
+            crashes: 0,
+            proposals: 0,
+            losses: 0,
+            reads: 0,
+            changes: 0,
+        }
+    }
+
+    fn child(&self) -> Self {
+        Self {
+            sim: self.sim.clone(),
+            path: self.path.clone(),
+            ..*self
+        }
+    }
+}
+
+/// The choices open at `state`.
+fn choices(state: &State, options: &ExploreOptions) -> Vec<Choice> {
+    let sim = &state.sim;
+    let mut out = Vec::new();
+    for (order, what) in sim.explore_pending() {
+        let message = matches!(what, Pending::Message { .. });
+        out.push(Choice::Event {
+            order,
+            what: what.clone(),
+            fate: Fate::Happens,
+        });
+        if message && state.losses < options.losses {
+            out.push(Choice::Event {
+                order,
+                what: what.clone(),
+                fate: Fate::Lost,
+            });
+            out.push(Choice::Event {
+                order,
+                what,
+                fate: Fate::Duplicated,
+            });
+        }
+    }
+    for server in 0..sim.len() {
+        if sim.is_alive(server) {
+            if state.crashes < options.crashes {
+                for keep in 0..=sim.unsynced_writes(server) {
+                    out.push(Choice::Crash { server, keep });
+                }
+            }
+            let leader = sim.node(server).filter(|n| n.role() == Role::Leader);
+            if state.proposals < options.proposals && leader.is_some() {
+                out.push(Choice::Propose { server });
+            }
+            if state.reads < options.reads {
+                out.push(Choice::Read { server });
+            }
+            if let Some(node) = leader.filter(|_| state.changes < options.changes) {
+                let voters = node.membership().voters();
+                for id in 1..=sim.len() as NodeId {
+                    let member = node.membership().contains(id);
+                    if member && voters.len() > 1 {
+                        out.push(Choice::ChangeMembership {
+                            server,
+                            id,
+                            add: false,
+                        });
+                    } else if !member {
+                        out.push(Choice::ChangeMembership {
+                            server,
+                            id,
+                            add: true,
+                        });
+                    }
+                }
+            }
+        } else {
+            out.push(Choice::Restart { server });
+        }
+    }
+    out
+}
+
+/// Applies `choice` to `state` in place.
+fn apply(state: &mut State, choice: &Choice) {
+    match choice {
+        Choice::Event { order, fate, .. } => {
+            state.sim.explore_fire(*order, *fate);
+            if *fate != Fate::Happens {
+                state.losses += 1;
+            }
+        }
+        Choice::Crash { server, keep } => {
+            state.sim.explore_crash(*server, *keep);
+            state.crashes += 1;
+        }
+        Choice::Restart { server } => {
+            state.sim.start(*server);
+            state.sim.connect(*server);
+        }
+        Choice::Propose { server } => {
+            let command = format!("c{}", state.proposals + 1).into_bytes();
+            state.sim.propose(*server, command);
+            state.proposals += 1;
+        }
+        Choice::Read { server } => {
+            state.sim.read(*server);
+            state.reads += 1;
+        }
+        Choice::ChangeMembership { server, id, add } => {
+            let change = if *add {
+                MembershipChange::AddVoter {
+                    id: *id,
+                    data: Payload::default(),
+                }
+            } else {
+                MembershipChange::Remove { id: *id }
+            };
+            state.sim.change_membership(*server, change);
+            state.changes += 1;
+        }
+    }
+    state.path.push(choice.clone());
+}
+
+/// The key a state is told apart by: the cluster (see `Sim::explore_state`) and the budgets
+/// left.
+fn key(state: &State) -> u128 {
+    let mut hasher = KeyHasher::new();
+    let _ = state.sim.explore_state(&mut hasher);
+    let _ = write!(
+        hasher,
+        "|{}|{}|{}|{}|{}",
+        state.crashes, state.proposals, state.losses, state.reads, state.changes
+    );
+    hasher.finish()
+}
+
+/// A 128-bit hash of the text written to it, eight bytes at a time, without building the
+/// text (what is written is buffered in a block of 64 bytes): two lanes of multiply-and-rotate,
+/// mixed at the end. Collisions between states would prune unexplored ones, hence 128 bits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyHasher {
+    a: u64,
+    b: u64,
+    block: [u8; 64],
+    filled: usize,
+    total: u64,
+}
+
+impl KeyHasher {
+    pub(crate) fn new() -> Self {
+        Self {
+            a: 0x243F_6A88_85A3_08D3,
+            b: 0x1319_8A2E_0370_7344,
+            block: [0; 64],
+            filled: 0,
+            total: 0,
+        }
+    }
+
+    fn word(&mut self, v: u64) {
+        self.a = (self.a ^ v)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(31);
+        self.b = (self.b ^ v.rotate_left(32))
+            .wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            .rotate_left(27)
+            ^ self.a;
+    }
+
+    /// Hashes the buffered block (the unfilled part is zeros).
+    fn flush(&mut self) {
+        let block = self.block;
+        for chunk in block[..self.filled.next_multiple_of(8)].chunks_exact(8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.word(u64::from_le_bytes(word));
+        }
+        self.block = [0; 64];
+        self.filled = 0;
+    }
+
+    pub(crate) fn finish(mut self) -> u128 {
+        self.flush();
+        self.word(self.total);
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        (u128::from(mix(self.a)) << 64) | u128::from(mix(self.b ^ mix(self.a)))
+    }
+}
+
+impl fmt::Write for KeyHasher {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut bytes = s.as_bytes();
+        self.total += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let take = bytes.len().min(64 - self.filled);
+            self.block[self.filled..self.filled + take].copy_from_slice(&bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled == 64 {
+                self.flush();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The cluster the explorer starts from.
+fn initial(options: &ExploreOptions) -> Sim {
+    let mut sim_options = options.sim.clone();
+    sim_options.nodes = options.nodes;
+    Sim::new(sim_options)
+}
+
+/// Explores every path of up to `options.depth` events, as `options` bounds it.
+pub fn explore(options: &ExploreOptions) -> ExploreReport {
+    explore_with(options, |_| {})
+}
+
+/// The figures of one bound of the iterative deepening (see [`explore_with`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Level {
+    /// The bound: paths of up to this many events.
+    pub depth: usize,
+    /// Distinct states within it.
+    pub distinct: u64,
+    /// States reached within it, repeats included.
+    pub visited: u64,
+    /// Seconds this bound took.
+    pub seconds: f64,
+}
+
+/// Like [`explore`], calling `progress` after each bound.
+///
+/// The search is an iterative deepening: a depth-first search of every path of up to 1
+/// event, then 2, and so on up to `options.depth`. Each search keeps the states it met with
+/// the most events it had left to spend from them, and skips a state met again with no more
+/// left (everything reachable from it within that was searched already); so it needs memory
+/// for the states' keys only (16 bytes and a count each) and the clusters along one path,
+/// where a breadth-first search would hold a whole level of clusters. A violation found at
+/// bound `d` was not found at `d - 1`: its path is a shortest one. The bounds before the last
+/// cost about one part in the branching factor of the last (some 15 for 3 nodes).
+pub fn explore_with(options: &ExploreOptions, mut progress: impl FnMut(Level)) -> ExploreReport {
+    let started = std::time::Instant::now();
+    let mut report = ExploreReport {
+        visited: 0,
+        distinct: 1,
+        depth: 0,
+        complete: true,
+        seconds: 0.0,
+        violation: None,
+    };
+    let root = State::start(options);
+    for depth in 1..=options.depth {
+        let level_started = std::time::Instant::now();
+        let mut search = Search {
+            options,
+            seen: HashMap::new(),
+            visited: 0,
+            cut_short: false,
+        };
+        search.seen.insert(key(&root), depth);
+        let violation = search.dfs(&root, depth);
+        report.visited += search.visited;
+        report.distinct = search.seen.len() as u64;
+        progress(Level {
+            depth,
+            distinct: report.distinct,
+            visited: search.visited,
+            seconds: level_started.elapsed().as_secs_f64(),
+        });
+        if violation.is_some() || search.cut_short {
+            report.violation = violation;
+            report.complete = !search.cut_short;
+            if search.cut_short {
+                report.depth = depth - 1;
+            } else {
+                report.depth = depth;
+            }
+            break;
+        }
+        report.depth = depth;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// One depth-first search of the iterative deepening.
+struct Search<'o> {
+    options: &'o ExploreOptions,
+    /// Each state met, with the most events that were left to spend from it.
+    seen: HashMap<u128, usize>,
+    visited: u64,
+    cut_short: bool,
+}
+
+impl Search<'_> {
+    /// Searches every path of up to `left` events from `state`.
+    fn dfs(&mut self, state: &State, left: usize) -> Option<Violation> {
+        for choice in choices(state, self.options) {
+            let mut child = state.child();
+            apply(&mut child, &choice);
+            self.visited += 1;
+            if let Some(failure) = child.sim.failure() {
+                return Some(Violation {
+                    path: child.path,
+                    failure: failure.clone(),
+                });
+            }
+            let remaining = left - 1;
+            match self.seen.entry(key(&child)) {
+                std::collections::hash_map::Entry::Occupied(mut seen) => {
+                    if *seen.get() >= remaining {
+                        continue;
+                    }
+                    seen.insert(remaining);
+                }
+                std::collections::hash_map::Entry::Vacant(new) => {
+                    new.insert(remaining);
+                    if self.seen.len() >= self.options.max_states {
+                        self.cut_short = true;
+                        return None;
+                    }
+                }
+            }
+            if remaining > 0 {
+                if let Some(violation) = self.dfs(&child, remaining) {
+                    return Some(violation);
+                }
+                if self.cut_short {
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Runs `path` again from the start: the simulator at its end, or the judge's verdict if it
+/// fails on the way (a path a violation was reported with fails at its last step).
+pub fn replay(options: &ExploreOptions, path: &[Choice]) -> Result<Sim, Failure> {
+    let mut state = State::start(options);
+    for choice in path {
+        apply(&mut state, choice);
+        if let Some(failure) = state.sim.failure() {
+            return Err(failure.clone());
+        }
+    }
+    Ok(state.sim)
+}
