@@ -54,6 +54,9 @@ struct Args {
     /// Membership changes asked per explored path.
     #[arg(long, default_value_t = 0)]
     changes: usize,
+    /// Explore from a cluster with a leader and a command applied everywhere.
+    #[arg(long)]
+    from_leader: bool,
     /// How many seeds to run.
     #[arg(long, default_value_t = 100)]
     seeds: u64,
@@ -374,10 +377,12 @@ fn run_explore(args: &Args) -> ExitCode {
     options.losses = args.losses;
     options.reads = args.reads;
     options.changes = args.changes;
+    options.from_leader = args.from_leader;
     options.sim = configure(options.sim.clone(), args);
     println!(
-        "exploring {} nodes to depth {} (per path: {} crash(es), {} proposal(s), {} lost or duplicated message(s), {} read(s), {} membership change(s); at most {} states){}",
+        "exploring {} nodes{} to depth {} (per path: {} crash(es), {} proposal(s), {} lost or duplicated message(s), {} read(s), {} membership change(s); at most {} states){}",
         args.nodes,
+        if args.from_leader { " from a leader" } else { "" },
         args.depth,
         args.crashes,
         args.proposals,

@@ -190,6 +190,10 @@ pub struct ExploreOptions {
     pub reads: usize,
     /// Membership changes asked per path (removing a member, adding a server back as a voter).
     pub changes: usize,
+    /// Start from a cluster with a leader and one command applied everywhere (the simulator
+    /// runs with its seeded timing until then) instead of from the start: the explored paths
+    /// then begin where the fresh ones need some ten events to get to.
+    pub from_leader: bool,
     /// The simulator's options (timing, features, injected bugs); its `nodes` is set from
     /// `nodes`.
     pub sim: SimOptions,
@@ -212,6 +216,7 @@ impl ExploreOptions {
             losses: 1,
             reads: 0,
             changes: 0,
+            from_leader: false,
             sim,
         }
     }
@@ -476,7 +481,15 @@ impl fmt::Write for KeyHasher {
 fn initial(options: &ExploreOptions) -> Sim {
     let mut sim_options = options.sim.clone();
     sim_options.nodes = options.nodes;
-    Sim::new(sim_options)
+    let mut sim = Sim::new(sim_options);
+    if options.from_leader {
+        // Without a bug this elects a leader and commits; with one, a failure here is
+        // reported by the first step explored (the failure stays recorded).
+        let _ = sim
+            .check_one_leader()
+            .and_then(|_| sim.one(b"start".to_vec(), options.nodes, true));
+    }
+    sim
 }
 
 /// Explores every path of up to `options.depth` events, as `options` bounds it.
