@@ -57,6 +57,10 @@ struct Args {
     /// Explore from a cluster with a leader and a command applied everywhere.
     #[arg(long)]
     from_leader: bool,
+    /// With --explore: instead of searching, replay the path an exploration printed (the
+    /// positions of its choices, `3.0.5...`), with the same options.
+    #[arg(long)]
+    replay: Option<String>,
     /// How many seeds to run.
     #[arg(long, default_value_t = 100)]
     seeds: u64,
@@ -369,7 +373,7 @@ fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64, u64) {
 /// `--explore`: one breadth-first exploration, its figures, and the shortest path to a
 /// violation if it finds one (replayed to confirm it).
 fn run_explore(args: &Args) -> ExitCode {
-    use raft_proto::sim::explore::{explore_with, replay, ExploreOptions};
+    use raft_proto::sim::explore::{explore_with, replay, replay_positions, ExploreOptions};
     let mut options = ExploreOptions::new(args.nodes, args.depth);
     options.max_states = args.max_states;
     options.crashes = args.crashes;
@@ -394,6 +398,35 @@ fn run_explore(args: &Args) -> ExitCode {
             .as_ref()
             .map_or_else(String::new, |bug| format!(", bug {bug} injected"))
     );
+    if let Some(positions) = &args.replay {
+        let positions: Result<Vec<usize>, _> =
+            positions.split('.').map(str::parse::<usize>).collect();
+        let Ok(positions) = positions else {
+            eprintln!("--replay takes positions separated by dots: 3.0.5");
+            return ExitCode::from(2);
+        };
+        return match replay_positions(&options, &positions) {
+            None => {
+                eprintln!("that path does not fit these options");
+                ExitCode::from(2)
+            }
+            Some((outcome, path)) => {
+                for (i, choice) in path.iter().enumerate() {
+                    println!("  {:>3}. {choice}", i + 1);
+                }
+                match outcome {
+                    Err(failure) => {
+                        println!("VIOLATION: {}", failure.message);
+                        ExitCode::FAILURE
+                    }
+                    Ok(_) => {
+                        println!("no violation on this path");
+                        ExitCode::SUCCESS
+                    }
+                }
+            }
+        };
+    }
     let started = Instant::now();
     let report = explore_with(&options, |level| {
         println!(
@@ -433,6 +466,11 @@ fn run_explore(args: &Args) -> ExitCode {
                 Err(failure) => println!("replayed: fails again ({})", failure.message),
                 Ok(_) => println!("replayed: did NOT fail again"),
             }
+            let positions: Vec<String> = violation.positions.iter().map(usize::to_string).collect();
+            println!(
+                "replay it with the same options and --replay {}",
+                positions.join(".")
+            );
             ExitCode::FAILURE
         }
     }

@@ -2,7 +2,7 @@
 //! bugs injected on purpose are found, each by a shortest path that replays to the same
 //! verdict. (The larger bounds are in the README; these stay small enough for every test run.)
 
-use raft_proto::sim::explore::{explore, replay, Choice, ExploreOptions};
+use raft_proto::sim::explore::{explore, replay, replay_positions, Choice, ExploreOptions};
 use raft_proto::InjectedBugs;
 
 /// Three nodes without pre-vote and check-quorum (elections take fewer events), no proposals,
@@ -31,6 +31,13 @@ fn finds(mut options: ExploreOptions, bugs: InjectedBugs, expected: &str) -> Vec
     );
     let again = replay(&options, &violation.path).expect_err("the path fails again");
     assert_eq!(again.message, violation.failure.message);
+    let (outcome, path) =
+        replay_positions(&options, &violation.positions).expect("the positions fit");
+    assert_eq!(path, violation.path);
+    assert_eq!(
+        outcome.expect_err("fails again").message,
+        violation.failure.message
+    );
     for (i, choice) in violation.path.iter().enumerate() {
         eprintln!("{:>3}. {choice}", i + 1);
     }

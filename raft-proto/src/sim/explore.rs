@@ -227,6 +227,9 @@ impl ExploreOptions {
 pub struct Violation {
     /// The events from the start that lead to it (the shortest such path).
     pub path: Vec<Choice>,
+    /// The same path as the position of each choice among those open at its step: what
+    /// [`replay_positions`] takes (and `simulate --explore --replay` prints and reads).
+    pub positions: Vec<usize>,
     /// What the judge said.
     pub failure: Failure,
 }
@@ -250,11 +253,12 @@ pub struct ExploreReport {
     pub violation: Option<Violation>,
 }
 
-/// A state on the frontier: the cluster, the path to it, and what the path has used of its
-/// budgets.
+/// A state searched from: the cluster, the path to it (and each choice's position among those
+/// open at its step), and what the path has used of its budgets.
 struct State {
     sim: Sim,
     path: Vec<Choice>,
+    positions: Vec<usize>,
     crashes: usize,
     proposals: usize,
     losses: usize,
@@ -267,6 +271,7 @@ impl State {
         Self {
             sim: initial(options),
             path: Vec::new(),
+            positions: Vec::new(),
             crashes: 0,
             proposals: 0,
             losses: 0,
@@ -279,6 +284,7 @@ impl State {
         Self {
             sim: self.sim.clone(),
             path: self.path.clone(),
+            positions: self.positions.clone(),
             ..*self
         }
     }
@@ -578,13 +584,15 @@ struct Search<'o> {
 impl Search<'_> {
     /// Searches every path of up to `left` events from `state`.
     fn dfs(&mut self, state: &State, left: usize) -> Option<Violation> {
-        for choice in choices(state, self.options) {
+        for (position, choice) in choices(state, self.options).into_iter().enumerate() {
             let mut child = state.child();
             apply(&mut child, &choice);
+            child.positions.push(position);
             self.visited += 1;
             if let Some(failure) = child.sim.failure() {
                 return Some(Violation {
                     path: child.path,
+                    positions: child.positions,
                     failure: failure.clone(),
                 });
             }
@@ -615,6 +623,24 @@ impl Search<'_> {
         }
         None
     }
+}
+
+/// Runs a path given as positions (see [`Violation::positions`]) from the start: the
+/// simulator at its end and the path, or the judge's verdict and the path up to it; `None` if
+/// a position names no open choice.
+pub fn replay_positions(
+    options: &ExploreOptions,
+    positions: &[usize],
+) -> Option<(Result<Sim, Failure>, Vec<Choice>)> {
+    let mut state = State::start(options);
+    for &position in positions {
+        let choice = choices(&state, options).into_iter().nth(position)?;
+        apply(&mut state, &choice);
+        if let Some(failure) = state.sim.failure() {
+            return Some((Err(failure.clone()), state.path));
+        }
+    }
+    Some((Ok(state.sim), state.path))
 }
 
 /// Runs `path` again from the start: the simulator at its end, or the judge's verdict if it
