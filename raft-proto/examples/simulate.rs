@@ -57,6 +57,10 @@ struct Args {
     /// Explore from a cluster with a leader and a command applied everywhere.
     #[arg(long)]
     from_leader: bool,
+    /// With --explore: how many of the --nodes servers are voters from the start (the others
+    /// are spares a membership change may add); all by default.
+    #[arg(long)]
+    voters: Option<usize>,
     /// With --explore: instead of searching, replay the path an exploration printed (the
     /// positions of its choices, `3.0.5...`), with the same options.
     #[arg(long)]
@@ -383,6 +387,7 @@ fn run_explore(args: &Args) -> ExitCode {
     options.changes = args.changes;
     options.from_leader = args.from_leader;
     options.sim = configure(options.sim.clone(), args);
+    options.sim.initial_voters = args.voters;
     println!(
         "exploring {} nodes{} to depth {} (per path: {} crash(es), {} proposal(s), {} lost or duplicated message(s), {} read(s), {} membership change(s); at most {} states){}",
         args.nodes,

@@ -104,3 +104,20 @@ fn acknowledging_entries_before_they_are_durable_is_found() {
     let path = finds(options, bugs, "Durability");
     assert_eq!(path.len(), 11);
 }
+
+#[test]
+fn a_read_served_from_local_state_is_found() {
+    let bugs = InjectedBugs {
+        serve_reads_locally: true,
+        ..InjectedBugs::default()
+    };
+    let mut options = elections_only(6);
+    options.from_leader = true;
+    options.crashes = 0;
+    options.proposals = 1;
+    options.reads = 1;
+    let path = finds(options, bugs, "Read Safety");
+    // The leader commits a new entry; a follower that has not heard of it serves a read.
+    assert_eq!(path.len(), 6);
+    assert!(matches!(path.last(), Some(Choice::Read { .. })));
+}

@@ -13,7 +13,8 @@
 //! - a live server crashes, keeping any prefix of its writes not yet durable (bounded by
 //!   [`ExploreOptions::crashes`]), and a crashed one restarts from its durable state;
 //! - the leader is asked to append a command (bounded by [`ExploreOptions::proposals`]), to
-//!   remove a member or add a server back as a voter ([`ExploreOptions::changes`]), and any
+//!   remove a member, add a server that is not one as a voter, or replace a voter by such a
+//!   server in one joint change ([`ExploreOptions::changes`]), and any
 //!   live server is asked for a linearizable read ([`ExploreOptions::reads`]; each read is
 //!   checked against the highest commit index when it was asked and what was applied when it
 //!   is served, as in every simulation).
@@ -117,15 +118,29 @@ pub enum Choice {
         /// The server, 0-based.
         server: usize,
     },
-    /// Server `server` (0-based), the leader, is asked to remove member `id`, or to add
-    /// server `id` back as a voter.
+    /// Server `server` (0-based), the leader, is asked for a membership change.
     ChangeMembership {
         /// The server, 0-based.
         server: usize,
-        /// The member removed or added.
-        id: NodeId,
-        /// Added (true) or removed.
-        add: bool,
+        /// The change.
+        change: Change,
+    },
+}
+
+/// A membership change the explorer asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// Remove a member.
+    Remove(NodeId),
+    /// Add a server that is not a member as a voter.
+    AddVoter(NodeId),
+    /// Replace a voter by a server that is not a member, in one joint change.
+    Replace {
+        /// The voter that leaves.
+        out: NodeId,
+        /// The server that comes in.
+        added: NodeId,
     },
 }
 
@@ -159,12 +174,14 @@ impl fmt::Display for Choice {
             Self::Restart { server } => write!(f, "server {} restarts", server + 1),
             Self::Propose { server } => write!(f, "leader {} is asked to append", server + 1),
             Self::Read { server } => write!(f, "server {} is asked for a read", server + 1),
-            Self::ChangeMembership { server, id, add } => write!(
-                f,
-                "leader {} is asked to {} {id}",
-                server + 1,
-                if *add { "add voter" } else { "remove" }
-            ),
+            Self::ChangeMembership { server, change } => {
+                write!(f, "leader {} is asked to ", server + 1)?;
+                match change {
+                    Change::Remove(id) => write!(f, "remove {id}"),
+                    Change::AddVoter(id) => write!(f, "add voter {id}"),
+                    Change::Replace { out, added } => write!(f, "replace voter {out} by {added}"),
+                }
+            }
         }
     }
 }
@@ -173,7 +190,8 @@ impl fmt::Display for Choice {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ExploreOptions {
-    /// Servers, all voters from the start.
+    /// Servers, all voters from the start unless `sim.initial_voters` says fewer (the others
+    /// start empty, as spares a membership change may add).
     pub nodes: usize,
     /// The most events on a path.
     pub depth: usize,
@@ -329,21 +347,21 @@ fn choices(state: &State, options: &ExploreOptions) -> Vec<Choice> {
                 out.push(Choice::Read { server });
             }
             if let Some(node) = leader.filter(|_| state.changes < options.changes) {
-                let voters = node.membership().voters();
+                let membership = node.membership();
+                let voters = membership.voters();
+                let outside: Vec<NodeId> = (1..=sim.len() as NodeId)
+                    .filter(|&id| !membership.contains(id))
+                    .collect();
+                let mut change = |change| out.push(Choice::ChangeMembership { server, change });
                 for id in 1..=sim.len() as NodeId {
-                    let member = node.membership().contains(id);
-                    if member && voters.len() > 1 {
-                        out.push(Choice::ChangeMembership {
-                            server,
-                            id,
-                            add: false,
-                        });
-                    } else if !member {
-                        out.push(Choice::ChangeMembership {
-                            server,
-                            id,
-                            add: true,
-                        });
+                    if membership.contains(id) && voters.len() > 1 {
+                        change(Change::Remove(id));
+                    }
+                }
+                for &added in &outside {
+                    change(Change::AddVoter(added));
+                    for &voter in voters {
+                        change(Change::Replace { out: voter, added });
                     }
                 }
             }
@@ -380,14 +398,29 @@ fn apply(state: &mut State, choice: &Choice) {
             state.sim.read(*server);
             state.reads += 1;
         }
-        Choice::ChangeMembership { server, id, add } => {
-            let change = if *add {
-                MembershipChange::AddVoter {
-                    id: *id,
+        Choice::ChangeMembership { server, change } => {
+            let change = match *change {
+                Change::Remove(id) => MembershipChange::Remove { id },
+                Change::AddVoter(id) => MembershipChange::AddVoter {
+                    id,
                     data: Payload::default(),
+                },
+                Change::Replace { out, added } => {
+                    let voters = state
+                        .sim
+                        .node(*server)
+                        .map(|n| n.membership().voters().clone())
+                        .unwrap_or_default();
+                    MembershipChange::Replace {
+                        voters: voters
+                            .into_iter()
+                            .filter(|&v| v != out)
+                            .chain([added])
+                            .map(|id| (id, Payload::default()))
+                            .collect(),
+                        learners: Vec::new(),
+                    }
                 }
-            } else {
-                MembershipChange::Remove { id: *id }
             };
             state.sim.change_membership(*server, change);
             state.changes += 1;
@@ -491,9 +524,10 @@ fn initial(options: &ExploreOptions) -> Sim {
     if options.from_leader {
         // Without a bug this elects a leader and commits; with one, a failure here is
         // reported by the first step explored (the failure stays recorded).
+        let voters = options.sim.initial_voters.unwrap_or(options.nodes);
         let _ = sim
             .check_one_leader()
-            .and_then(|_| sim.one(b"start".to_vec(), options.nodes, true));
+            .and_then(|_| sim.one(b"start".to_vec(), voters, true));
     }
     sim
 }
