@@ -210,7 +210,8 @@ pub struct ExploreOptions {
     pub changes: usize,
     /// Start from a cluster with a leader and one command applied everywhere (the simulator
     /// runs with its seeded timing until then) instead of from the start: the explored paths
-    /// then begin where the fresh ones need some ten events to get to.
+    /// then begin where the fresh ones need some ten events to get to. A violation during
+    /// that warm-up is reported with an empty path.
     pub from_leader: bool,
     /// The simulator's options (timing, features, injected bugs); its `nodes` is set from
     /// `nodes`.
@@ -572,6 +573,16 @@ pub fn explore_with(options: &ExploreOptions, mut progress: impl FnMut(Level)) -
         violation: None,
     };
     let root = State::start(options);
+    if let Some(failure) = root.sim.failure() {
+        // The warm-up of `from_leader` already failed: a violation before any explored event.
+        report.violation = Some(Violation {
+            path: Vec::new(),
+            positions: Vec::new(),
+            failure: failure.clone(),
+        });
+        report.seconds = started.elapsed().as_secs_f64();
+        return report;
+    }
     for depth in 1..=options.depth {
         let level_started = std::time::Instant::now();
         let mut search = Search {
