@@ -19,7 +19,7 @@
 //!   checked against the highest commit index when it was asked and what was applied when it
 //!   is served, as in every simulation).
 //!
-//! Every state is checked by the same judge as every simulation ([`Sim`](super::Sim): Election
+//! Every state is checked by the same judge as every simulation ([`Sim`]: Election
 //! Safety, Leader Append-Only, Log Matching, Leader Completeness, State Machine Safety,
 //! durability of what is applied, memberships, monotonic terms and indexes). States are told
 //! apart by what decides the cluster's future: each node's state without its clock, deadlines
