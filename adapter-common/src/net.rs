@@ -817,6 +817,23 @@ impl PeerLink {
         Ok(refusal_in(received))
     }
 
+    /// What the peer sent back after the hello, when it sent anything (it then closes the
+    /// connection): a refusal of the hello is logged and counted as
+    /// [`on_refused_by_peer`] does, a refusal at the TLS level as [`on_link_failed`] does.
+    pub fn report_answer(
+        &mut self,
+        received: &[u8],
+        counters: &TransportCounters,
+        peer: NodeId,
+        addr: SocketAddr,
+    ) {
+        match self.answer(received) {
+            Ok(Some(reason)) => on_refused_by_peer(counters, peer, addr, &reason),
+            Ok(None) => {}
+            Err(error) => on_link_failed(counters, peer, addr, &error),
+        }
+    }
+
     /// The error for a connection the peer closed before the TLS handshake ended.
     pub fn closed_in_handshake(&self) -> LinkError {
         LinkError(

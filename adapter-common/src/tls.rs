@@ -104,6 +104,8 @@ struct Inner {
     own: Vec<CertificateDer<'static>>,
     /// The CA's certificates.
     roots: Arc<RootCertStore>,
+    /// What the accepting side checks of a connecting side's certificate.
+    client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -194,7 +196,7 @@ impl TlsConfig {
         .map_err(|error| TlsError::Verifier(error.to_string()))?;
         let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions)?
-            .with_client_cert_verifier(client_verifier)
+            .with_client_cert_verifier(Arc::clone(&client_verifier))
             .with_single_cert(chain.clone(), key.clone_key())?;
         // Connections are long-lived and one-way after the handshake: no tickets to send back.
         server.send_tls13_tickets = 0;
@@ -228,6 +230,7 @@ impl TlsConfig {
                 any_member_client: Arc::new(any_member_client),
                 own: chain,
                 roots,
+                client_verifier,
                 provider,
             }),
         })
@@ -250,6 +253,12 @@ impl TlsConfig {
             ));
         }
         self.member_chain(own, intermediates)
+            .and_then(|()| {
+                self.inner
+                    .client_verifier
+                    .verify_client_cert(own, intermediates, UnixTime::now())
+                    .map(|_| ())
+            })
             .map_err(|e| format!("this node's TLS certificate would be refused by its peers: {e}"))
     }
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use adapter_common::net::{
-    check_config, on_link_failed, on_refused_by_peer, reconnect_backoff, LinkError, PeerLink,
+    check_config, on_link_failed, reconnect_backoff, LinkError, PeerLink,
     TransportCounters as Counters, REFUSAL_WAIT,
 };
 use adapter_common::{PeerBook, PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
@@ -395,11 +395,7 @@ async fn connect_and_greet(
         return Some((stream, link));
     };
     if let Ok(n) = read {
-        match link.answer(&answer[..n]) {
-            Ok(Some(reason)) => on_refused_by_peer(writer.counters(), peer, addr, &reason),
-            Ok(None) => {}
-            Err(error) => tls_failed(error),
-        }
+        link.report_answer(&answer[..n], writer.counters(), peer, addr);
     }
     None
 }

@@ -561,9 +561,7 @@ fn connect(
         }
         Err(e) => Err(e),
         Ok(n) => {
-            if let Some(reason) = link.answer(&answer[..n]).map_err(tls_failed)? {
-                adapter_common::net::on_refused_by_peer(writer.counters(), peer, addr, &reason);
-            }
+            link.report_answer(&answer[..n], writer.counters(), peer, addr);
             Err(io::Error::new(
                 ErrorKind::ConnectionRefused,
                 "the peer closed the connection after the hello",

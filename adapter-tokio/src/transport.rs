@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use adapter_common::net::{check_config, on_link_failed, on_refused_by_peer, REFUSAL_WAIT};
+use adapter_common::net::{check_config, on_link_failed, REFUSAL_WAIT};
 use adapter_common::net::{reconnect_backoff, LinkError, PeerLink, TransportCounters as Counters};
 use adapter_common::{PeerBook, PeerReader, PeerWriter, TcpConfig, Transport, TransportStats};
 use raft_proto::{Message, NodeId};
@@ -337,11 +337,7 @@ async fn connect_and_greet(
         Err(_) => Some((stream, link)),
         Ok(read) => {
             if let Ok(n) = read {
-                match link.answer(&answer[..n]) {
-                    Ok(Some(reason)) => on_refused_by_peer(writer.counters(), peer, addr, &reason),
-                    Ok(None) => {}
-                    Err(error) => tls_failed(error),
-                }
+                link.report_answer(&answer[..n], writer.counters(), peer, addr);
             }
             None
         }

@@ -155,9 +155,7 @@ impl Cluster {
         .map_err(|e| format!("TLS: {e}"))?;
         crate::protocol::set_client_tls(Some(client));
         cluster.tls_dir = Some(tls_dir);
-        for id in 1..=NODES {
-            cluster.spawn(id)?;
-        }
+        cluster.spawn_all()?;
         Ok(cluster)
     }
 
@@ -191,10 +189,13 @@ impl Cluster {
         serve_args: &[&str],
     ) -> Result<Self, String> {
         let mut cluster = Self::prepare(exe, runtime, read_mode, dir, proxies, serve_args)?;
-        for id in 1..=NODES {
-            cluster.spawn(id)?;
-        }
+        cluster.spawn_all()?;
         Ok(cluster)
+    }
+
+    /// Starts the nodes the cluster was made with.
+    fn spawn_all(&mut self) -> Result<(), String> {
+        (1..=NODES).try_for_each(|id| self.spawn(id))
     }
 
     /// The cluster of [`start_with`](Self::start_with), its nodes not started yet.

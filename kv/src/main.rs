@@ -495,6 +495,11 @@ fn run_members(action: MembersCmd) -> Result<(), String> {
     Ok(())
 }
 
+/// This executable, which the demo and the benchmarks start as their nodes.
+fn this_exe() -> Result<PathBuf, String> {
+    std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let tls = match cli.tls.load() {
@@ -666,8 +671,7 @@ fn main() -> ExitCode {
             runtime,
             read_mode,
             tls,
-        } => std::env::current_exe()
-            .map_err(|e| format!("cannot find this executable: {e}"))
+        } => this_exe()
             .and_then(|exe| {
                 demo::run(
                     exe,
@@ -690,18 +694,16 @@ fn main() -> ExitCode {
             clients,
             rounds,
             runtime,
-        } => std::env::current_exe()
-            .map_err(|e| format!("cannot find this executable: {e}"))
-            .and_then(|exe| {
-                bench::tls(&bench::TlsBench {
-                    exe,
-                    dir,
-                    writes,
-                    clients,
-                    rounds,
-                    runtime,
-                })
-            }),
+        } => this_exe().and_then(|exe| {
+            bench::tls(&bench::TlsBench {
+                exe,
+                dir,
+                writes,
+                clients,
+                rounds,
+                runtime,
+            })
+        }),
         Cmd::Chaos {
             dir,
             rounds,
@@ -712,8 +714,7 @@ fn main() -> ExitCode {
             read_mode,
             faults,
             stream_snapshots,
-        } => std::env::current_exe()
-            .map_err(|e| format!("cannot find this executable: {e}"))
+        } => this_exe()
             .and_then(|exe| {
                 demo::chaos(
                     exe,
@@ -745,43 +746,37 @@ fn main() -> ExitCode {
             clients,
             seconds,
             runtime,
-        } => std::env::current_exe()
-            .map_err(|e| format!("cannot find this executable: {e}"))
-            .and_then(|exe| {
-                bench::reads(&bench::ReadBench {
-                    exe,
-                    dir,
-                    read_modes,
-                    clients,
-                    duration: std::time::Duration::from_secs(seconds),
-                    runtime,
-                })
-            }),
+        } => this_exe().and_then(|exe| {
+            bench::reads(&bench::ReadBench {
+                exe,
+                dir,
+                read_modes,
+                clients,
+                duration: std::time::Duration::from_secs(seconds),
+                runtime,
+            })
+        }),
         Cmd::BenchFailover {
             dir,
             rounds,
             runtime,
-        } => std::env::current_exe()
-            .map_err(|e| format!("cannot find this executable: {e}"))
-            .and_then(|exe| bench::failover(exe, &dir, rounds, runtime)),
+        } => this_exe().and_then(|exe| bench::failover(exe, &dir, rounds, runtime)),
         Cmd::BenchMemory {
             dir,
             clients,
             seconds,
             snapshot_every,
             runtime,
-        } => std::env::current_exe()
-            .map_err(|e| format!("cannot find this executable: {e}"))
-            .and_then(|exe| {
-                bench::memory(&bench::MemoryBench {
-                    exe,
-                    dir,
-                    clients,
-                    duration: std::time::Duration::from_secs(seconds),
-                    runtime,
-                    snapshot_every,
-                })
-            }),
+        } => this_exe().and_then(|exe| {
+            bench::memory(&bench::MemoryBench {
+                exe,
+                dir,
+                clients,
+                duration: std::time::Duration::from_secs(seconds),
+                runtime,
+                snapshot_every,
+            })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,7 +32,7 @@
 //! ```
 //! use raft_proto::sim::explore::{explore, ExploreOptions};
 //!
-//! let mut options = ExploreOptions::new(3, 6);
+//! let mut options = ExploreOptions::new(3, 5);
 //! options.max_states = 20_000;
 //! let report = explore(&options);
 //! assert!(report.violation.is_none());

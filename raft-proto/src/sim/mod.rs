@@ -1009,7 +1009,15 @@ impl Sim {
     /// and syncs of live servers' writes. Messages the network would drop anyway and timers
     /// since re-armed are left out (they change nothing).
     pub(crate) fn explore_pending(&self) -> Vec<(u64, explore::Pending)> {
-        let mut pending: Vec<(u64, explore::Pending)> = self
+        self.explore_events()
+            .into_iter()
+            .map(|(order, pending, _)| (order, pending))
+            .collect()
+    }
+
+    /// [`explore_pending`](Self::explore_pending) with each event itself.
+    fn explore_events(&self) -> Vec<(u64, explore::Pending, &SimEvent)> {
+        let mut pending: Vec<(u64, explore::Pending, &SimEvent)> = self
             .queue
             .iter()
             .filter_map(|Reverse(scheduled)| {
@@ -1062,10 +1070,10 @@ impl Sim {
                     }
                     SimEvent::Reboot { .. } | SimEvent::Client { .. } => return None,
                 };
-                Some((scheduled.order, what))
+                Some((scheduled.order, what, &scheduled.event))
             })
             .collect();
-        pending.sort_by_key(|(order, _)| *order);
+        pending.sort_by_key(|(order, _, _)| *order);
         pending
     }
 
@@ -1109,10 +1117,7 @@ impl Sim {
     /// Crashes server `s`, keeping the first `keep` of its writes not yet durable (the
     /// others are lost).
     pub(crate) fn explore_crash(&mut self, s: usize, keep: usize) {
-        let pending = self.servers[s].storage.unsynced.len();
-        let keep = keep.min(pending);
-        let dropped: Vec<Persist> = self.servers[s].storage.unsynced.drain(keep..).collect();
-        drop(dropped);
+        self.servers[s].storage.unsynced.truncate(keep);
         let loses = self.options.crash_loses_unsynced;
         // Nothing random left to decide: every write still unsynced survives.
         self.options.crash_loses_unsynced = false;
@@ -1145,14 +1150,9 @@ impl Sim {
         }
         // What is in flight, as a multiset: each item hashed, the hashes sorted.
         let mut in_flight: Vec<u128> = self
-            .explore_pending()
+            .explore_events()
             .into_iter()
-            .filter_map(|(order, pending)| {
-                let event = self
-                    .queue
-                    .iter()
-                    .find(|Reverse(e)| e.order == order)
-                    .map(|Reverse(e)| &e.event)?;
+            .map(|(_, pending, event)| {
                 use fmt::Write as _;
                 let mut item = explore::KeyHasher::new();
                 let _ = match (&pending, event) {
@@ -1170,7 +1170,7 @@ impl Sim {
                 };
                 // A timer or a sync pending twice is pending once.
                 let message = matches!(pending, explore::Pending::Message { .. });
-                Some(item.finish() | u128::from(message))
+                item.finish() | u128::from(message)
             })
             .collect();
         in_flight.sort_unstable();
