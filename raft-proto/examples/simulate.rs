@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p raft-proto --example simulate -- --scenario figure8_unreliable --seeds 1000
 //! cargo run --release -p raft-proto --example simulate -- --random --seeds 100000 --nodes 5
-//! cargo run --release -p raft-proto --example simulate -- --explore --nodes 3 --depth 12
+//! cargo run --release -p raft-proto --example simulate -- --explore --nodes 3 --depth 8
 //! ```
 
 use std::process::ExitCode;
@@ -29,8 +29,8 @@ struct Args {
     /// Every lab scenario, one after the other.
     #[arg(long, conflicts_with_all = ["random", "scenario"])]
     all: bool,
-    /// Explore every interleaving of a small cluster up to --depth events (breadth first,
-    /// the judge checking every state), instead of seeds.
+    /// Explore every interleaving of a small cluster up to --depth events (depth first,
+    /// deepening one event at a time, the judge checking every state), instead of seeds.
     #[arg(long, conflicts_with_all = ["random", "scenario", "all"])]
     explore: bool,
     /// The most events on an explored path.
@@ -57,12 +57,35 @@ struct Args {
     /// Explore from a cluster with a leader and a command applied everywhere.
     #[arg(long)]
     from_leader: bool,
+    /// With --explore: search from the end of this path (positions, as --replay takes them)
+    /// instead of from the start; --depth counts the events after it.
+    #[arg(long)]
+    after: Option<String>,
+    /// With --explore: disks sync every write at once (no sync events, and a crash loses
+    /// nothing).
+    #[arg(long)]
+    sync_at_once: bool,
+    /// With --explore: each application snapshots after applying every index i with
+    /// (i + 1) % N == 0 (1: after every entry).
+    #[arg(long)]
+    snapshot_interval: Option<u64>,
+    /// With --explore: stream snapshots in chunks of --snapshot-chunk bytes.
+    #[arg(long)]
+    stream_snapshots: bool,
+    /// With --explore: the most bytes of a snapshot chunk.
+    #[arg(long, default_value_t = 64)]
+    snapshot_chunk: usize,
+    /// With --explore: a follower this many entries or more behind the leader's first entry
+    /// is sent a snapshot.
+    #[arg(long)]
+    snapshot_catchup: Option<u64>,
     /// With --explore: how many of the --nodes servers are voters from the start (the others
     /// are spares a membership change may add); all by default.
     #[arg(long)]
     voters: Option<usize>,
     /// With --explore: instead of searching, replay the path an exploration printed (the
-    /// positions of its choices, `3.0.5...`), with the same options.
+    /// positions of its choices, `3.0.5...`), with the same options; a path without a
+    /// violation lists the choices open after it (`--replay ""` those at the start).
     #[arg(long)]
     replay: Option<String>,
     /// How many seeds to run.
@@ -376,8 +399,45 @@ fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64, u64) {
 
 /// `--explore`: one breadth-first exploration, its figures, and the shortest path to a
 /// violation if it finds one (replayed to confirm it).
+/// Positions separated by dots (`3.0.5`; empty: none).
+fn parse_positions(text: &str) -> Option<Vec<usize>> {
+    text.split('.')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().ok())
+        .collect()
+}
+
+/// What `--explore` sets beyond its budgets, as the header line says it.
+fn explore_setup(args: &Args) -> String {
+    let mut setup = String::new();
+    if let Some(after) = &args.after {
+        setup += &format!(", after {after}");
+    }
+    if args.sync_at_once {
+        setup += ", disks syncing at once";
+    }
+    if let Some(interval) = args.snapshot_interval {
+        setup += &format!(", snapshots every {interval} entries");
+        if args.stream_snapshots {
+            setup += &format!(", streamed in chunks of {} bytes", args.snapshot_chunk);
+        }
+    }
+    if args.no_pre_vote {
+        setup += ", no pre-vote";
+    }
+    if args.no_check_quorum {
+        setup += ", no check-quorum";
+    }
+    if let Some(bug) = &args.inject_bug {
+        setup += &format!(", bug {bug} injected");
+    }
+    setup
+}
+
 fn run_explore(args: &Args) -> ExitCode {
-    use raft_proto::sim::explore::{explore_with, replay, replay_positions, ExploreOptions};
+    use raft_proto::sim::explore::{
+        explore_with, open_choices, replay, replay_positions, ExploreOptions,
+    };
     let mut options = ExploreOptions::new(args.nodes, args.depth);
     options.max_states = args.max_states;
     options.crashes = args.crashes;
@@ -388,6 +448,13 @@ fn run_explore(args: &Args) -> ExitCode {
     options.from_leader = args.from_leader;
     options.sim = configure(options.sim.clone(), args);
     options.sim.initial_voters = args.voters;
+    options.sync_at_once = args.sync_at_once;
+    options.sim.snapshot_interval = args.snapshot_interval;
+    options.sim.stream_snapshots = args.stream_snapshots;
+    options.sim.snapshot_chunk = args.snapshot_chunk;
+    if let Some(entries) = args.snapshot_catchup {
+        options.sim.snapshot_catchup_entries = entries;
+    }
     println!(
         "exploring {} nodes{} to depth {} (per path: {} crash(es), {} proposal(s), {} lost or duplicated message(s), {} read(s), {} membership change(s); at most {} states){}",
         args.nodes,
@@ -399,14 +466,21 @@ fn run_explore(args: &Args) -> ExitCode {
         args.reads,
         args.changes,
         args.max_states,
-        args.inject_bug
-            .as_ref()
-            .map_or_else(String::new, |bug| format!(", bug {bug} injected"))
+        explore_setup(args)
     );
+    if let Some(after) = &args.after {
+        let Some(prefix) = parse_positions(after) else {
+            eprintln!("--after takes positions separated by dots: 3.0.5");
+            return ExitCode::from(2);
+        };
+        if replay_positions(&options, &prefix).is_none() {
+            eprintln!("the path of --after does not fit these options");
+            return ExitCode::from(2);
+        }
+        options.prefix = prefix;
+    }
     if let Some(positions) = &args.replay {
-        let positions: Result<Vec<usize>, _> =
-            positions.split('.').map(str::parse::<usize>).collect();
-        let Ok(positions) = positions else {
+        let Some(positions) = parse_positions(positions) else {
             eprintln!("--replay takes positions separated by dots: 3.0.5");
             return ExitCode::from(2);
         };
@@ -425,7 +499,14 @@ fn run_explore(args: &Args) -> ExitCode {
                         ExitCode::FAILURE
                     }
                     Ok(_) => {
-                        println!("no violation on this path");
+                        println!("no violation on this path; open next:");
+                        for (i, choice) in open_choices(&options, &positions)
+                            .unwrap_or_default()
+                            .iter()
+                            .enumerate()
+                        {
+                            println!("  [{i}] {choice}");
+                        }
                         ExitCode::SUCCESS
                     }
                 }
@@ -473,7 +554,7 @@ fn run_explore(args: &Args) -> ExitCode {
             }
             let positions: Vec<String> = violation.positions.iter().map(usize::to_string).collect();
             println!(
-                "replay it with the same options and --replay {}",
+                "replay it with the same options (--after included or not) and --replay {}",
                 positions.join(".")
             );
             ExitCode::FAILURE

@@ -7,8 +7,8 @@
 //!
 //! - any message in flight is delivered, or lost, or delivered with a copy left in flight (a
 //!   duplicate; losses and duplicates together are bounded by [`ExploreOptions::losses`]);
-//! - any server's armed timer fires, however early or late (timers are abstracted to "may
-//!   fire": time moves on to the timer's deadline, or stays if that has passed);
+//! - any server's timer fires, however early or late (timers are abstracted to "may fire":
+//!   time moves on to the server's next deadline, or stays if that has passed);
 //! - any server's oldest write not yet durable becomes durable (the disk syncs);
 //! - a live server crashes, keeping any prefix of its writes not yet durable (bounded by
 //!   [`ExploreOptions::crashes`]), and a crashed one restarts from its durable state;
@@ -18,6 +18,13 @@
 //!   live server is asked for a linearizable read ([`ExploreOptions::reads`]; each read is
 //!   checked against the highest commit index when it was asked and what was applied when it
 //!   is served, as in every simulation).
+//!
+//! Snapshots happen as the simulator's options say ([`SimOptions::snapshot_interval`]: the
+//! application snapshots once it applied such an entry), streamed or not, so a leader sends a
+//! snapshot to a follower its log no longer reaches. [`ExploreOptions::sync_at_once`] drops the
+//! sync events (each write is durable within the step that made it), and
+//! [`ExploreOptions::prefix`] starts the search at the end of a given path: both buy depth for
+//! the bugs whose shortest paths are long.
 //!
 //! Every state is checked by the same judge as every simulation ([`Sim`]: Election
 //! Safety, Leader Append-Only, Log Matching, Leader Completeness, State Machine Safety,
@@ -206,13 +213,24 @@ pub struct ExploreOptions {
     /// Linearizable reads asked per path (each checked against the highest commit index when
     /// it was asked, and against what was applied when it is served).
     pub reads: usize,
-    /// Membership changes asked per path (removing a member, adding a server back as a voter).
+    /// Membership changes asked per path (removing a member, adding a server that is not one
+    /// as a voter, or replacing a voter by such a server).
     pub changes: usize,
     /// Start from a cluster with a leader and one command applied everywhere (the simulator
     /// runs with its seeded timing until then) instead of from the start: the explored paths
     /// then begin where the fresh ones need some ten events to get to. A violation during
     /// that warm-up is reported with an empty path.
     pub from_leader: bool,
+    /// Events to run before the search, as positions (see [`Violation::positions`]): the
+    /// search starts where they end, and `depth` counts the events after them. The paths
+    /// reported begin with them. A position that names no open choice ends the prefix there
+    /// (check it with [`replay_positions`]).
+    pub prefix: Vec<usize>,
+    /// Disks that sync at once: every write becomes durable within the step that made it,
+    /// before anything else happens (a crash then loses nothing). The paths are shorter by
+    /// every sync they would have spent, at the price of the interleavings of syncs with the
+    /// rest, which only the bugs of persistence ordering need.
+    pub sync_at_once: bool,
     /// The simulator's options (timing, features, injected bugs); its `nodes` is set from
     /// `nodes`.
     pub sim: SimOptions,
@@ -236,6 +254,8 @@ impl ExploreOptions {
             reads: 0,
             changes: 0,
             from_leader: false,
+            prefix: Vec::new(),
+            sync_at_once: false,
             sim,
         }
     }
@@ -286,7 +306,25 @@ struct State {
 }
 
 impl State {
+    /// The cluster at the end of `options.prefix` (as far as its positions fit): where the
+    /// search starts.
     fn start(options: &ExploreOptions) -> Self {
+        let mut state = Self::origin(options);
+        for &position in &options.prefix {
+            if state.sim.failure().is_some() {
+                break;
+            }
+            let Some(choice) = choices(&state, options).into_iter().nth(position) else {
+                break;
+            };
+            apply(&mut state, &choice, options);
+            state.positions.push(position);
+        }
+        state
+    }
+
+    /// The cluster before any event: fresh, or after the warm-up of `from_leader`.
+    fn origin(options: &ExploreOptions) -> Self {
         Self {
             sim: initial(options),
             path: Vec::new(),
@@ -374,7 +412,7 @@ fn choices(state: &State, options: &ExploreOptions) -> Vec<Choice> {
 }
 
 /// Applies `choice` to `state` in place.
-fn apply(state: &mut State, choice: &Choice) {
+fn apply(state: &mut State, choice: &Choice, options: &ExploreOptions) {
     match choice {
         Choice::Event { order, fate, .. } => {
             state.sim.explore_fire(*order, *fate);
@@ -427,7 +465,22 @@ fn apply(state: &mut State, choice: &Choice) {
             state.changes += 1;
         }
     }
+    if options.sync_at_once {
+        sync_all(&mut state.sim);
+    }
     state.path.push(choice.clone());
+}
+
+/// Makes every pending write durable, and those the nodes make on being told, until none is
+/// left.
+fn sync_all(sim: &mut Sim) {
+    while let Some((order, _)) = sim
+        .explore_pending()
+        .into_iter()
+        .find(|(_, what)| matches!(what, Pending::Sync(_)))
+    {
+        sim.explore_fire(order, Fate::Happens);
+    }
 }
 
 /// The key a state is told apart by: the cluster (see `Sim::explore_state`) and the budgets
@@ -530,6 +583,9 @@ fn initial(options: &ExploreOptions) -> Sim {
             .check_one_leader()
             .and_then(|_| sim.one(b"start".to_vec(), voters, true));
     }
+    if options.sync_at_once {
+        sync_all(&mut sim);
+    }
     sim
 }
 
@@ -574,10 +630,11 @@ pub fn explore_with(options: &ExploreOptions, mut progress: impl FnMut(Level)) -
     };
     let root = State::start(options);
     if let Some(failure) = root.sim.failure() {
-        // The warm-up of `from_leader` already failed: a violation before any explored event.
+        // The warm-up of `from_leader` or the prefix already failed: a violation before any
+        // explored event.
         report.violation = Some(Violation {
-            path: Vec::new(),
-            positions: Vec::new(),
+            path: root.path.clone(),
+            positions: root.positions.clone(),
             failure: failure.clone(),
         });
         report.seconds = started.elapsed().as_secs_f64();
@@ -631,7 +688,7 @@ impl Search<'_> {
     fn dfs(&mut self, state: &State, left: usize) -> Option<Violation> {
         for (position, choice) in choices(state, self.options).into_iter().enumerate() {
             let mut child = state.child();
-            apply(&mut child, &choice);
+            apply(&mut child, &choice, self.options);
             child.positions.push(position);
             self.visited += 1;
             if let Some(failure) = child.sim.failure() {
@@ -677,10 +734,10 @@ pub fn replay_positions(
     options: &ExploreOptions,
     positions: &[usize],
 ) -> Option<(Result<Sim, Failure>, Vec<Choice>)> {
-    let mut state = State::start(options);
+    let mut state = State::origin(options);
     for &position in positions {
         let choice = choices(&state, options).into_iter().nth(position)?;
-        apply(&mut state, &choice);
+        apply(&mut state, &choice, options);
         if let Some(failure) = state.sim.failure() {
             return Some((Err(failure.clone()), state.path));
         }
@@ -688,12 +745,27 @@ pub fn replay_positions(
     Some((Ok(state.sim), state.path))
 }
 
+/// The choices open after the path given as positions (see [`replay_positions`]), in the
+/// order their positions count: `None` if a position names no open choice or the path fails
+/// on the way.
+pub fn open_choices(options: &ExploreOptions, positions: &[usize]) -> Option<Vec<Choice>> {
+    let mut state = State::origin(options);
+    for &position in positions {
+        let choice = choices(&state, options).into_iter().nth(position)?;
+        apply(&mut state, &choice, options);
+        if state.sim.failure().is_some() {
+            return None;
+        }
+    }
+    Some(choices(&state, options))
+}
+
 /// Runs `path` again from the start: the simulator at its end, or the judge's verdict if it
 /// fails on the way (a path a violation was reported with fails at its last step).
 pub fn replay(options: &ExploreOptions, path: &[Choice]) -> Result<Sim, Failure> {
-    let mut state = State::start(options);
+    let mut state = State::origin(options);
     for choice in path {
-        apply(&mut state, choice);
+        apply(&mut state, choice, options);
         if let Some(failure) = state.sim.failure() {
             return Err(failure.clone());
         }

@@ -1102,7 +1102,13 @@ impl Sim {
                     incarnation,
                 },
             ) => {
-                // Fired now, however late: a timer "may fire" from its deadline on.
+                // Fired at the node's own deadline, or now if that has passed: a timer "may
+                // fire" from then on. (A timer armed for an earlier deadline that has moved
+                // since would only wake the node for nothing.)
+                if let Some(node) = &self.servers[server].node {
+                    let deadline = self.true_time(server, node.next_deadline());
+                    self.now = self.now.max(deadline);
+                }
                 self.servers[server].timer_at = Some(self.now);
                 self.process(SimEvent::Timer {
                     server,
