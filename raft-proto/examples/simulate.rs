@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use raft_proto::sim::{random, scenarios, Failure, SimOptions};
+use raft_proto::sim::{random, scenarios, Failure, FailureKind, SimOptions};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run the Raft core under the deterministic simulator over many seeds")]
@@ -100,7 +100,7 @@ struct Args {
     /// Minimum simulator events per random seed.
     #[arg(long, default_value_t = 1000)]
     events: u64,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores; with --explore, 1).
     #[arg(long)]
     threads: Option<usize>,
     /// List the scenarios and exit.
@@ -254,6 +254,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let explore_only = args.after.is_some()
+        || args.sync_at_once
+        || args.snapshot_interval.is_some()
+        || args.stream_snapshots
+        || args.snapshot_catchup.is_some()
+        || args.voters.is_some()
+        || args.replay.is_some()
+        || args.from_leader;
+    if explore_only && !args.explore {
+        eprintln!(
+            "--after, --sync-at-once, --snapshot-*, --stream-snapshots, --voters, --replay and \
+             --from-leader go with --explore"
+        );
+        return ExitCode::from(2);
+    }
     if args.explore {
         return run_explore(&args);
     }
@@ -397,8 +412,6 @@ fn run_job(job: &Job, args: &Args, threads: usize) -> (u64, u64, u64) {
     (args.seeds - failed, failed, digest.0)
 }
 
-/// `--explore`: one breadth-first exploration, its figures, and the shortest path to a
-/// violation if it finds one (replayed to confirm it).
 /// Positions separated by dots (`3.0.5`; empty: none).
 fn parse_positions(text: &str) -> Option<Vec<usize>> {
     text.split('.')
@@ -410,6 +423,9 @@ fn parse_positions(text: &str) -> Option<Vec<usize>> {
 /// What `--explore` sets beyond its budgets, as the header line says it.
 fn explore_setup(args: &Args) -> String {
     let mut setup = String::new();
+    if let Some(voters) = args.voters {
+        setup += &format!(", {voters} of them voters");
+    }
     if let Some(after) = &args.after {
         setup += &format!(", after {after}");
     }
@@ -420,6 +436,9 @@ fn explore_setup(args: &Args) -> String {
         setup += &format!(", snapshots every {interval} entries");
         if args.stream_snapshots {
             setup += &format!(", streamed in chunks of {} bytes", args.snapshot_chunk);
+        }
+        if let Some(entries) = args.snapshot_catchup {
+            setup += &format!(", sent to a follower {entries} or more entries behind");
         }
     }
     if args.no_pre_vote {
@@ -434,7 +453,37 @@ fn explore_setup(args: &Args) -> String {
     setup
 }
 
+/// Why `--explore` cannot run with these arguments, if it cannot.
+fn explore_misuse(args: &Args) -> Option<String> {
+    let voters = args.voters.unwrap_or(args.nodes);
+    if args.nodes == 0 {
+        return Some("--nodes must be at least 1".into());
+    }
+    if voters == 0 || voters > args.nodes {
+        return Some(format!(
+            "--voters must be between 1 and --nodes ({})",
+            args.nodes
+        ));
+    }
+    if args.snapshot_interval == Some(0) {
+        return Some("--snapshot-interval must be at least 1".into());
+    }
+    if args.snapshot_chunk == 0 {
+        return Some("--snapshot-chunk must be at least 1".into());
+    }
+    if args.stream_snapshots && args.snapshot_interval.is_none() {
+        return Some("--stream-snapshots needs --snapshot-interval".into());
+    }
+    None
+}
+
+/// `--explore`: one exploration (depth first, deepening), its figures, and the shortest path
+/// to a violation if it finds one (replayed to confirm it).
 fn run_explore(args: &Args) -> ExitCode {
+    if let Some(misuse) = explore_misuse(args) {
+        eprintln!("{misuse}");
+        return ExitCode::from(2);
+    }
     use raft_proto::sim::explore::{
         explore_with, open_choices, replay, replay_positions, ExploreOptions,
     };
@@ -449,6 +498,8 @@ fn run_explore(args: &Args) -> ExitCode {
     options.sim = configure(options.sim.clone(), args);
     options.sim.initial_voters = args.voters;
     options.sync_at_once = args.sync_at_once;
+    // One thread unless asked: the figures of a run are then the same to the last digit.
+    options.threads = args.threads.unwrap_or(1);
     options.sim.snapshot_interval = args.snapshot_interval;
     options.sim.stream_snapshots = args.stream_snapshots;
     options.sim.snapshot_chunk = args.snapshot_chunk;
@@ -540,8 +591,12 @@ fn run_explore(args: &Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(violation) => {
+            let what = match violation.failure.kind {
+                FailureKind::Safety => "VIOLATION",
+                _ => "WARM-UP FAILED",
+            };
             println!(
-                "VIOLATION after {} events: {}",
+                "{what} after {} events: {}",
                 violation.path.len(),
                 violation.failure.message
             );

@@ -44,6 +44,14 @@ fn finds(mut options: ExploreOptions, bugs: InjectedBugs, expected: &str) -> Vec
     violation.path
 }
 
+/// Without a bug, the whole bound is searched and holds no violation.
+fn clean(options: &ExploreOptions) {
+    let report = explore(options);
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.depth, options.depth);
+}
+
 #[test]
 fn a_correct_cluster_shows_no_violation_within_six_events() {
     let report = explore(&ExploreOptions::new(3, 6));
@@ -76,8 +84,7 @@ fn a_vote_granted_before_it_is_durable_is_found() {
         .iter()
         .any(|c| matches!(c, Choice::Crash { keep: 0, .. })));
     // Without the bug, the same bound holds no violation.
-    let report = explore(&elections_only(10));
-    assert!(report.violation.is_none(), "{:?}", report.violation);
+    clean(&elections_only(10));
 }
 
 #[test]
@@ -141,8 +148,7 @@ fn a_membership_kept_after_its_entry_is_truncated_is_found() {
     assert!(path
         .iter()
         .any(|c| matches!(c, Choice::ChangeMembership { .. })));
-    let report = explore(&options);
-    assert!(report.violation.is_none(), "{:?}", report.violation);
+    clean(&options);
 }
 
 #[test]
@@ -167,8 +173,7 @@ fn a_streamed_snapshot_installed_before_its_last_chunk_is_staged_is_found() {
     let path = finds(options.clone(), bugs, "neither stored nor staged");
     // The leader adds the spare, which is sent the snapshot and installs it.
     assert_eq!(path.len(), 4);
-    let report = explore(&options);
-    assert!(report.violation.is_none(), "{:?}", report.violation);
+    clean(&options);
 }
 
 /// The first 13 events of a shortest path to the Figure 8 problem (3 nodes from a leader,
@@ -199,6 +204,33 @@ fn committing_an_earlier_term_by_counting_is_found_after_a_prefix() {
     // is of a later term) and lacks the entry counted committed.
     assert_eq!(path.len(), 17);
     assert_eq!(path[..13], prefix[..]);
-    let report = explore(&options);
-    assert!(report.violation.is_none(), "{:?}", report.violation);
+    clean(&options);
+}
+
+#[test]
+fn two_threads_search_the_same_bound() {
+    // A correct cluster: no violation, and about as many states as on one thread (not
+    // exactly: states told apart only by their clocks are explored from the first met, and
+    // which is first depends on the threads' timing).
+    let one = explore(&ExploreOptions::new(3, 6));
+    let mut options = ExploreOptions::new(3, 6);
+    options.threads = 2;
+    let two = explore(&options);
+    assert!(two.violation.is_none(), "{:?}", two.violation);
+    assert!(two.complete);
+    assert_eq!(two.depth, 6);
+    let ratio = two.distinct as f64 / one.distinct as f64;
+    assert!((0.8..1.2).contains(&ratio), "{one:?} {two:?}");
+    // A bug: found, and the path replays to the same verdict.
+    let bugs = InjectedBugs {
+        serve_reads_locally: true,
+        ..InjectedBugs::default()
+    };
+    let mut options = elections_only(6);
+    options.from_leader = true;
+    options.crashes = 0;
+    options.proposals = 1;
+    options.reads = 1;
+    options.threads = 2;
+    finds(options, bugs, "Read Safety");
 }

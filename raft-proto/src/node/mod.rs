@@ -697,8 +697,10 @@ struct NoBugs {
 impl Node {
     /// For the explorer ([`crate::sim::explore`]): writes the node's state to `out` without
     /// what only measures time or chance (its clock and deadlines, its random generator, its
-    /// counters) and with sequence numbers relative to the last durable one, so that two
-    /// nodes that behave alike from here on, whatever their timing, write the same.
+    /// counters) and with sequence numbers relative to the last durable one, but with which
+    /// of its deadlines have passed and whether it heard from its leader recently, so that
+    /// two nodes that behave alike from here on, up to when their next deadlines fall, write
+    /// the same.
     pub(crate) fn write_state(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
         let base = self.durable_seq;
         let held: Vec<(u64, &Message)> = self
@@ -737,6 +739,17 @@ impl Node {
             self.write,
             self.stable_index,
             self.transfer_sent_this_term,
+        )?;
+        // Not the clock itself, but how the deadlines fall against it: what a timer or a vote
+        // request does next depends on these.
+        write!(
+            out,
+            "|{}{}{}{}{}",
+            u8::from(self.leader_is_recent()),
+            u8::from(self.now < self.quiet_until),
+            u8::from(self.now >= self.election_deadline),
+            u8::from(self.now >= self.heartbeat_deadline),
+            u8::from(self.now >= self.quorum_check_deadline),
         )
     }
 }

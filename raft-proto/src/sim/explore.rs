@@ -7,9 +7,10 @@
 //!
 //! - any message in flight is delivered, or lost, or delivered with a copy left in flight (a
 //!   duplicate; losses and duplicates together are bounded by [`ExploreOptions::losses`]);
-//! - any server's timer fires, however early or late (timers are abstracted to "may fire":
-//!   time moves on to the server's next deadline, or stays if that has passed);
-//! - any server's oldest write not yet durable becomes durable (the disk syncs);
+//! - any server's timer fires, however late (timers are abstracted to "may fire": time moves
+//!   on to the server's next deadline, or stays if that has passed);
+//! - any server's disk syncs, making durable its writes up to one the node asked to sync
+//!   (the oldest, or more at once);
 //! - a live server crashes, keeping any prefix of its writes not yet durable (bounded by
 //!   [`ExploreOptions::crashes`]), and a crashed one restarts from its durable state;
 //! - the leader is asked to append a command (bounded by [`ExploreOptions::proposals`]), to
@@ -29,12 +30,23 @@
 //! Every state is checked by the same judge as every simulation ([`Sim`]: Election
 //! Safety, Leader Append-Only, Log Matching, Leader Completeness, State Machine Safety,
 //! durability of what is applied, memberships, monotonic terms and indexes). States are told
-//! apart by what decides the cluster's future: each node's state without its clock, deadlines
-//! and random generator, the disks, and the multiset of what is in flight (see
-//! `Sim::explore_state`), and by what the judge remembers of the path; a state met again with
-//! no more events left to spend is not explored again. The search deepens one event at a time
-//! ([`explore_with`]), so the first violation found is at the smallest depth: its path is a
-//! shortest way to it, and [`replay`] runs it again.
+//! apart by each node's state without its clock, deadlines and random generator, the disks,
+//! and the multiset of what is in flight (see `Sim::explore_state`), and by what the judge
+//! remembers of the path; a state met again with no more events left to spend is not explored
+//! again. The search deepens one event at a time ([`explore_with`]), so the first violation
+//! found is at the smallest depth: its path is a shortest way to it, and [`replay`] runs it
+//! again.
+//!
+//! **What the timing abstraction costs.** Every path explored is a real run of the nodes, but
+//! two states told apart only by their clocks and deadlines are taken for one, and explored
+//! from the first met. Where a node's choice depends on how its deadlines fall against the
+//! clock (a candidate's timer that starts a new election or only asks again for votes; the
+//! sticky leader and check-quorum), the other state's choices may be missed, so the states
+//! reached depend a little on the order of the search: depth 7 from the start gives 99,201
+//! distinct states on one thread and some 93,000 on two. Telling clocks apart would make
+//! every state unique (deadlines are drawn at random), so the explorer claims no more than
+//! this: from each state it keeps, every order of events, with the timing that state was
+//! first met with.
 //!
 //! ```
 //! use raft_proto::sim::explore::{explore, ExploreOptions};
@@ -46,9 +58,13 @@
 //! assert!(report.distinct > 100);
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::format;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::vec;
 use std::vec::Vec;
 
 use super::{Failure, Sim, SimOptions};
@@ -72,7 +88,7 @@ pub enum Pending {
     },
     /// A server's armed timer.
     Timer(NodeId),
-    /// A server's next write becoming durable.
+    /// A server's disk syncing: its writes become durable up to one the node asked to sync.
     Sync(NodeId),
 }
 
@@ -200,7 +216,7 @@ pub struct ExploreOptions {
     /// Servers, all voters from the start unless `sim.initial_voters` says fewer (the others
     /// start empty, as spares a membership change may add).
     pub nodes: usize,
-    /// The most events on a path.
+    /// The most events on a path (after the prefix, if any).
     pub depth: usize,
     /// Stop once this many distinct states are known (the report says it was cut short).
     pub max_states: usize,
@@ -223,14 +239,19 @@ pub struct ExploreOptions {
     pub from_leader: bool,
     /// Events to run before the search, as positions (see [`Violation::positions`]): the
     /// search starts where they end, and `depth` counts the events after them. The paths
-    /// reported begin with them. A position that names no open choice ends the prefix there
-    /// (check it with [`replay_positions`]).
+    /// reported begin with them, and their events count against the budgets per path
+    /// (`crashes`, `proposals`, ...). A position that names no open choice ends the prefix
+    /// there (check it with [`replay_positions`]).
     pub prefix: Vec<usize>,
     /// Disks that sync at once: every write becomes durable within the step that made it,
     /// before anything else happens (a crash then loses nothing). The paths are shorter by
     /// every sync they would have spent, at the price of the interleavings of syncs with the
     /// rest, which only the bugs of persistence ordering need.
     pub sync_at_once: bool,
+    /// Threads searching at once (1: the search is deterministic to the last figure; with
+    /// more, the distinct states and the depth reached are the same, the states visited and
+    /// which of several shortest violations is reported may differ).
+    pub threads: usize,
     /// The simulator's options (timing, features, injected bugs); its `nodes` is set from
     /// `nodes`.
     pub sim: SimOptions,
@@ -256,15 +277,17 @@ impl ExploreOptions {
             from_leader: false,
             prefix: Vec::new(),
             sync_at_once: false,
+            threads: 1,
             sim,
         }
     }
 }
 
-/// A safety violation the explorer reached.
+/// A violation the explorer reached: of safety, or a warm-up (`from_leader`) that failed.
 #[derive(Debug, Clone)]
 pub struct Violation {
-    /// The events from the start that lead to it (the shortest such path).
+    /// The events from the start that lead to it: a shortest such path (of those that begin
+    /// with the prefix, if one was given).
     pub path: Vec<Choice>,
     /// The same path as the position of each choice among those open at its step: what
     /// [`replay_positions`] takes (and `simulate --explore --replay` prints and reads).
@@ -282,7 +305,8 @@ pub struct ExploreReport {
     pub visited: u64,
     /// Distinct states within the last bound searched.
     pub distinct: u64,
-    /// The deepest bound searched completely (the violation's path length, with one).
+    /// The deepest bound searched completely (with a violation: its path length, less the
+    /// prefix's).
     pub depth: usize,
     /// Whether every state within the depth was explored (not cut short by `max_states`).
     pub complete: bool,
@@ -576,12 +600,17 @@ fn initial(options: &ExploreOptions) -> Sim {
     sim_options.nodes = options.nodes;
     let mut sim = Sim::new(sim_options);
     if options.from_leader {
-        // Without a bug this elects a leader and commits; with one, a failure here is
-        // reported by the first step explored (the failure stays recorded).
+        // Without a bug this elects a leader and commits. A safety violation on the way stays
+        // recorded; a warm-up that ends without a leader or without the command applied
+        // everywhere is recorded as its failure too, so that the search reports it (with an
+        // empty path) instead of starting from wherever it stopped.
         let voters = options.sim.initial_voters.unwrap_or(options.nodes);
-        let _ = sim
+        let warm_up = sim
             .check_one_leader()
             .and_then(|_| sim.one(b"start".to_vec(), voters, true));
+        if let Err(failure) = warm_up {
+            sim.failure.get_or_insert(failure);
+        }
     }
     if options.sync_at_once {
         sync_all(&mut sim);
@@ -618,6 +647,10 @@ pub struct Level {
 /// where a breadth-first search would hold a whole level of clusters. A violation found at
 /// bound `d` was not found at `d - 1`: its path is a shortest one. The bounds before the last
 /// cost about one part in the branching factor of the last (some 15 for 3 nodes).
+///
+/// With [`ExploreOptions::threads`] above 1, each bound first goes breadth first until there
+/// are 16 states per thread, and the threads then search from those states one at a time,
+/// sharing the states met.
 pub fn explore_with(options: &ExploreOptions, mut progress: impl FnMut(Level)) -> ExploreReport {
     let started = std::time::Instant::now();
     let mut report = ExploreReport {
@@ -642,30 +675,31 @@ pub fn explore_with(options: &ExploreOptions, mut progress: impl FnMut(Level)) -
     }
     for depth in 1..=options.depth {
         let level_started = std::time::Instant::now();
-        let mut search = Search {
-            options,
-            seen: HashMap::new(),
-            visited: 0,
-            cut_short: false,
-        };
-        search.seen.insert(key(&root), depth);
-        let violation = search.dfs(&root, depth);
-        report.visited += search.visited;
-        report.distinct = search.seen.len() as u64;
+        let search = Search::new(options);
+        search.remember(key(&root), depth);
+        search.run(root.child(), depth);
+        let visited = search.visited.load(Ordering::Relaxed);
+        let cut_short = search.cut_short.load(Ordering::Relaxed);
+        let violation = search
+            .violation
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        report.visited += visited;
+        report.distinct = search
+            .seen
+            .iter()
+            .map(|shard| shard.lock().map_or(0, |s| s.len()) as u64)
+            .sum();
         progress(Level {
             depth,
             distinct: report.distinct,
-            visited: search.visited,
+            visited,
             seconds: level_started.elapsed().as_secs_f64(),
         });
-        if violation.is_some() || search.cut_short {
+        if violation.is_some() || cut_short {
             report.violation = violation;
-            report.complete = !search.cut_short;
-            if search.cut_short {
-                report.depth = depth - 1;
-            } else {
-                report.depth = depth;
-            }
+            report.complete = !cut_short;
+            report.depth = if cut_short { depth - 1 } else { depth };
             break;
         }
         report.depth = depth;
@@ -674,56 +708,150 @@ pub fn explore_with(options: &ExploreOptions, mut progress: impl FnMut(Level)) -
     report
 }
 
-/// One depth-first search of the iterative deepening.
+/// How many shards the map of states met is cut into (by key), so that threads seldom wait
+/// for each other.
+const SHARDS: usize = 64;
+
+/// One depth-first search of the iterative deepening, on `options.threads` threads sharing
+/// the states met.
 struct Search<'o> {
     options: &'o ExploreOptions,
     /// Each state met, with the most events that were left to spend from it.
-    seen: HashMap<u128, usize>,
-    visited: u64,
-    cut_short: bool,
+    seen: Vec<Mutex<HashMap<u128, usize>>>,
+    distinct: AtomicUsize,
+    visited: AtomicU64,
+    cut_short: AtomicBool,
+    /// Set once a violation is found or the search is cut short: every thread stops.
+    stop: AtomicBool,
+    violation: Mutex<Option<Violation>>,
 }
 
-impl Search<'_> {
-    /// Searches every path of up to `left` events from `state`.
-    fn dfs(&mut self, state: &State, left: usize) -> Option<Violation> {
-        for (position, choice) in choices(state, self.options).into_iter().enumerate() {
-            let mut child = state.child();
-            apply(&mut child, &choice, self.options);
-            child.positions.push(position);
-            self.visited += 1;
-            if let Some(failure) = child.sim.failure() {
-                return Some(Violation {
+/// What one step from a state gave.
+enum Stepped {
+    /// A state not met before with as many events left: search on from it.
+    New(State),
+    /// Met before with as many events left, or the search stops.
+    Done,
+}
+
+impl<'o> Search<'o> {
+    fn new(options: &'o ExploreOptions) -> Self {
+        Self {
+            options,
+            seen: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            distinct: AtomicUsize::new(0),
+            visited: AtomicU64::new(0),
+            cut_short: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            violation: Mutex::new(None),
+        }
+    }
+
+    /// Notes that `key` was met with `left` events to spend; false if it was met before with
+    /// as many (nothing new to search from it).
+    fn remember(&self, key: u128, left: usize) -> bool {
+        let shard = &self.seen[(key as usize) % SHARDS];
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        match shard.entry(key) {
+            Entry::Occupied(mut seen) => {
+                if *seen.get() >= left {
+                    return false;
+                }
+                seen.insert(left);
+            }
+            Entry::Vacant(new) => {
+                new.insert(left);
+                if self.distinct.fetch_add(1, Ordering::Relaxed) + 1 >= self.options.max_states {
+                    self.cut_short.store(true, Ordering::Relaxed);
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        true
+    }
+
+    /// Takes the choice at `position` from `state`, with `left` events left after it.
+    fn step(&self, state: &State, position: usize, choice: &Choice, left: usize) -> Stepped {
+        let mut child = state.child();
+        apply(&mut child, choice, self.options);
+        child.positions.push(position);
+        self.visited.fetch_add(1, Ordering::Relaxed);
+        if let Some(failure) = child.sim.failure() {
+            let mut found = self.violation.lock().unwrap_or_else(|e| e.into_inner());
+            // Several threads may find one at this bound (all of its length): keep the first
+            // in path order of those found.
+            let earlier = found
+                .as_ref()
+                .is_some_and(|v| v.positions <= child.positions);
+            if !earlier {
+                *found = Some(Violation {
                     path: child.path,
                     positions: child.positions,
                     failure: failure.clone(),
                 });
             }
-            let remaining = left - 1;
-            match self.seen.entry(key(&child)) {
-                std::collections::hash_map::Entry::Occupied(mut seen) => {
-                    if *seen.get() >= remaining {
-                        continue;
-                    }
-                    seen.insert(remaining);
-                }
-                std::collections::hash_map::Entry::Vacant(new) => {
-                    new.insert(remaining);
-                    if self.seen.len() >= self.options.max_states {
-                        self.cut_short = true;
-                        return None;
+            self.stop.store(true, Ordering::Relaxed);
+            return Stepped::Done;
+        }
+        if self.remember(key(&child), left) && !self.stop.load(Ordering::Relaxed) {
+            Stepped::New(child)
+        } else {
+            Stepped::Done
+        }
+    }
+
+    /// Searches every path of up to `left` events from `root`: on this thread alone, or cut
+    /// into subtrees (the states a few events down) that the threads take one at a time.
+    fn run(&self, root: State, left: usize) {
+        let threads = self.options.threads.max(1);
+        if threads == 1 {
+            self.dfs(&root, left);
+            return;
+        }
+        // Breadth first until there are enough subtrees to share out evenly.
+        let mut frontier = vec![root];
+        let mut left = left;
+        while frontier.len() < 16 * threads && left > 0 && !self.stop.load(Ordering::Relaxed) {
+            let mut next = Vec::new();
+            for state in &frontier {
+                for (position, choice) in choices(state, self.options).into_iter().enumerate() {
+                    if let Stepped::New(child) = self.step(state, position, &choice, left - 1) {
+                        next.push(child);
                     }
                 }
             }
-            if remaining > 0 {
-                if let Some(violation) = self.dfs(&child, remaining) {
-                    return Some(violation);
-                }
-                if self.cut_short {
-                    return None;
+            frontier = next;
+            left -= 1;
+        }
+        if left == 0 {
+            return;
+        }
+        let taken = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = taken.fetch_add(1, Ordering::Relaxed);
+                    if i >= frontier.len() || self.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    self.dfs(&frontier[i], left);
+                });
+            }
+        });
+    }
+
+    /// Searches every path of up to `left` (at least 1) events from `state`.
+    fn dfs(&self, state: &State, left: usize) {
+        for (position, choice) in choices(state, self.options).into_iter().enumerate() {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Stepped::New(child) = self.step(state, position, &choice, left - 1) {
+                if left > 1 {
+                    self.dfs(&child, left - 1);
                 }
             }
         }
-        None
     }
 }
 

@@ -1078,8 +1078,9 @@ impl Sim {
     }
 
     /// Makes the pending event `order` happen now (time moves on to its time if that is
-    /// later): delivered (or synced, or fired), dropped (a message lost), or delivered with a
-    /// copy left in flight (a duplicate). Returns false if there is no such event.
+    /// later; for a timer, to its node's next deadline): delivered (or synced, or fired),
+    /// dropped (a message lost), or delivered with a copy left in flight (a duplicate).
+    /// Returns false if there is no such event.
     pub(crate) fn explore_fire(&mut self, order: u64, how: explore::Fate) -> bool {
         let mut events = std::mem::take(&mut self.queue).into_vec();
         let Some(position) = events.iter().position(|Reverse(e)| e.order == order) else {
@@ -1152,7 +1153,21 @@ impl Sim {
                 write.seq = rank as u64;
                 write!(out, "{write:?}")?;
             }
-            write!(out, "#{}#", self.connected[(server.id - 1) as usize])?;
+            let storage = &server.storage;
+            write!(
+                out,
+                "#{:?}{:?}{:?}#{}#",
+                storage.snapshot_files,
+                storage.staged,
+                storage.reading,
+                self.connected[(server.id - 1) as usize]
+            )?;
+        }
+        // The reads in flight: where each was asked (and whether that server has restarted
+        // since) and the commit index it must not be served below.
+        for &(_, server, incarnation, floor) in &self.reads.pending {
+            let current = self.servers[server].incarnation == incarnation;
+            write!(out, "r{server}:{current}:{floor}")?;
         }
         // What is in flight, as a multiset: each item hashed, the hashes sorted.
         let mut in_flight: Vec<u128> = self
