@@ -726,14 +726,6 @@ struct Search<'o> {
     violation: Mutex<Option<Violation>>,
 }
 
-/// What one step from a state gave.
-enum Stepped {
-    /// A state not met before with as many events left: search on from it.
-    New(State),
-    /// Met before with as many events left, or the search stops.
-    Done,
-}
-
 impl<'o> Search<'o> {
     fn new(options: &'o ExploreOptions) -> Self {
         Self {
@@ -770,8 +762,10 @@ impl<'o> Search<'o> {
         true
     }
 
-    /// Takes the choice at `position` from `state`, with `left` events left after it.
-    fn step(&self, state: &State, position: usize, choice: &Choice, left: usize) -> Stepped {
+    /// Takes the choice at `position` from `state`, with `left` events left after it: the
+    /// state it leads to if that was not met before with as many events left (and the search
+    /// goes on).
+    fn step(&self, state: &State, position: usize, choice: &Choice, left: usize) -> Option<State> {
         let mut child = state.child();
         apply(&mut child, choice, self.options);
         child.positions.push(position);
@@ -791,13 +785,9 @@ impl<'o> Search<'o> {
                 });
             }
             self.stop.store(true, Ordering::Relaxed);
-            return Stepped::Done;
+            return None;
         }
-        if self.remember(key(&child), left) && !self.stop.load(Ordering::Relaxed) {
-            Stepped::New(child)
-        } else {
-            Stepped::Done
-        }
+        (self.remember(key(&child), left) && !self.stop.load(Ordering::Relaxed)).then_some(child)
     }
 
     /// Searches every path of up to `left` events from `root`: on this thread alone, or cut
@@ -815,7 +805,7 @@ impl<'o> Search<'o> {
             let mut next = Vec::new();
             for state in &frontier {
                 for (position, choice) in choices(state, self.options).into_iter().enumerate() {
-                    if let Stepped::New(child) = self.step(state, position, &choice, left - 1) {
+                    if let Some(child) = self.step(state, position, &choice, left - 1) {
                         next.push(child);
                     }
                 }
@@ -846,7 +836,7 @@ impl<'o> Search<'o> {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            if let Stepped::New(child) = self.step(state, position, &choice, left - 1) {
+            if let Some(child) = self.step(state, position, &choice, left - 1) {
                 if left > 1 {
                     self.dfs(&child, left - 1);
                 }
