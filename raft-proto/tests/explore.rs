@@ -234,3 +234,55 @@ fn two_threads_search_the_same_bound() {
     options.threads = 2;
     finds(options, bugs, "Read Safety");
 }
+
+#[test]
+fn a_read_served_before_its_index_is_applied_is_found_after_a_prefix() {
+    let bugs = InjectedBugs {
+        serve_reads_before_applied: true,
+        ..InjectedBugs::default()
+    };
+    // From a leader: a follower is asked for a read, then the leader for a command; the
+    // search goes on from there (the whole path, 8 events, is found from the start in the
+    // README's bound).
+    let mut options = elections_only(6);
+    options.from_leader = true;
+    options.sync_at_once = true;
+    options.crashes = 0;
+    options.proposals = 1;
+    options.reads = 1;
+    options.prefix = vec![3, 4];
+    let (_, prefix) = replay_positions(&options, &options.prefix).expect("the prefix fits");
+    assert!(matches!(prefix[0], Choice::Read { .. }), "{prefix:?}");
+    assert!(matches!(prefix[1], Choice::Propose { .. }), "{prefix:?}");
+    let path = finds(options.clone(), bugs, "having applied only up to");
+    assert_eq!(path.len(), 8);
+    clean(&options);
+}
+
+#[test]
+fn committing_with_the_new_voters_only_while_joint_is_found() {
+    let bugs = InjectedBugs {
+        commit_joint_with_new_voters_only: true,
+        ..InjectedBugs::default()
+    };
+    // Four servers, three of them voters, from a leader (pre-vote and check-quorum on).
+    let mut options = ExploreOptions::new(4, 5);
+    options.sim.initial_voters = Some(3);
+    options.from_leader = true;
+    options.sync_at_once = true;
+    options.crashes = 0;
+    options.losses = 0;
+    options.changes = 1;
+    let path = finds(options.clone(), bugs, "Durability");
+    // The leader replaces a voter by the spare and commits the joint entry with the spare
+    // alone besides itself: a majority of the new voters, not of the old.
+    assert_eq!(path.len(), 5);
+    assert!(matches!(
+        path[0],
+        Choice::ChangeMembership {
+            change: raft_proto::sim::explore::Change::Replace { .. },
+            ..
+        }
+    ));
+    clean(&options);
+}
