@@ -16,6 +16,14 @@ fn elections_only(depth: usize) -> ExploreOptions {
     options
 }
 
+/// As [`elections_only`], from a cluster with a leader and no crashes.
+fn from_a_leader(depth: usize) -> ExploreOptions {
+    let mut options = elections_only(depth);
+    options.from_leader = true;
+    options.crashes = 0;
+    options
+}
+
 /// Explores with `bugs` injected; returns the violation's path after checking that it
 /// replays to the same verdict.
 fn finds(mut options: ExploreOptions, bugs: InjectedBugs, expected: &str) -> Vec<Choice> {
@@ -118,9 +126,7 @@ fn a_read_served_from_local_state_is_found() {
         serve_reads_locally: true,
         ..InjectedBugs::default()
     };
-    let mut options = elections_only(6);
-    options.from_leader = true;
-    options.crashes = 0;
+    let mut options = from_a_leader(6);
     options.proposals = 1;
     options.reads = 1;
     let path = finds(options, bugs, "Read Safety");
@@ -135,10 +141,8 @@ fn a_membership_kept_after_its_entry_is_truncated_is_found() {
         keep_truncated_membership: true,
         ..InjectedBugs::default()
     };
-    let mut options = elections_only(7);
-    options.from_leader = true;
+    let mut options = from_a_leader(7);
     options.sync_at_once = true;
-    options.crashes = 0;
     options.proposals = 1;
     options.changes = 1;
     let path = finds(options.clone(), bugs, "as the newest membership");
@@ -159,16 +163,14 @@ fn a_streamed_snapshot_installed_before_its_last_chunk_is_staged_is_found() {
     };
     // Four servers, three of them voters; every applied entry snapshotted, and a follower
     // one entry behind sent a snapshot, streamed in chunks of 64 bytes.
-    let mut options = elections_only(4);
+    let mut options = from_a_leader(4);
     options.nodes = 4;
     options.sim.initial_voters = Some(3);
     options.sim.snapshot_interval = Some(1);
     options.sim.stream_snapshots = true;
     options.sim.snapshot_chunk = 64;
     options.sim.snapshot_catchup_entries = 0;
-    options.from_leader = true;
     options.sync_at_once = true;
-    options.crashes = 0;
     options.changes = 1;
     let path = finds(options.clone(), bugs, "neither stored nor staged");
     // The leader adds the spare, which is sent the snapshot and installs it.
@@ -188,10 +190,8 @@ fn committing_an_earlier_term_by_counting_is_found_after_a_prefix() {
         commit_earlier_term_by_counting: true,
         ..InjectedBugs::default()
     };
-    let mut options = elections_only(4);
-    options.from_leader = true;
+    let mut options = from_a_leader(4);
     options.sync_at_once = true;
-    options.crashes = 0;
     options.proposals = 2;
     options.prefix = FIGURE_8_PREFIX.to_vec();
     let (_, prefix) = replay_positions(&options, &FIGURE_8_PREFIX).expect("the prefix fits");
@@ -226,9 +226,7 @@ fn two_threads_search_the_same_bound() {
         serve_reads_locally: true,
         ..InjectedBugs::default()
     };
-    let mut options = elections_only(6);
-    options.from_leader = true;
-    options.crashes = 0;
+    let mut options = from_a_leader(6);
     options.proposals = 1;
     options.reads = 1;
     options.threads = 2;
@@ -242,12 +240,10 @@ fn a_read_served_before_its_index_is_applied_is_found_after_a_prefix() {
         ..InjectedBugs::default()
     };
     // From a leader: a follower is asked for a read, then the leader for a command; the
-    // search goes on from there (the whole path, 8 events, is found from the start in the
-    // README's bound).
-    let mut options = elections_only(6);
-    options.from_leader = true;
+    // search goes on from there (the whole path, 8 events, is found without the prefix in
+    // the README's bound).
+    let mut options = from_a_leader(6);
     options.sync_at_once = true;
-    options.crashes = 0;
     options.proposals = 1;
     options.reads = 1;
     options.prefix = vec![3, 4];
